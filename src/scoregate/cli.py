@@ -1,0 +1,338 @@
+"""The ``scoregate`` command line (Typer + rich).
+
+Every command is a thin shell over a service: parse and validate arguments, call
+the service, render the result. Errors a user can cause print one line and exit
+non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scoregate.config import Settings
+from scoregate.errors import InvalidInputError, ScoregateError
+from scoregate.flavors import FLAVOR_NAMES
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Governed, monitored model scoring.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="List and inspect registered models.")
+alias_app = typer.Typer(no_args_is_help=True, help="Move, delete and list aliases (name@staging).")
+app.add_typer(models_app, name="models")
+app.add_typer(alias_app, name="alias")
+
+out = Console()
+err = Console(stderr=True)
+
+#: Exit codes by error class, so scripts can tell "not found" from "conflict".
+EXIT_CODES = {404: 4, 409: 5, 422: 3, 400: 2, 503: 6}
+
+
+class State:
+    settings: Settings | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _main(
+    home: Annotated[
+        Path | None, typer.Option(help="Scoregate home (default ~/.scoregate; env SCOREGATE_HOME).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Metadata database URL (env SCOREGATE_DATABASE_URL).")
+    ] = None,
+    artifacts_url: Annotated[str | None, typer.Option(help="Artifact store URL (env SCOREGATE_ARTIFACTS_URL).")] = None,
+) -> None:
+    state.settings = Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from scoregate.registry import Registry
+
+    return Registry(state.settings or Settings.load())
+
+
+def _pairs(values: list[str] | None, option: str, *, numeric: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"invalid {option} {item!r}: expected KEY=VALUE")
+        if numeric:
+            try:
+                result[key] = float(value)
+            except ValueError:
+                raise InvalidInputError(f"invalid {option} {item!r}: {value!r} is not a number") from None
+        else:
+            result[key] = value
+    return result
+
+
+@app.command()
+def register(
+    name: Annotated[str, typer.Argument(help="Model name, e.g. credit-risk.")],
+    artifact: Annotated[Path, typer.Argument(help="Model file or directory.")],
+    flavor: Annotated[str, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)}.")],
+    train_data: Annotated[Path | None, typer.Option(help="Training data (csv, parquet, json, jsonl).")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column in the training data.")] = None,
+    schema: Annotated[Path | None, typer.Option(help="Input schema JSON (overrides inference).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric NAME=VALUE (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Parameter NAME=VALUE (repeatable).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Tag KEY=VALUE (repeatable).")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    owner: Annotated[str | None, typer.Option()] = None,
+    risk_tier: Annotated[str | None, typer.Option(help="low, medium or high.")] = None,
+    parent: Annotated[int | None, typer.Option(help="Version this one was derived from.")] = None,
+    latency_budget_ms: Annotated[float, typer.Option(help="p99 budget for serving.")] = 300.0,
+) -> None:
+    """Register a new version of a model."""
+    from scoregate.schema import ModelSchema
+
+    model_schema = None
+    if schema is not None:
+        try:
+            model_schema = ModelSchema.model_validate_json(schema.read_text())
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read schema file {schema}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid schema file {schema}: {_first_error(exc)}") from None
+    version = _registry().register(
+        name,
+        artifact,
+        flavor=flavor,
+        train_data=train_data,
+        target=target,
+        schema=model_schema,
+        metrics=_pairs(metric, "--metric", numeric=True),
+        params=_pairs(param, "--param"),
+        tags=_pairs(tag, "--tag"),
+        description=description,
+        owner=owner,
+        risk_tier=risk_tier,
+        parent_version=parent,
+        latency_budget_ms=latency_budget_ms,
+    )
+    out.print(
+        f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "
+        f"{len(version.input_schema.features)} features)"
+    )
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List every model with its latest version and aliases."""
+    summaries = _registry().list_models()
+    if as_json:
+        out.print_json(json.dumps([s.model_dump(mode="json") for s in summaries]))
+        return
+    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "description")
+    for s in summaries:
+        aliases = ", ".join(f"{a}→{v}" for a, v in s.aliases.items())
+        table.add_row(
+            s.name,
+            str(s.latest_version or "-"),
+            str(s.versions),
+            aliases,
+            s.owner or "",
+            s.risk_tier or "",
+            s.description or "",
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one version: artifact, schema, metrics, lineage."""
+    version = _registry().resolve(ref)
+    if as_json:
+        out.print_json(version.model_dump_json(exclude={"environment"}))
+        return
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("reference", version.ref),
+        ("status", version.status + (f" ({version.retire_reason})" if version.retire_reason else "")),
+        ("aliases", ", ".join(version.aliases) or "-"),
+        ("flavor", version.flavor),
+        ("artifact", f"{version.artifact_name} sha256:{version.artifact_digest} ({version.artifact_size} bytes)"),
+        ("description", version.description or "-"),
+        ("metrics", ", ".join(f"{k}={v:g}" for k, v in version.metrics.items()) or "-"),
+        ("params", ", ".join(f"{k}={v}" for k, v in version.params.items()) or "-"),
+        ("tags", ", ".join(f"{k}={v}" for k, v in version.tags.items()) or "-"),
+        (
+            "training data",
+            f"{version.training_data_uri or '-'} sha256:{version.training_data_digest or '-'} "
+            f"({version.training_rows or 0} rows)",
+        ),
+        ("code version", (version.code_version or "-") + (" (uncommitted changes)" if version.code_dirty else "")),
+        ("parent", str(version.parent_version or "-")),
+        ("python", version.environment.get("python", "-")),
+        ("packages", ", ".join(f"{k}=={v}" for k, v in version.environment.get("flavor_packages", {}).items())),
+        ("latency budget", f"{version.latency_budget_ms:g} ms"),
+        ("registered", f"{version.created_at:%Y-%m-%d %H:%M:%S} UTC by {version.created_by or '-'}"),
+    ]
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", value)
+    out.print(table)
+    features = Table("feature", "type", "nullable", "range / categories", title="input schema")
+    for f in version.input_schema.features:
+        if f.categories:
+            detail = ", ".join(f.categories[:8]) + (" ..." if len(f.categories) > 8 else "")
+        elif f.minimum is not None or f.maximum is not None:
+            detail = f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None and f.maximum is not None else ""
+        else:
+            detail = ""
+        features.add_row(f.name, f.type.value, "yes" if f.nullable else "no", detail)
+    out.print(features)
+    outputs = ", ".join(f"{o.name} ({o.type.value})" for o in version.output_schema) or "-"
+    out.print(f"[bold]outputs[/]: {outputs}")
+
+
+@models_app.command("versions")
+def models_versions(name: Annotated[str, typer.Argument()]) -> None:
+    """List the versions of one model."""
+    versions = _registry().list_versions(name)
+    table = Table("version", "status", "aliases", "flavor", "digest", "metrics", "registered")
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            v.status,
+            ", ".join(v.aliases),
+            v.flavor,
+            v.artifact_digest[:12],
+            ", ".join(f"{k}={val:g}" for k, val in v.metrics.items()),
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+@app.command("schema")
+def schema_show(ref: Annotated[str, typer.Argument()]) -> None:
+    """Print a version's input schema as JSON (edit it and pass it to register --schema)."""
+    version = _registry().resolve(ref)
+    sys.stdout.write(version.input_schema.model_dump_json(indent=2, exclude={"outputs"}) + "\n")
+
+
+@alias_app.command("set")
+def alias_set(
+    ref: Annotated[str, typer.Argument(help="The version to point at: NAME@VERSION or NAME@ALIAS.")],
+    alias: Annotated[str, typer.Argument(help="Alias to set, e.g. staging.")],
+    no_overwrite: Annotated[bool, typer.Option("--no-overwrite", help="Fail if the alias points elsewhere.")] = False,
+) -> None:
+    """Point an alias at a version (moving it if it exists: this is also the rollback)."""
+    from scoregate.refs import ModelRef
+
+    registry = _registry()
+    version = registry.resolve(ModelRef.parse(ref, require_selector=True))
+    record = registry.set_alias(version.name, alias, version.version, overwrite=not no_overwrite)
+    out.print(f"{record.name}@{record.alias} → version {record.version}")
+
+
+@alias_app.command("delete")
+def alias_delete(name: Annotated[str, typer.Argument()], alias: Annotated[str, typer.Argument()]) -> None:
+    """Delete an alias."""
+    _registry().delete_alias(name, alias)
+    out.print(f"deleted {name}@{alias}")
+
+
+@alias_app.command("list")
+def alias_list(name: Annotated[str | None, typer.Argument()] = None) -> None:
+    """List aliases, of one model or of all."""
+    table = Table("model", "alias", "version", "updated")
+    for record in _registry().aliases(name):
+        table.add_row(record.name, record.alias, str(record.version), f"{record.updated_at:%Y-%m-%d %H:%M:%S}")
+    out.print(table)
+
+
+@app.command()
+def predict(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Rows: .json, .jsonl, .csv or .parquet.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write .csv, .json or .parquet.")] = None,
+) -> None:
+    """Score rows from a file with a registered version (validated against its schema)."""
+    from scoregate.refs import ModelRef
+    from scoregate.registry.lineage import read_table
+
+    ModelRef.parse(ref, require_selector=True)
+    if output is not None and output.suffix.lower() not in (".csv", ".json", ".parquet"):
+        raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
+    loaded = _registry().load(ref)
+    if input.suffix.lower() == ".json":
+        rows = _read_json_rows(input)
+        predictions = loaded.predict(rows)
+    else:
+        predictions = loaded.predict(read_table(input, what="input file"))
+    if output is not None:
+        writer = {
+            ".csv": lambda p: predictions.to_csv(p, index=False),
+            ".json": lambda p: predictions.to_json(p, orient="records"),
+            ".parquet": lambda p: predictions.to_parquet(p, index=False),
+        }[output.suffix.lower()]
+        writer(output)
+        out.print(f"wrote {len(predictions)} predictions of {loaded.version.ref} to {output}")
+        return
+    table = Table(*map(str, predictions.columns), title=f"{loaded.version.ref}: {len(predictions)} rows")
+    for row in predictions.head(50).itertuples(index=False):
+        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    out.print(table)
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read input file {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"input file {path} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise InvalidInputError(f'input file {path}: expected a list of row objects or {{"rows": [...]}}')
+    return data
+
+
+@app.command()
+def retire(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION.")],
+    reason: Annotated[str, typer.Option(help="Why the version is retired (recorded).")],
+) -> None:
+    """Retire a version: it stays on record but can no longer hold an alias."""
+    version = _registry().retire(ref, reason=reason)
+    out.print(f"retired {version.ref}: {version.retire_reason}")
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc).splitlines()[0]
+
+
+def main() -> None:
+    try:
+        app()
+    except ScoregateError as exc:
+        err.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        raise SystemExit(EXIT_CODES.get(exc.status_code, 1)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The Python API: ``scoregate.Client`` does from a notebook what the CLI does from a shell."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scoregate.config import Settings
+from scoregate.refs import ModelRef
+from scoregate.registry import AliasRecord, LoadedModel, ModelSummary, ModelVersion, Registry
+from scoregate.schema import ModelSchema
+
+
+class Client:
+    """Entry point for the registry.
+
+    >>> client = Client()                                   # ~/.scoregate, SQLite + local artifacts
+    >>> v = client.register("credit-risk", "model.joblib", flavor="sklearn", train_data="train.parquet",
+    ...                     target="default")
+    >>> client.set_alias(v.ref, "staging")
+    >>> client.load("credit-risk@staging").predict(rows)
+    """
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        database_url: str | None = None,
+        artifacts_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
+        self.registry = Registry(self.settings)
+
+    def register(
+        self,
+        name: str,
+        artifact: str | Path,
+        *,
+        flavor: str,
+        train_data: str | Path | None = None,
+        target: str | None = None,
+        schema: ModelSchema | Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        risk_tier: str | None = None,
+        parent_version: int | None = None,
+        latency_budget_ms: float = 300.0,
+    ) -> ModelVersion:
+        if schema is not None and not isinstance(schema, ModelSchema):
+            schema = ModelSchema.model_validate(schema)
+        return self.registry.register(
+            name,
+            Path(artifact),
+            flavor=flavor,
+            train_data=train_data,
+            target=target,
+            schema=schema,
+            metrics=metrics,
+            params=params,
+            tags=tags,
+            description=description,
+            owner=owner,
+            risk_tier=risk_tier,
+            parent_version=parent_version,
+            latency_budget_ms=latency_budget_ms,
+        )
+
+    def get(self, ref: str) -> ModelVersion:
+        return self.registry.resolve(ref)
+
+    def load(self, ref: str) -> LoadedModel:
+        return self.registry.load(ref)
+
+    def predict(self, ref: str, data: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
+        return self.load(ref).predict(data)
+
+    def set_alias(self, ref: str, alias: str, *, overwrite: bool = True) -> AliasRecord:
+        """Point ``alias`` at the version ``ref`` names (``credit-risk@3`` or ``credit-risk@staging``)."""
+        version = self.registry.resolve(ModelRef.parse(ref, require_selector=True))
+        return self.registry.set_alias(version.name, alias, version.version, overwrite=overwrite)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.registry.delete_alias(name, alias)
+
+    def retire(self, ref: str, *, reason: str) -> ModelVersion:
+        return self.registry.retire(ref, reason=reason)
+
+    def list_models(self) -> list[ModelSummary]:
+        return self.registry.list_models()
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        return self.registry.list_versions(name)
+
+    def close(self) -> None:
+        self.registry.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,41 @@
+"""The one scorer interface every model flavor implements.
+
+A scorer takes a columnar batch (a pandas DataFrame whose columns are the
+schema's features, in order, already typed) and returns a DataFrame of outputs
+with one row per input row. Serving, batch scoring and validation only ever see
+this interface, so a new framework is one module here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+
+
+class Scorer(ABC):
+    """A loaded model, ready to score batches."""
+
+    flavor: ClassVar[str]
+
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score ``frame``; the result has one row per input row, in order."""
+
+
+class Flavor(ABC):
+    """Knows how to load one kind of artifact into a :class:`Scorer`."""
+
+    name: ClassVar[str]
+    #: Distributions whose versions the environment record must pin for this flavor.
+    packages: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def load(self, path: Path) -> Scorer:
+        """Load the artifact at ``path`` (file or directory).
+
+        Raises :class:`scoregate.errors.FlavorError` when the artifact is not of this
+        flavor, naming the flavor and what was found instead.
+        """

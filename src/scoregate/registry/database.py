@@ -1,0 +1,92 @@
+"""Engines for the metadata database, and migrations to the current schema on open.
+
+SQLite is the embedded default. Its writers take the database lock at BEGIN
+(``BEGIN IMMEDIATE``) so two processes registering at once queue up instead of
+failing half-way; readers use WAL and never block. PostgreSQL needs nothing special
+beyond a row lock, which the registry takes itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from scoregate.errors import ConfigurationError, StoreUnavailableError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: Execution option that makes a SQLite transaction take the write lock at BEGIN.
+WRITE = {"scoregate_write": True}
+
+
+def redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"invalid database URL {redact(url)!r}: expected e.g. sqlite:///path/registry.db "
+            "or postgresql://user@host:5432/db"
+        ) from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 60})
+        _configure_sqlite(engine)
+        return engine
+    try:
+        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    except (ImportError, ArgumentError) as exc:
+        raise ConfigurationError(f"cannot use database URL {redact(url)!r}: {exc}") from None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+        immediate = connection.get_execution_options().get("scoregate_write")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema; safe when several processes open it at once."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    try:
+        with engine.connect() as probe:
+            if MigrationContext.configure(probe).get_current_revision() == head:
+                return
+        with engine.execution_options(**WRITE).begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreUnavailableError(
+            f"cannot reach the metadata database at {redact(engine.url.render_as_string(hide_password=False))}: "
+            f"{reason}"
+        ) from None
+    except SQLAlchemyError as exc:
+        raise StoreUnavailableError(f"cannot prepare the metadata database: {exc}".splitlines()[0]) from None

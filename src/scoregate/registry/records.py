@@ -1,0 +1,94 @@
+"""Read-only views of registry rows, handed to the CLI, the server and the Python API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from scoregate.flavors.base import Scorer
+from scoregate.schema import ModelSchema, OutputField, RecordValidator, prepare_frame, prepare_records
+
+RISK_TIERS = ("low", "medium", "high")
+STATUSES = ("registered", "retired")
+
+
+class ModelVersion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int
+    flavor: str
+    status: str
+    description: str | None = None
+    created_by: str | None = None
+    created_at: dt.datetime
+    retired_at: dt.datetime | None = None
+    retire_reason: str | None = None
+    artifact_digest: str
+    artifact_size: int
+    artifact_kind: str
+    artifact_name: str
+    input_schema: ModelSchema
+    output_schema: list[OutputField]
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    tags: dict[str, str]
+    aliases: list[str]
+    latency_budget_ms: float
+    training_data_uri: str | None = None
+    training_data_digest: str | None = None
+    training_rows: int | None = None
+    training_schema_digest: str | None = None
+    reference_digest: str | None = None
+    reference_rows: int | None = None
+    code_version: str | None = None
+    code_dirty: bool | None = None
+    parent_version: int | None = None
+    environment: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str | None
+    owner: str | None
+    risk_tier: str | None
+    latest_version: int | None
+    versions: int
+    aliases: dict[str, int]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    name: str
+    alias: str
+    version: int
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version's record and its scorer; :meth:`predict` validates before scoring."""
+
+    version: ModelVersion
+    scorer: Scorer
+
+    @property
+    def validator(self) -> RecordValidator:
+        return RecordValidator(self.version.input_schema)
+
+    def predict(self, data: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
+        schema = self.version.input_schema
+        frame = prepare_frame(schema, data) if isinstance(data, pd.DataFrame) else prepare_records(schema, data)
+        return self.scorer.predict(frame)

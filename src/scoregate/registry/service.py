@@ -1,0 +1,534 @@
+"""The registry service: register, resolve, load, alias, retire.
+
+Artifacts are written (content-addressed, idempotent) before the metadata
+transaction; the transaction then records the version in one step. A failure at any
+point leaves the registry as it was: an unreferenced blob is harmless and is
+reused by the next registration of the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import io
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, selectinload
+
+from scoregate.config import Settings
+from scoregate.errors import (
+    ConflictError,
+    FlavorError,
+    InvalidInputError,
+    NotFoundError,
+    ScoregateError,
+    StoreUnavailableError,
+)
+from scoregate.flavors import get_flavor
+from scoregate.refs import ModelRef, validate_alias, validate_model_name
+from scoregate.registry.artifacts import ArtifactStore
+from scoregate.registry.database import WRITE, make_engine, migrate, redact
+from scoregate.registry.lineage import describe_training_data, environment, git_commit
+from scoregate.registry.records import (
+    RISK_TIERS,
+    AliasRecord,
+    LoadedModel,
+    ModelSummary,
+    ModelVersion,
+)
+from scoregate.registry.tables import (
+    AliasRow,
+    ModelRow,
+    RevisionRow,
+    TagRow,
+    TrafficPolicyRow,
+    VersionRow,
+    utcnow,
+)
+from scoregate.schema import ModelSchema, infer_outputs, infer_schema, prepare_frame
+
+#: Rows of training data kept with a version for validation and monitoring.
+REFERENCE_ROWS = 1000
+ROUTING = "routing"
+
+
+class Registry:
+    """Models, versions and aliases over a metadata database and an artifact store."""
+
+    def __init__(self, settings: Settings, *, migrate_schema: bool = True) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.resolved_database_url)
+        if migrate_schema:
+            migrate(self.engine)
+        self.artifacts = ArtifactStore(settings.resolved_artifacts_url, settings.cache_dir, settings.artifacts_options)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Registry:
+        return cls(settings or Settings.load())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One transaction; on SQLite it holds the write lock from its first statement."""
+        try:
+            with (
+                Session(self.engine.execution_options(**WRITE), expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                yield session
+        except OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: OperationalError) -> StoreUnavailableError:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return StoreUnavailableError(f"metadata database {redact(str(self.engine.url))} failed: {reason}")
+
+    # -- registration --------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        artifact: Path | str,
+        *,
+        flavor: str,
+        train_data: Path | str | None = None,
+        target: str | None = None,
+        schema: ModelSchema | None = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+        owner: str | None = None,
+        risk_tier: str | None = None,
+        parent_version: int | None = None,
+        latency_budget_ms: float = 300.0,
+        code_dir: Path | None = None,
+    ) -> ModelVersion:
+        """Register a new immutable version of ``name``; the model is created on first use."""
+        validate_model_name(name)
+        artifact = Path(artifact).expanduser()
+        if not artifact.exists():
+            raise InvalidInputError(f"artifact {artifact} does not exist")
+        if risk_tier is not None and risk_tier not in RISK_TIERS:
+            raise InvalidInputError(f"invalid risk tier {risk_tier!r}: choose one of {', '.join(RISK_TIERS)}")
+        if not (latency_budget_ms > 0):
+            raise InvalidInputError(f"invalid latency budget {latency_budget_ms!r}: must be a positive number of ms")
+        metrics = _check_metrics(metrics or {})
+        tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        flavor_impl = get_flavor(flavor)
+        scorer = flavor_impl.load(artifact)
+
+        training = describe_training_data(Path(train_data)) if train_data is not None else None
+        if schema is None:
+            if training is not None:
+                schema = infer_schema(training.frame, target=target)
+            elif flavor == "mlflow":
+                from scoregate.flavors.mlflow import mlflow_signature_schema
+
+                schema = mlflow_signature_schema(artifact)
+            if schema is None:
+                raise InvalidInputError(
+                    "cannot work out the model's input schema: give --train-data (the schema is inferred "
+                    "from it) or --schema FILE"
+                )
+        elif target is not None and schema.target is None:
+            schema = schema.model_copy(update={"target": target})
+
+        reference: pd.DataFrame | None = None
+        if training is not None:
+            sample = training.frame.sample(n=min(REFERENCE_ROWS, len(training.frame)), random_state=0)
+            reference = sample.sort_index().reset_index(drop=True)
+            inputs = prepare_frame(schema, reference)
+            try:
+                outputs = scorer.predict(inputs.head(100))
+            except ScoregateError:
+                raise
+            except Exception as exc:
+                raise FlavorError(
+                    f"the {flavor} model could not score rows of its training data: {type(exc).__name__}: {exc}"
+                ) from None
+            if len(outputs) != len(inputs.head(100)):
+                raise FlavorError(f"the {flavor} model returned {len(outputs)} rows for {len(inputs.head(100))}")
+            schema = schema.model_copy(update={"outputs": infer_outputs(outputs)})
+
+        digest, size, kind = self.artifacts.put(artifact)
+        reference_digest = None
+        if reference is not None:
+            buffer = io.BytesIO()
+            reference.to_parquet(buffer, index=False)
+            reference_digest = self.artifacts.put_bytes(buffer.getvalue())
+        commit, dirty = git_commit(code_dir)
+
+        fields = dict(
+            flavor=flavor,
+            status="registered",
+            description=description,
+            created_by=_current_user(),
+            artifact_digest=digest,
+            artifact_size=size,
+            artifact_kind=kind,
+            artifact_name=artifact.name,
+            input_schema=schema.model_dump(mode="json", exclude={"outputs"}),
+            output_schema=[o.model_dump(mode="json") for o in schema.outputs],
+            metrics=metrics,
+            params=dict(params or {}),
+            latency_budget_ms=float(latency_budget_ms),
+            training_data_uri=training.uri if training else None,
+            training_data_digest=training.digest if training else None,
+            training_rows=training.rows if training else None,
+            training_schema_digest=schema.digest(),
+            reference_digest=reference_digest,
+            reference_rows=len(reference) if reference is not None else None,
+            code_version=commit,
+            code_dirty=dirty,
+            parent_version=parent_version,
+            environment=environment(flavor_impl.packages),
+        )
+        for attempt in range(10):
+            try:
+                return self._insert_version(name, fields, tags, description, owner, risk_tier)
+            except DBIntegrityError:
+                # Another process took the same model name or version number between our
+                # read and our insert (PostgreSQL); the retry sees its row and moves on.
+                if attempt == 9:
+                    raise ConflictError(f"could not allocate a version of {name!r}: too much contention") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert_version(
+        self,
+        name: str,
+        fields: dict[str, Any],
+        tags: dict[str, str],
+        description: str | None,
+        owner: str | None,
+        risk_tier: str | None,
+    ) -> ModelVersion:
+        with self._write() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name).with_for_update()).one_or_none()
+            now = utcnow()
+            if model is None:
+                model = ModelRow(
+                    name=name, description=description, owner=owner, risk_tier=risk_tier, created_at=now, updated_at=now
+                )
+                session.add(model)
+                session.flush()
+            else:
+                if owner is not None:
+                    model.owner = owner
+                if risk_tier is not None:
+                    model.risk_tier = risk_tier
+                if description is not None and model.description is None:
+                    model.description = description
+                model.updated_at = now
+            parent = fields.get("parent_version")
+            latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0
+            if parent is not None and not (1 <= parent <= latest):
+                raise NotFoundError(f"parent version {name}@{parent} not found")
+            row = VersionRow(model_id=model.id, version=latest + 1, created_at=now, **fields)
+            row.tags = [TagRow(key=k, value=v) for k, v in sorted(tags.items())]
+            session.add(row)
+            session.flush()
+            return self._to_record(session, row, model)
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def resolve(self, ref: str | ModelRef) -> ModelVersion:
+        """The version a reference names; ``name`` alone means its latest version."""
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        with self._read() as session:
+            model, row = self._find(session, parsed)
+            return self._to_record(session, row, model)
+
+    def _find(self, session: Session, ref: ModelRef) -> tuple[ModelRow, VersionRow]:
+        model = session.scalars(select(ModelRow).where(ModelRow.name == ref.name)).one_or_none()
+        if model is None:
+            raise NotFoundError(f"model {ref.name!r} not found")
+        if ref.alias is not None:
+            alias = session.scalars(
+                select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == ref.alias)
+            ).one_or_none()
+            if alias is None:
+                known = session.scalars(select(AliasRow.alias).where(AliasRow.model_id == model.id)).all()
+                listing = f"; its aliases: {', '.join(sorted(known))}" if known else "; it has no aliases"
+                raise NotFoundError(f"alias {ref.alias!r} of model {ref.name!r} not found{listing}")
+            return model, session.get(VersionRow, alias.version_id)  # type: ignore[return-value]
+        query = select(VersionRow).where(VersionRow.model_id == model.id).options(selectinload(VersionRow.tags))
+        if ref.version is not None:
+            row = session.scalars(query.where(VersionRow.version == ref.version)).one_or_none()
+        else:
+            row = session.scalars(query.order_by(VersionRow.version.desc()).limit(1)).one_or_none()
+        if row is None:
+            latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id))
+            have = f"its versions are 1-{latest}" if latest else "it has no versions"
+            raise NotFoundError(f"{ref} not found: {have}")
+        return model, row
+
+    def load(self, ref: str | ModelRef) -> LoadedModel:
+        """Fetch the artifact, verify its digest and load it with its flavor."""
+        record = self.resolve(ref)
+        path = self.artifacts.materialize(record.artifact_digest, record.artifact_kind, record.artifact_name)
+        scorer = get_flavor(record.flavor).load(path)
+        return LoadedModel(version=record, scorer=scorer)
+
+    def reference_data(self, ref: str | ModelRef) -> pd.DataFrame:
+        record = self.resolve(ref)
+        if record.reference_digest is None:
+            raise NotFoundError(f"{record.ref} has no reference data (it was registered without --train-data)")
+        return pd.read_parquet(io.BytesIO(self.artifacts.read_bytes(record.reference_digest)))
+
+    def list_models(self) -> list[ModelSummary]:
+        with self._read() as session:
+            models = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
+            counts = {
+                model_id: (count, latest)
+                for model_id, count, latest in session.execute(
+                    select(VersionRow.model_id, func.count(), func.max(VersionRow.version)).group_by(
+                        VersionRow.model_id
+                    )
+                )
+            }
+            aliases: dict[int, dict[str, int]] = {}
+            for model_id, alias, version in session.execute(
+                select(AliasRow.model_id, AliasRow.alias, VersionRow.version).join(
+                    VersionRow, AliasRow.version_id == VersionRow.id
+                )
+            ):
+                aliases.setdefault(model_id, {})[alias] = version
+            return [
+                ModelSummary(
+                    name=m.name,
+                    description=m.description,
+                    owner=m.owner,
+                    risk_tier=m.risk_tier,
+                    latest_version=counts.get(m.id, (0, None))[1],
+                    versions=counts.get(m.id, (0, None))[0],
+                    aliases=dict(sorted(aliases.get(m.id, {}).items())),
+                    created_at=m.created_at,
+                    updated_at=m.updated_at,
+                )
+                for m in models
+            ]
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        with self._read() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None:
+                raise NotFoundError(f"model {name!r} not found")
+            rows = session.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == model.id)
+                .options(selectinload(VersionRow.tags))
+                .order_by(VersionRow.version)
+            ).all()
+            return [self._to_record(session, row, model) for row in rows]
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int, *, overwrite: bool = True) -> AliasRecord:
+        """Point ``name@alias`` at ``version`` (moving it if it exists, unless ``overwrite`` is off)."""
+        validate_alias(alias)
+        with self._write() as session:
+            model, row = self._find(session, ModelRef(name, version=version))
+            if row.status == "retired":
+                raise ConflictError(f"{name}@{version} is retired; an alias cannot point at a retired version")
+            current = session.scalars(
+                select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias).with_for_update()
+            ).one_or_none()
+            now = utcnow()
+            if current is None:
+                current = AliasRow(model_id=model.id, alias=alias, version_id=row.id, updated_at=now)
+                session.add(current)
+            elif current.version_id != row.id:
+                if not overwrite:
+                    held = session.get(VersionRow, current.version_id)
+                    raise ConflictError(
+                        f"alias {alias!r} of {name!r} already points at version {held.version if held else '?'}"
+                    )
+                current.version_id = row.id
+                current.updated_at = now
+            self._bump(session)
+            return AliasRecord(name=name, alias=alias, version=version, updated_at=current.updated_at)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        validate_alias(alias)
+        with self._write() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None:
+                raise NotFoundError(f"model {name!r} not found")
+            current = session.scalars(
+                select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
+            ).one_or_none()
+            if current is None:
+                raise NotFoundError(f"alias {alias!r} of model {name!r} not found")
+            session.delete(current)
+            policy = session.get(TrafficPolicyRow, (model.id, alias))
+            if policy is not None:
+                session.delete(policy)
+            self._bump(session)
+
+    def aliases(self, name: str | None = None) -> list[AliasRecord]:
+        query = (
+            select(ModelRow.name, AliasRow.alias, VersionRow.version, AliasRow.updated_at)
+            .join(ModelRow, AliasRow.model_id == ModelRow.id)
+            .join(VersionRow, AliasRow.version_id == VersionRow.id)
+            .order_by(ModelRow.name, AliasRow.alias)
+        )
+        if name is not None:
+            query = query.where(ModelRow.name == name)
+        with self._read() as session:
+            return [AliasRecord(*row) for row in session.execute(query)]
+
+    def alias_revision(self) -> str:
+        """A token that changes whenever an alias or a traffic policy changes (cheap to poll)."""
+        with self._read() as session:
+            value = session.scalar(select(RevisionRow.value).where(RevisionRow.name == ROUTING))
+            return str(value or 0)
+
+    def _bump(self, session: Session) -> None:
+        updated = session.execute(
+            update(RevisionRow).where(RevisionRow.name == ROUTING).values(value=RevisionRow.value + 1)
+        )
+        if updated.rowcount == 0:  # type: ignore[attr-defined]
+            session.add(RevisionRow(name=ROUTING, value=1))
+
+    # -- traffic policies ------------------------------------------------------------------------
+
+    def set_traffic_policy(self, name: str, alias: str, policy: Mapping[str, Any] | None) -> None:
+        """Store the serving policy (canary, shadow) of ``name@alias``; ``None`` removes it."""
+        validate_alias(alias)
+        with self._write() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None:
+                raise NotFoundError(f"model {name!r} not found")
+            row = session.get(TrafficPolicyRow, (model.id, alias))
+            if policy is None:
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(TrafficPolicyRow(model_id=model.id, alias=alias, policy=dict(policy), updated_at=utcnow()))
+            else:
+                row.policy = dict(policy)
+                row.updated_at = utcnow()
+            self._bump(session)
+
+    def traffic_policies(self) -> dict[tuple[str, str], dict[str, Any]]:
+        with self._read() as session:
+            rows = session.execute(
+                select(ModelRow.name, TrafficPolicyRow.alias, TrafficPolicyRow.policy).join(
+                    ModelRow, TrafficPolicyRow.model_id == ModelRow.id
+                )
+            )
+            return {(name, alias): dict(policy) for name, alias, policy in rows}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def retire(self, ref: str | ModelRef, *, reason: str) -> ModelVersion:
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, require_selector=True)
+        if not reason or not reason.strip():
+            raise InvalidInputError("a reason is required to retire a version (--reason)")
+        with self._write() as session:
+            model, row = self._find(session, parsed)
+            if row.status == "retired":
+                raise ConflictError(f"{model.name}@{row.version} is already retired")
+            held = session.scalars(select(AliasRow.alias).where(AliasRow.version_id == row.id)).all()
+            if held:
+                raise ConflictError(
+                    f"{model.name}@{row.version} still holds alias(es) {', '.join(sorted(held))}; "
+                    "move or delete them before retiring it"
+                )
+            row.status = "retired"
+            row.retired_at = utcnow()
+            row.retire_reason = reason.strip()
+            return self._to_record(session, row, model)
+
+    def set_tag(self, ref: str | ModelRef, key: str, value: str) -> None:
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, require_selector=True)
+        if not key or len(key) > 128:
+            raise InvalidInputError("a tag key needs 1-128 characters")
+        with self._write() as session:
+            _, row = self._find(session, parsed)
+            existing = session.get(TagRow, (row.id, key))
+            if existing is None:
+                session.add(TagRow(version_id=row.id, key=key, value=str(value)))
+            else:
+                existing.value = str(value)
+
+    # -- conversion ------------------------------------------------------------------------------
+
+    def _to_record(self, session: Session, row: VersionRow, model: ModelRow) -> ModelVersion:
+        aliases = session.scalars(select(AliasRow.alias).where(AliasRow.version_id == row.id)).all()
+        schema = ModelSchema.model_validate({**row.input_schema, "outputs": row.output_schema})
+        return ModelVersion(
+            name=model.name,
+            version=row.version,
+            flavor=row.flavor,
+            status=row.status,
+            description=row.description,
+            created_by=row.created_by,
+            created_at=_aware(row.created_at),
+            retired_at=_aware(row.retired_at) if row.retired_at else None,
+            retire_reason=row.retire_reason,
+            artifact_digest=row.artifact_digest,
+            artifact_size=row.artifact_size,
+            artifact_kind=row.artifact_kind,
+            artifact_name=row.artifact_name,
+            input_schema=schema,
+            output_schema=schema.outputs,
+            metrics=row.metrics,
+            params=row.params,
+            tags={t.key: t.value for t in row.tags},
+            aliases=sorted(aliases),
+            latency_budget_ms=row.latency_budget_ms,
+            training_data_uri=row.training_data_uri,
+            training_data_digest=row.training_data_digest,
+            training_rows=row.training_rows,
+            training_schema_digest=row.training_schema_digest,
+            reference_digest=row.reference_digest,
+            reference_rows=row.reference_rows,
+            code_version=row.code_version,
+            code_dirty=row.code_dirty,
+            parent_version=row.parent_version,
+            environment=row.environment,
+        )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _check_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    checked = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"invalid metric name {key!r}")
+        try:
+            checked[key] = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"metric {key!r}: {value!r} is not a number") from None
+    return checked
+
+
+def _current_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None

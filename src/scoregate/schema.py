@@ -1,0 +1,519 @@
+"""The model's contract: typed input features and the outputs it returns.
+
+A schema is inferred from the training data at registration (types, nullability,
+ranges from the observed values, categories from the observed levels), can be
+edited by the user, and is stored with the version. Serving validates requests
+against it, validation generates test cases from it and monitoring compares live
+data with it, so the rules live here once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scoregate.errors import SchemaViolationError
+
+#: A column with at most this many distinct string levels is inferred as a category.
+MAX_CATEGORY_LEVELS = 50
+#: How many violations an error reports before it stops listing them.
+MAX_REPORTED_VIOLATIONS = 50
+
+
+class FeatureType(StrEnum):
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    CATEGORY = "category"
+    STRING = "string"
+    DATETIME = "datetime"
+
+
+class Feature(BaseModel):
+    """One input column and the rules a value must satisfy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    type: FeatureType
+    nullable: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if (self.minimum is not None or self.maximum is not None) and self.type not in NUMERIC_TYPES:
+            raise ValueError(f"feature {self.name!r}: minimum/maximum apply to float and int features only")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"feature {self.name!r}: minimum {self.minimum} is above maximum {self.maximum}")
+        if self.categories is not None and self.type is not FeatureType.CATEGORY:
+            raise ValueError(f"feature {self.name!r}: categories apply to category features only")
+        if self.type is FeatureType.CATEGORY and not self.categories:
+            raise ValueError(f"feature {self.name!r}: a category feature needs its list of categories")
+        return self
+
+
+class OutputField(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    type: FeatureType
+    nullable: bool = False
+
+
+class ModelSchema(BaseModel):
+    """Input features (in the order the model expects them) and output fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: list[Feature]
+    outputs: list[OutputField] = Field(default_factory=list)
+    target: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelSchema:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate feature names: {', '.join(duplicates)}")
+        if not names:
+            raise ValueError("a schema needs at least one feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+    def digest(self) -> str:
+        """A stable hash of the input contract (used by lineage and monitoring)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+NUMERIC_TYPES = frozenset({FeatureType.FLOAT, FeatureType.INT})
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule: which row, which field, which rule, in words."""
+
+    field: str
+    rule: str
+    message: str
+    row: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "rule": self.rule, "message": self.message}
+        if self.row is not None:
+            out["row"] = self.row
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------------
+
+
+def infer_schema(
+    frame: pd.DataFrame, *, target: str | None = None, max_category_levels: int = MAX_CATEGORY_LEVELS
+) -> ModelSchema:
+    """Infer the input contract from training data; ``target`` is left out of the features."""
+    if target is not None and target not in frame.columns:
+        raise SchemaViolationError(
+            f"target column {target!r} is not in the training data (columns: {', '.join(map(str, frame.columns))})"
+        )
+    features = [_infer_feature(str(name), frame[name], max_category_levels) for name in frame.columns if name != target]
+    return ModelSchema(features=features, target=target)
+
+
+def _infer_feature(name: str, column: pd.Series, max_levels: int) -> Feature:
+    nullable = bool(column.isna().any())
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return Feature(name=name, type=FeatureType.BOOL, nullable=nullable)
+    if pd.api.types.is_integer_dtype(dtype):
+        return Feature(name=name, type=FeatureType.INT, nullable=nullable, **_range(column))
+    if pd.api.types.is_float_dtype(dtype):
+        return Feature(name=name, type=FeatureType.FLOAT, nullable=nullable, **_range(column))
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return Feature(name=name, type=FeatureType.DATETIME, nullable=nullable)
+    values = column.dropna()
+    if isinstance(dtype, pd.CategoricalDtype):
+        levels = sorted(str(v) for v in dtype.categories)
+        return Feature(name=name, type=FeatureType.CATEGORY, nullable=nullable, categories=levels)
+    if len(values) and values.map(lambda v: isinstance(v, bool)).all():
+        return Feature(name=name, type=FeatureType.BOOL, nullable=nullable)
+    levels = sorted({str(v) for v in values})
+    if 0 < len(levels) <= max_levels:
+        return Feature(name=name, type=FeatureType.CATEGORY, nullable=nullable, categories=levels)
+    return Feature(name=name, type=FeatureType.STRING, nullable=nullable)
+
+
+def _range(column: pd.Series) -> dict[str, float | None]:
+    values = pd.to_numeric(column, errors="coerce").dropna()
+    values = values[np.isfinite(values.to_numpy(dtype=float))]
+    if values.empty:
+        return {"minimum": None, "maximum": None}
+    return {"minimum": float(values.min()), "maximum": float(values.max())}
+
+
+def infer_outputs(predictions: pd.DataFrame) -> list[OutputField]:
+    """Describe what a scorer returned, for the output half of the schema."""
+    fields = []
+    for name in predictions.columns:
+        column = predictions[name]
+        dtype = column.dtype
+        if pd.api.types.is_bool_dtype(dtype):
+            kind = FeatureType.BOOL
+        elif pd.api.types.is_integer_dtype(dtype):
+            kind = FeatureType.INT
+        elif pd.api.types.is_float_dtype(dtype):
+            kind = FeatureType.FLOAT
+        else:
+            kind = FeatureType.STRING
+        fields.append(OutputField(name=str(name), type=kind, nullable=bool(column.isna().any())))
+    return fields
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and conversion
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_frame(schema: ModelSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """Check ``frame`` against the schema and return the model's input columns, typed.
+
+    Extra columns (an id, the target) are dropped. Raises :class:`SchemaViolationError`
+    naming every broken field and rule (up to ``MAX_REPORTED_VIOLATIONS``).
+    """
+    violations: list[Violation] = []
+    columns: dict[str, Any] = {}
+    for feature in schema.features:
+        if feature.name not in frame.columns:
+            violations.append(Violation(feature.name, "required", f"missing column {feature.name!r}"))
+            continue
+        converted, problems = _convert_series(feature, frame[feature.name])
+        violations.extend(problems)
+        columns[feature.name] = converted
+    raise_for(violations)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+
+
+def prepare_records(schema: ModelSchema, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Check JSON-like rows (``[{feature: value}, ...]``) and return the typed input frame.
+
+    JSON values are checked for their type before conversion, so ``"abc"`` for a
+    float feature is a ``type`` violation rather than a silent NaN.
+    """
+    validator = RecordValidator(schema)
+    violations: list[Violation] = []
+    for row_number, record in enumerate(records):
+        violations.extend(validator.check(record, row_number))
+    raise_for(violations)
+    return validator.frame(records)
+
+
+class RecordValidator:
+    """Pure-Python checks of one JSON row at a time, and one frame per batch.
+
+    Written by hand rather than through pandas because the server validates every
+    request on its own before batching: per-value Python checks cost about a
+    microsecond a feature, where a pandas round trip per request costs a millisecond.
+    The rules are the same as :func:`prepare_frame`'s (tested against each other).
+    """
+
+    __slots__ = ("_checks", "_features", "schema")
+
+    def __init__(self, schema: ModelSchema) -> None:
+        self.schema = schema
+        self._features = schema.features
+        self._checks = [(f.name, f, _value_check(f)) for f in schema.features]
+
+    def check(self, record: Any, row: int | None = None) -> list[Violation]:
+        if not isinstance(record, Mapping):
+            return [Violation("<row>", "type", "each row must be a JSON object", row)]
+        problems: list[Violation] = []
+        for name, feature, check in self._checks:
+            value = record.get(name, _MISSING)
+            if value is _MISSING or value is None:
+                if not feature.nullable:
+                    message = (
+                        "value is missing" if value is _MISSING else "value is null but the feature is not nullable"
+                    )
+                    problems.append(Violation(name, "required", message, row))
+                continue
+            failure = check(value)
+            if failure is not None:
+                problems.append(Violation(name, failure[0], failure[1], row))
+        return problems
+
+    def frame(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """Build the typed input frame from rows that passed :meth:`check`."""
+        columns: dict[str, Any] = {}
+        for feature in self._features:
+            name = feature.name
+            values = [record.get(name) for record in records]
+            columns[name] = _column_array(feature, values)
+        return pd.DataFrame(columns, index=pd.RangeIndex(len(records)), copy=False)
+
+
+def _column_array(feature: Feature, values: list[Any]) -> Any:
+    kind = feature.type
+    if kind is FeatureType.FLOAT:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if kind is FeatureType.INT:
+        if any(v is None for v in values):
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        return np.array(values, dtype=np.int64)
+    if kind is FeatureType.BOOL:
+        if any(v is None for v in values):
+            return np.array(values, dtype=object)
+        return np.array(values, dtype=bool)
+    if kind is FeatureType.DATETIME:
+        return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").to_numpy()
+    return np.array(values, dtype=object)
+
+
+def _value_check(feature: Feature) -> Any:
+    """Return ``check(value) -> (rule, message) | None`` for one non-null JSON value."""
+    kind = feature.type
+    low, high = feature.minimum, feature.maximum
+    isfinite = math.isfinite
+
+    if kind in NUMERIC_TYPES:
+        integer = kind is FeatureType.INT
+
+        def check_number(value: Any) -> tuple[str, str] | None:
+            if value.__class__ is bool or not isinstance(value, (int, float, np.integer, np.floating)):
+                ok, message = _json_type_ok(feature, value)
+                return None if ok else ("type", message)
+            if not isfinite(value):
+                return "finite", f"value {value!r} is not finite"
+            if integer and value != int(value):
+                return "type", f"expected an integer, got {_describe(value)}"
+            if low is not None and value < low:
+                return "minimum", f"value {value!r} is below the minimum {low!r}"
+            if high is not None and value > high:
+                return "maximum", f"value {value!r} is above the maximum {high!r}"
+            return None
+
+        return check_number
+
+    if kind is FeatureType.CATEGORY:
+        allowed = frozenset(feature.categories or ())
+        shown = ", ".join((feature.categories or [])[:10]) + (", ..." if len(feature.categories or []) > 10 else "")
+
+        def check_category(value: Any) -> tuple[str, str] | None:
+            if not isinstance(value, str):
+                return "type", f"expected a string, got {_describe(value)}"
+            if value not in allowed:
+                return "categories", f"{value!r} is not one of the allowed categories ({shown})"
+            return None
+
+        return check_category
+
+    if kind is FeatureType.DATETIME:
+
+        def check_datetime(value: Any) -> tuple[str, str] | None:
+            ok, message = _json_type_ok(feature, value)
+            if not ok:
+                return "type", message
+            if isinstance(value, str):
+                try:
+                    dt.datetime.fromisoformat(value)
+                except ValueError:
+                    return "type", f"expected an ISO 8601 date-time, got {_describe(value)}"
+            return None
+
+        return check_datetime
+
+    def check_plain(value: Any) -> tuple[str, str] | None:
+        ok, message = _json_type_ok(feature, value)
+        return None if ok else ("type", message)
+
+    return check_plain
+
+
+def prepare_columns(
+    schema: ModelSchema, columns: Mapping[str, Sequence[Any]], *, n_rows: int | None = None
+) -> pd.DataFrame:
+    """Check columnar JSON-like input (``{feature: [values...]}``) and return the typed frame."""
+    violations: list[Violation] = []
+    lengths = {name: len(values) for name, values in columns.items() if name in schema.feature_names}
+    expected = n_rows if n_rows is not None else (max(lengths.values()) if lengths else 0)
+    out: dict[str, Any] = {}
+    for feature in schema.features:
+        values = columns.get(feature.name)
+        if values is None:
+            violations.append(Violation(feature.name, "required", f"missing column {feature.name!r}"))
+            continue
+        if len(values) != expected:
+            violations.append(Violation(feature.name, "length", f"has {len(values)} values, expected {expected}"))
+            continue
+        for row_number, value in enumerate(values):
+            if value is None:
+                continue
+            ok, message = _json_type_ok(feature, value)
+            if not ok:
+                violations.append(Violation(feature.name, "type", message, row_number))
+        converted, problems = _convert_series(feature, pd.Series(list(values), dtype=object))
+        violations.extend(problems)
+        out[feature.name] = converted
+    raise_for(violations)
+    return pd.DataFrame(out, index=pd.RangeIndex(expected))
+
+
+def raise_for(violations: Iterable[Violation]) -> None:
+    violations = list(violations)
+    if not violations:
+        return
+    shown = violations[:MAX_REPORTED_VIOLATIONS]
+    first = shown[0]
+    where = f" (row {first.row})" if first.row is not None else ""
+    more = f" and {len(violations) - 1} more" if len(violations) > 1 else ""
+    raise SchemaViolationError(
+        f"input does not match the model's schema: {first.field}{where}: {first.message} [rule: {first.rule}]{more}",
+        details=[v.to_dict() for v in shown],
+    )
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _json_type_ok(feature: Feature, value: Any) -> tuple[bool, str]:
+    kind = feature.type
+    if value is None:
+        return True, ""
+    if kind is FeatureType.FLOAT:
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        return ok, f"expected a number, got {_describe(value)}"
+    if kind is FeatureType.INT:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if not ok and isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+            ok = True
+        return ok, f"expected an integer, got {_describe(value)}"
+    if kind is FeatureType.BOOL:
+        return isinstance(value, (bool, np.bool_)), f"expected true or false, got {_describe(value)}"
+    if kind in (FeatureType.CATEGORY, FeatureType.STRING):
+        return isinstance(value, str), f"expected a string, got {_describe(value)}"
+    if kind is FeatureType.DATETIME:
+        return isinstance(value, (str, dt.datetime, dt.date, pd.Timestamp)), (
+            f"expected an ISO 8601 date-time string, got {_describe(value)}"
+        )
+    return False, f"unsupported feature type {kind}"  # pragma: no cover - enum is closed
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _convert_series(feature: Feature, series: pd.Series) -> tuple[pd.Series, list[Violation]]:
+    """Convert one column to the model's dtype and check nulls, ranges and categories."""
+    name = feature.name
+    problems: list[Violation] = []
+    kind = feature.type
+    series = series.reset_index(drop=True)
+    if kind in NUMERIC_TYPES:
+        if pd.api.types.is_bool_dtype(series.dtype):
+            bad = series.index
+            converted = pd.Series(np.nan, index=series.index)
+        else:
+            converted = pd.to_numeric(series, errors="coerce").astype("float64")
+            bad = series.index[converted.isna() & series.notna()]
+        problems += [
+            Violation(name, "type", f"expected a number, got {_describe(series[i])}", int(i)) for i in bad[:10]
+        ]
+        values = converted.to_numpy()
+        if kind is FeatureType.INT:
+            fractional = np.isfinite(values) & (np.floor(values) != values)
+            problems += [
+                Violation(name, "type", f"expected an integer, got {values[i]!r}", int(i))
+                for i in np.flatnonzero(fractional)[:10]
+            ]
+        problems += _null_violations(feature, series.isna())
+        finite = np.isfinite(values)
+        infinite = ~finite & ~np.isnan(values)
+        problems += [
+            Violation(name, "finite", f"value {values[i]!r} is not finite", int(i))
+            for i in np.flatnonzero(infinite)[:10]
+        ]
+        if feature.minimum is not None:
+            low = finite & (values < feature.minimum)
+            problems += [
+                Violation(name, "minimum", f"value {values[i]!r} is below the minimum {feature.minimum!r}", int(i))
+                for i in np.flatnonzero(low)[:10]
+            ]
+        if feature.maximum is not None:
+            high = finite & (values > feature.maximum)
+            problems += [
+                Violation(name, "maximum", f"value {values[i]!r} is above the maximum {feature.maximum!r}", int(i))
+                for i in np.flatnonzero(high)[:10]
+            ]
+        if kind is FeatureType.INT and not converted.isna().any():
+            return converted.astype("int64"), problems
+        return converted, problems
+    if kind is FeatureType.BOOL:
+        nulls = series.isna()
+        problems += _null_violations(feature, nulls)
+        not_bool = ~nulls & ~series.map(lambda v: isinstance(v, (bool, np.bool_)))
+        problems += [
+            Violation(name, "type", f"expected true or false, got {_describe(series[i])}", int(i))
+            for i in series.index[not_bool][:10]
+        ]
+        return (series.astype(bool) if not nulls.any() else series.astype(object)), problems
+    if kind is FeatureType.DATETIME:
+        converted = pd.to_datetime(series, errors="coerce", utc=False)
+        bad = series.index[converted.isna() & series.notna()]
+        problems += [
+            Violation(name, "type", f"expected an ISO 8601 date-time, got {_describe(series[i])}", int(i))
+            for i in bad[:10]
+        ]
+        problems += _null_violations(feature, series.isna())
+        return converted, problems
+    # category and string: keep Python strings, as the model saw them in training
+    nulls = series.isna()
+    problems += _null_violations(feature, nulls)
+    as_text = series.astype(object).where(nulls, series.astype(str))
+    if kind is FeatureType.CATEGORY and feature.categories is not None:
+        allowed = set(feature.categories)
+        unknown = ~nulls & ~as_text.isin(allowed)
+        shown = ", ".join(feature.categories[:10]) + (", ..." if len(feature.categories) > 10 else "")
+        problems += [
+            Violation(name, "categories", f"{as_text[i]!r} is not one of the allowed categories ({shown})", int(i))
+            for i in series.index[unknown][:10]
+        ]
+    return as_text.where(~nulls, None), problems
+
+
+def _null_violations(feature: Feature, nulls: pd.Series) -> list[Violation]:
+    if feature.nullable:
+        return []
+    return [
+        Violation(feature.name, "required", "value is null but the feature is not nullable", int(i))
+        for i in nulls.index[nulls.to_numpy()][:10]
+    ]
