@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scoregate.config import Settings
@@ -330,7 +331,7 @@ def main() -> None:
     try:
         app()
     except ScoregateError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         raise SystemExit(EXIT_CODES.get(exc.status_code, 1)) from None
 
 

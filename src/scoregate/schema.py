@@ -285,11 +285,13 @@ def _column_array(feature: Feature, values: list[Any]) -> Any:
         return np.array(values, dtype=np.int64)
     if kind is FeatureType.BOOL:
         if any(v is None for v in values):
-            return np.array(values, dtype=object)
+            return pd.Series(values, dtype=object)
         return np.array(values, dtype=bool)
     if kind is FeatureType.DATETIME:
         return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").to_numpy()
-    return np.array(values, dtype=object)
+    # A Series keeps Python strings as ``object``; a bare array would be re-inferred as
+    # pandas' string dtype, unlike the frame path.
+    return pd.Series(values, dtype=object)
 
 
 def _value_check(feature: Feature) -> Any:
@@ -395,6 +397,14 @@ def raise_for(violations: Iterable[Violation]) -> None:
     )
 
 
+class _NotANumber:
+    def __repr__(self) -> str:
+        return "a boolean"
+
+
+_NOT_A_NUMBER = _NotANumber()
+
+
 class _Missing:
     pass
 
@@ -443,6 +453,8 @@ def _convert_series(feature: Feature, series: pd.Series) -> tuple[pd.Series, lis
             bad = series.index
             converted = pd.Series(np.nan, index=series.index)
         else:
+            if series.dtype == object:  # booleans hiding in a mixed column are not numbers
+                series = series.map(lambda v: _NOT_A_NUMBER if isinstance(v, (bool, np.bool_)) else v)
             converted = pd.to_numeric(series, errors="coerce").astype("float64")
             bad = series.index[converted.isna() & series.notna()]
         problems += [
