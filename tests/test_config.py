@@ -29,5 +29,5 @@ def test_bad_config_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigurationError, match="is not valid TOML"):
         Settings.load()
     (tmp_path / "config.toml").write_text('databse_url = "typo"')
-    with pytest.raises(ConfigurationError, match="unknown setting.*databse_url"):
+    with pytest.raises(ConfigurationError, match=r"unknown setting.*databse_url"):
         Settings.load()

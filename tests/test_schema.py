@@ -58,7 +58,7 @@ def test_unknown_target_is_refused(training: pd.DataFrame) -> None:
 
 
 def test_schema_rules_are_checked_when_edited() -> None:
-    with pytest.raises(ValidationError, match="minimum 5.0 is above maximum 1.0"):
+    with pytest.raises(ValidationError, match=r"minimum 5\.0 is above maximum 1\.0"):
         Feature(name="x", type="float", minimum=5, maximum=1)
     with pytest.raises(ValidationError, match="needs its list of categories"):
         Feature(name="c", type="category")
