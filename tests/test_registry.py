@@ -274,3 +274,30 @@ def test_traffic_policy_round_trip_bumps_revision(sqlite_settings: Settings, cre
     assert registry.alias_revision() != before
     registry.delete_alias("credit-risk", "production")  # a policy goes with its alias
     assert registry.traffic_policies() == {}
+
+
+def test_directory_artifact_round_trips_with_a_stable_digest(settings: Settings, credit_files, tmp_path) -> None:
+    folder = tmp_path / "scorer"
+    folder.mkdir()
+    (folder / "scorer.py").write_text(
+        "import numpy as np\n\n"
+        "class Scorer:\n"
+        "    def __init__(self, path):\n"
+        "        self.weight = float((path / 'weight.txt').read_text())\n\n"
+        "    def predict(self, frame):\n"
+        "        return {'prediction': frame['debt_ratio'].to_numpy() * self.weight}\n"
+    )
+    (folder / "weight.txt").write_text("2.5")
+    registry = Registry(settings)
+    first = registry.register("rule", folder, flavor="python", train_data=credit_files["train"], target="default")
+    (folder / "weight.txt").touch()  # a new mtime must not change the digest
+    second = registry.register("rule", folder, flavor="python", train_data=credit_files["train"], target="default")
+    assert first.artifact_kind == "dir" and first.artifact_digest == second.artifact_digest
+    elsewhere = {
+        "home": settings.home.with_name("cold-home"),
+        "database_url": settings.resolved_database_url,
+        "artifacts_url": settings.resolved_artifacts_url,
+    }
+    loaded = Registry(settings.model_copy(update=elsewhere)).load("rule@1")
+    rows = [{"income": 50_000.0, "age": 30, "debt_ratio": 0.4, "purpose": "car"}]
+    assert loaded.predict(rows)["prediction"].tolist() == [1.0]

@@ -164,13 +164,16 @@ class ArtifactStore:
             return target
         target = self.cache_dir / "dirs" / digest
         if not target.is_dir():
-            staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".unpack-"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
             with tarfile.open(blob) as tar:
                 tar.extractall(staging, filter="data")
             try:
                 os.replace(staging, target)
-            except OSError:  # another process unpacked it first
+            except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
+                if not target.is_dir():  # only another process unpacking it first is fine
+                    raise
         return target
 
     def read_bytes(self, digest: str) -> bytes:

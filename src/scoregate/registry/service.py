@@ -201,7 +201,8 @@ class Registry:
             code_version=commit,
             code_dirty=dirty,
             parent_version=parent_version,
-            environment=environment(flavor_impl.packages),
+            # an MLflow directory delegates to the flavor inside it: pin that one's packages too
+            environment=environment(tuple(dict.fromkeys(flavor_impl.packages + get_flavor(scorer.flavor).packages))),
         )
         for attempt in range(10):
             try:

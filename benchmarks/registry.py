@@ -1,0 +1,144 @@
+"""Time to register a version and to load one cold, for each flavor.
+
+"Cold" means a fresh process-level cache: a new Registry on the same stores with an
+empty local cache, so the load fetches the blob, verifies its SHA-256 and loads it
+with its framework. Run: ``.venv/bin/python benchmarks/registry.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from scoregate.config import Settings
+from scoregate.registry import Registry
+
+ROWS, FEATURES, REPEATS = 5_000, 20, 5
+
+
+def data() -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(ROWS, FEATURES)), columns=[f"f{i}" for i in range(FEATURES)])
+    y = (x["f0"] + x["f1"] ** 2 + rng.normal(size=ROWS) > 1).astype(int).to_numpy()
+    return x, y
+
+
+def sklearn_model(folder: Path, x: pd.DataFrame, y: np.ndarray) -> Path:
+    path = folder / "model.joblib"
+    joblib.dump(HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(x, y), path)
+    return path
+
+
+def xgboost_model(folder: Path, x: pd.DataFrame, y: np.ndarray) -> Path:
+    import xgboost
+
+    path = folder / "model.json"
+    xgboost.XGBClassifier(n_estimators=100, max_depth=4).fit(x, y).save_model(path)
+    return path
+
+
+def lightgbm_model(folder: Path, x: pd.DataFrame, y: np.ndarray) -> Path:
+    import lightgbm
+
+    path = folder / "model.txt"
+    lightgbm.LGBMClassifier(n_estimators=100, verbose=-1).fit(x, y).booster_.save_model(path)
+    return path
+
+
+def onnx_model(folder: Path, x: pd.DataFrame, y: np.ndarray) -> Path:
+    from skl2onnx import to_onnx
+
+    path = folder / "model.onnx"
+    model = LogisticRegression(max_iter=500).fit(x.to_numpy(np.float32), y)
+    path.write_bytes(to_onnx(model, x.to_numpy(np.float32)[:1], options={"zipmap": False}).SerializeToString())
+    return path
+
+
+def python_model(folder: Path, x: pd.DataFrame, y: np.ndarray) -> Path:
+    path = folder / "scorer.py"
+    path.write_text(
+        "import numpy as np\n\n"
+        "class Scorer:\n"
+        "    def predict(self, frame):\n"
+        "        return {'prediction': 1 / (1 + np.exp(-frame['f0'].to_numpy()))}\n"
+    )
+    return path
+
+
+def mlflow_model(folder: Path, x: pd.DataFrame, y: np.ndarray) -> Path:
+    import mlflow.sklearn
+
+    path = folder / "mlflow_model"
+    mlflow.sklearn.save_model(
+        LogisticRegression(max_iter=500).fit(x, y),
+        path,
+        serialization_format="cloudpickle",
+        pip_requirements=["scikit-learn"],  # skip requirement inference (slow, and not what is timed)
+    )
+    return path
+
+
+MAKERS: dict[str, Callable[[Path, pd.DataFrame, np.ndarray], Path]] = {
+    "sklearn": sklearn_model,
+    "xgboost": xgboost_model,
+    "lightgbm": lightgbm_model,
+    "onnx": onnx_model,
+    "python": python_model,
+    "mlflow": mlflow_model,
+}
+
+
+def main() -> None:
+    x, y = data()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        train = root / "train.parquet"
+        x.assign(target=y).to_parquet(train, index=False)
+        settings = Settings(home=root / "home")
+        registry = Registry(settings)
+        print(f"{'flavor':10} {'register (ms)':>14} {'cold load (ms)':>15} {'warm load (ms)':>15}")
+        for flavor, make in MAKERS.items():
+            folder = root / flavor
+            folder.mkdir()
+            artifact = make(folder, x, y)
+            register_times, cold_times, warm_times = [], [], []
+            for i in range(REPEATS):
+                start = time.perf_counter()
+                version = registry.register(
+                    f"bench-{flavor}", artifact, flavor=flavor, train_data=train, target="target"
+                )
+                register_times.append(time.perf_counter() - start)
+                cold = Registry(
+                    settings.model_copy(
+                        update={
+                            "home": root / f"cold-{flavor}-{i}",
+                            "database_url": settings.resolved_database_url,
+                            "artifacts_url": settings.resolved_artifacts_url,
+                        }
+                    )
+                )
+                start = time.perf_counter()
+                cold.load(version.ref)
+                cold_times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                cold.load(version.ref)
+                warm_times.append(time.perf_counter() - start)
+                cold.close()
+            print(
+                f"{flavor:10} {statistics.median(register_times) * 1e3:14.1f} "
+                f"{statistics.median(cold_times) * 1e3:15.1f} {statistics.median(warm_times) * 1e3:15.1f}"
+            )
+        print(f"(median of {REPEATS}; training data {ROWS} rows x {FEATURES} features; SQLite + local folder)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""scikit-learn estimators and Pipelines saved with joblib or pickle.
+
+Introspection (DataFrame or array input, classifier or not, class names) happens
+once at load time; a Pipeline's preprocessing runs once per batch even though
+both ``predict`` and ``predict_proba`` are needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scoregate.errors import FlavorError
+from scoregate.flavors._outputs import classifier_frame, one_line, proba_columns, raw_frame
+from scoregate.flavors.base import Flavor, Scorer
+
+
+class SklearnScorer(Scorer):
+    flavor = "sklearn"
+
+    def __init__(self, model: Any) -> None:
+        if not callable(getattr(model, "predict", None)):
+            raise FlavorError(f"sklearn flavor: the loaded object is a {type(model).__name__}, which has no predict()")
+        self.model = model
+        self._wants_frame = hasattr(model, "feature_names_in_")
+        self._proba_columns: list[str] | None = None
+        self._pre: Any = None
+        self._final: Any = model
+        if callable(getattr(model, "predict_proba", None)) and hasattr(model, "classes_"):
+            self._proba_columns = proba_columns(list(model.classes_))
+            steps = getattr(model, "steps", None)
+            if steps and len(steps) > 1 and _plain_pipeline(model):
+                # transform once, then ask the final step for labels and probabilities
+                self._pre = model[:-1]
+                self._final = steps[-1][1]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        data = frame if self._wants_frame else frame.to_numpy()
+        if self._proba_columns is None:
+            return raw_frame(self.model.predict(data), prefix="output")
+        if self._pre is not None:
+            data = self._pre.transform(data)
+        labels = self._final.predict(data)
+        proba = self._final.predict_proba(data)
+        return classifier_frame(labels, proba, self._proba_columns)
+
+
+def _plain_pipeline(model: Any) -> bool:
+    """True for an sklearn Pipeline whose predict is exactly transform-then-final-predict."""
+    try:
+        from sklearn.pipeline import Pipeline
+    except ImportError:  # pragma: no cover - sklearn is a core dependency
+        return False
+    return type(model) is Pipeline and model.steps[-1][1] not in (None, "passthrough")
+
+
+class SklearnFlavor(Flavor):
+    name = "sklearn"
+    packages = ("scikit-learn", "joblib", "numpy")
+
+    def load(self, path: Path) -> Scorer:
+        path = Path(path)
+        if path.is_dir():
+            candidates = [p for p in path.iterdir() if p.suffix in {".joblib", ".pkl", ".pickle"}]
+            if len(candidates) != 1:
+                raise FlavorError(
+                    f"sklearn flavor: directory {path.name!r} should hold one .joblib/.pkl file, "
+                    f"found {len(candidates)}"
+                )
+            path = candidates[0]
+        if not path.is_file():
+            raise FlavorError(f"sklearn flavor: no file at {path}")
+        try:
+            import joblib
+
+            model = joblib.load(path)
+        except Exception as exc:
+            with path.open("rb") as handle:
+                head = handle.read(16)
+            raise FlavorError(
+                f"sklearn flavor: {path.name!r} is not a loadable joblib/pickle file "
+                f"(starts with {head!r}; {one_line(exc)})"
+            ) from None
+        return SklearnScorer(model)
+
+
+__all__ = ["SklearnFlavor", "SklearnScorer"]
