@@ -164,6 +164,6 @@ def test_errors_are_one_line_with_exit_codes(run, credit_files, tmp_path: Path) 
         assert code == expected_code, (args, code, out, err)
         assert expected_message in " ".join(err.split()), (args, err)
         assert "Traceback" not in err
-    assert run("alias", "set", "credit-risk@1", "production")[0] == 0
+    assert run("alias", "set", "credit-risk@1", "staging")[0] == 0
     code, _, err = run("retire", "credit-risk@1", "--reason", "old")
     assert code == 5 and "still holds alias" in err

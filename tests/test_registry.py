@@ -30,6 +30,8 @@ from scoregate.registry.artifacts import sha256_file
 
 
 def register(registry: Registry, files: dict[str, Path], **kwargs):  # type: ignore[no-untyped-def]
+    # The low tier's policy lets production move without evidence; the gates are tested in tests/governance.
+    kwargs.setdefault("risk_tier", "low")
     return registry.register(
         "credit-risk", files["model"], flavor="sklearn", train_data=files["train"], target="default", **kwargs
     )
@@ -73,7 +75,7 @@ def test_register_records_lineage_schema_and_environment(settings: Settings, cre
     reference = registry.reference_data("credit-risk@1")
     assert len(reference) == 400 and "default" in reference.columns
 
-    second = register(registry, credit_files, parent_version=1)
+    second = register(registry, credit_files, parent_version=1, risk_tier="high")
     assert second.version == 2 and second.parent_version == 1
     summary = registry.list_models()[0]
     assert (summary.name, summary.latest_version, summary.versions, summary.owner, summary.risk_tier) == (

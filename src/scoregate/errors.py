@@ -33,6 +33,27 @@ class NotFoundError(ScoregateError):
     code = "not_found"
 
 
+class UnauthorizedError(ScoregateError):
+    """No valid API token: missing, unknown, expired or revoked."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(ScoregateError):
+    """A valid identity without the role a rule requires; the message names the rule."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class PolicyViolationError(ScoregateError):
+    """A move that the governance policy refuses; ``details`` lists every missing item."""
+
+    status_code = 409
+    code = "policy_violation"
+
+
 class ConflictError(ScoregateError):
     status_code = 409
     code = "conflict"

@@ -28,6 +28,7 @@ class SklearnScorer(Scorer):
         self._proba_columns: list[str] | None = None
         self._pre: Any = None
         self._final: Any = model
+        self._labels_from_proba = False
         if callable(getattr(model, "predict_proba", None)) and hasattr(model, "classes_"):
             self._proba_columns = proba_columns(list(model.classes_))
             steps = getattr(model, "steps", None)
@@ -35,6 +36,8 @@ class SklearnScorer(Scorer):
                 # transform once, then ask the final step for labels and probabilities
                 self._pre = model[:-1]
                 self._final = steps[-1][1]
+            # Where predict is the argmax of predict_proba, one framework call gives both.
+            self._labels_from_proba = _predict_is_argmax(self._final)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         data = frame if self._wants_frame else frame.to_numpy()
@@ -42,9 +45,33 @@ class SklearnScorer(Scorer):
             return raw_frame(self.model.predict(data), prefix="output")
         if self._pre is not None:
             data = self._pre.transform(data)
-        labels = self._final.predict(data)
         proba = self._final.predict_proba(data)
+        if self._labels_from_proba:
+            labels = self._final.classes_.take(proba.argmax(axis=1))
+        else:
+            labels = self._final.predict(data)
         return classifier_frame(labels, proba, self._proba_columns)
+
+
+#: Estimator families whose ``predict`` is ``classes_[argmax(predict_proba)]`` (ties go to the
+#: first class in both). SVC-style models, whose probabilities are calibrated separately from
+#: their decision function, are not in the list and keep two calls.
+_ARGMAX_MODULES = (
+    "sklearn.ensemble",
+    "sklearn.tree",
+    "sklearn.linear_model",
+    "sklearn.naive_bayes",
+    "sklearn.neighbors",
+    "sklearn.discriminant_analysis",
+    "sklearn.neural_network",
+    "xgboost.sklearn",
+    "lightgbm.sklearn",
+)
+
+
+def _predict_is_argmax(estimator: Any) -> bool:
+    module = type(estimator).__module__
+    return module.startswith(_ARGMAX_MODULES) and hasattr(estimator, "classes_")
 
 
 def _plain_pipeline(model: Any) -> bool:

@@ -176,6 +176,16 @@ class ArtifactStore:
                     raise
         return target
 
+    def delete(self, digest: str) -> None:
+        """Remove a blob (retention expiry) and its cached copies."""
+        try:
+            if self.fs.exists(self._key(digest)):
+                self.fs.rm_file(self._key(digest))
+        except OSError as exc:
+            raise StoreUnavailableError(f"cannot delete from artifact store {self.url}: {exc}") from None
+        (self.cache_dir / "blobs" / digest).unlink(missing_ok=True)
+        shutil.rmtree(self.cache_dir / "files" / digest, ignore_errors=True)
+
     def read_bytes(self, digest: str) -> bytes:
         return self.fetch(digest).read_bytes()
 

@@ -13,7 +13,7 @@ from scoregate.flavors.base import Scorer
 from scoregate.schema import ModelSchema, OutputField, RecordValidator, prepare_frame, prepare_records
 
 RISK_TIERS = ("low", "medium", "high")
-STATUSES = ("registered", "retired")
+STATUSES = ("registered", "validated", "approved", "production", "retired", "deleted")
 
 
 class ModelVersion(BaseModel):

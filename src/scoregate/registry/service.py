@@ -26,12 +26,26 @@ from scoregate.config import Settings
 from scoregate.errors import (
     ConflictError,
     FlavorError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    PolicyViolationError,
     ScoregateError,
     StoreUnavailableError,
+    UnauthorizedError,
 )
 from scoregate.flavors import get_flavor
+from scoregate.governance.access import Permission, Principal, Role, hash_token
+from scoregate.governance.policy import DEFAULT_POLICY, EvidenceFact, Policy, VersionFacts, missing_items
+from scoregate.governance.tables import (
+    AliasHistoryRow,
+    DecisionRow,
+    EvidenceRow,
+    PolicyExceptionRow,
+    PolicyRow,
+    TokenRow,
+    UserRow,
+)
 from scoregate.refs import ModelRef, validate_alias, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore
 from scoregate.registry.database import WRITE, make_engine, migrate, redact
@@ -62,8 +76,9 @@ ROUTING = "routing"
 class Registry:
     """Models, versions and aliases over a metadata database and an artifact store."""
 
-    def __init__(self, settings: Settings, *, migrate_schema: bool = True) -> None:
+    def __init__(self, settings: Settings, *, token: str | None = None, migrate_schema: bool = True) -> None:
         self.settings = settings
+        self.token = token if token is not None else settings.token
         self.engine = make_engine(settings.resolved_database_url)
         if migrate_schema:
             migrate(self.engine)
@@ -79,7 +94,7 @@ class Registry:
     # -- sessions ----------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[Session]:
+    def reading(self) -> Iterator[Session]:
         try:
             with Session(self.engine, expire_on_commit=False) as session:
                 yield session
@@ -87,7 +102,7 @@ class Registry:
             raise self._unavailable(exc) from None
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def transaction(self) -> Iterator[Session]:
         """One transaction; on SQLite it holds the write lock from its first statement."""
         try:
             with (
@@ -101,6 +116,64 @@ class Registry:
     def _unavailable(self, exc: OperationalError) -> StoreUnavailableError:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         return StoreUnavailableError(f"metadata database {redact(str(self.engine.url))} failed: {reason}")
+
+    @contextmanager
+    def mutation(self, permission: Permission | None, subject: str) -> Iterator[tuple[Session, Principal]]:
+        """A write transaction on behalf of the caller, who must hold ``permission``."""
+        with self.transaction() as session:
+            actor = self._authenticate(session)
+            if permission is not None:
+                actor.require(permission, subject=subject)
+            yield session, actor
+
+    # -- identity ------------------------------------------------------------------------------
+
+    def _authenticate(self, session: Session) -> Principal:
+        """Resolve the caller's token; before the first user exists, the local user acts as admin."""
+        if session.scalar(select(func.count()).select_from(UserRow)) == 0:
+            return Principal(name=_current_user() or "local", roles=(Role.ADMIN,), authenticated=False)
+        if not self.token:
+            raise UnauthorizedError(
+                "an API token is required: set SCOREGATE_TOKEN or `token` in the config file "
+                "(`scoregate init` printed the first one)"
+            )
+        row = session.scalars(select(TokenRow).where(TokenRow.token_hash == hash_token(self.token))).one_or_none()
+        if row is None:
+            raise UnauthorizedError("the API token is not valid")
+        if row.revoked_at is not None:
+            raise UnauthorizedError(
+                f"the API token {row.prefix}… was revoked on {_aware(row.revoked_at):%Y-%m-%d %H:%M} UTC"
+            )
+        if row.expires_at is not None and _aware(row.expires_at) <= utcnow():
+            raise UnauthorizedError(
+                f"the API token {row.prefix}… expired on {_aware(row.expires_at):%Y-%m-%d %H:%M} UTC"
+            )
+        user = session.get(UserRow, row.user_id)
+        if user is None or user.disabled:
+            raise UnauthorizedError("the API token belongs to a disabled user")
+        return Principal(name=user.name, roles=tuple(Role(r) for r in user.roles), token_id=row.id)
+
+    def whoami(self) -> Principal:
+        with self.reading() as session:
+            return self._authenticate(session)
+
+    def record_event(
+        self,
+        session: Session,
+        actor: Principal,
+        action: str,
+        subject: str,
+        *,
+        before: Any = None,
+        after: Any = None,
+        reason: str | None = None,
+    ) -> None:
+        """Append the audit event of a change, in the change's own transaction."""
+        from scoregate.governance.audit import append_event
+
+        append_event(
+            session, actor=actor.name, action=action, subject=subject, before=before, after=after, reason=reason
+        )
 
     # -- registration --------------------------------------------------------------------------
 
@@ -125,6 +198,7 @@ class Registry:
     ) -> ModelVersion:
         """Register a new immutable version of ``name``; the model is created on first use."""
         validate_model_name(name)
+        self.whoami().require(Permission.REGISTER, subject=name)  # fail before the expensive work
         artifact = Path(artifact).expanduser()
         if not artifact.exists():
             raise InvalidInputError(f"artifact {artifact} does not exist")
@@ -182,7 +256,6 @@ class Registry:
             flavor=flavor,
             status="registered",
             description=description,
-            created_by=_current_user(),
             artifact_digest=digest,
             artifact_size=size,
             artifact_kind=kind,
@@ -223,7 +296,7 @@ class Registry:
         owner: str | None,
         risk_tier: str | None,
     ) -> ModelVersion:
-        with self._write() as session:
+        with self.mutation(Permission.REGISTER, name) as (session, actor):
             model = session.scalars(select(ModelRow).where(ModelRow.name == name).with_for_update()).one_or_none()
             now = utcnow()
             if model is None:
@@ -244,22 +317,35 @@ class Registry:
             latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)) or 0
             if parent is not None and not (1 <= parent <= latest):
                 raise NotFoundError(f"parent version {name}@{parent} not found")
-            row = VersionRow(model_id=model.id, version=latest + 1, created_at=now, **fields)
+            row = VersionRow(model_id=model.id, version=latest + 1, created_at=now, created_by=actor.name, **fields)
             row.tags = [TagRow(key=k, value=v) for k, v in sorted(tags.items())]
             session.add(row)
             session.flush()
-            return self._to_record(session, row, model)
+            record = self._to_record(session, row, model)
+            self.record_event(
+                session,
+                actor,
+                "register",
+                record.ref,
+                after={
+                    "artifact_digest": record.artifact_digest,
+                    "flavor": record.flavor,
+                    "training_data_digest": record.training_data_digest,
+                    "risk_tier": model.risk_tier,
+                },
+            )
+            return record
 
     # -- lookups -------------------------------------------------------------------------------
 
     def resolve(self, ref: str | ModelRef) -> ModelVersion:
         """The version a reference names; ``name`` alone means its latest version."""
         parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
-        with self._read() as session:
-            model, row = self._find(session, parsed)
+        with self.reading() as session:
+            model, row = self.find(session, parsed)
             return self._to_record(session, row, model)
 
-    def _find(self, session: Session, ref: ModelRef) -> tuple[ModelRow, VersionRow]:
+    def find(self, session: Session, ref: ModelRef) -> tuple[ModelRow, VersionRow]:
         model = session.scalars(select(ModelRow).where(ModelRow.name == ref.name)).one_or_none()
         if model is None:
             raise NotFoundError(f"model {ref.name!r} not found")
@@ -297,7 +383,7 @@ class Registry:
         return pd.read_parquet(io.BytesIO(self.artifacts.read_bytes(record.reference_digest)))
 
     def list_models(self) -> list[ModelSummary]:
-        with self._read() as session:
+        with self.reading() as session:
             models = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
             counts = {
                 model_id: (count, latest)
@@ -330,7 +416,7 @@ class Registry:
             ]
 
     def list_versions(self, name: str) -> list[ModelVersion]:
-        with self._read() as session:
+        with self.reading() as session:
             model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
             if model is None:
                 raise NotFoundError(f"model {name!r} not found")
@@ -344,47 +430,172 @@ class Registry:
 
     # -- aliases -------------------------------------------------------------------------------
 
-    def set_alias(self, name: str, alias: str, version: int, *, overwrite: bool = True) -> AliasRecord:
-        """Point ``name@alias`` at ``version`` (moving it if it exists, unless ``overwrite`` is off)."""
-        validate_alias(alias)
-        with self._write() as session:
-            model, row = self._find(session, ModelRef(name, version=version))
-            if row.status == "retired":
-                raise ConflictError(f"{name}@{version} is retired; an alias cannot point at a retired version")
-            current = session.scalars(
-                select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias).with_for_update()
-            ).one_or_none()
-            now = utcnow()
-            if current is None:
-                current = AliasRow(model_id=model.id, alias=alias, version_id=row.id, updated_at=now)
-                session.add(current)
-            elif current.version_id != row.id:
-                if not overwrite:
-                    held = session.get(VersionRow, current.version_id)
-                    raise ConflictError(
-                        f"alias {alias!r} of {name!r} already points at version {held.version if held else '?'}"
-                    )
-                current.version_id = row.id
-                current.updated_at = now
-            self._bump(session)
-            return AliasRecord(name=name, alias=alias, version=version, updated_at=current.updated_at)
+    def set_alias(
+        self, name: str, alias: str, version: int, *, overwrite: bool = True, reason: str | None = None
+    ) -> AliasRecord:
+        """Point ``name@alias`` at ``version`` (moving it if it exists, unless ``overwrite`` is off).
 
-    def delete_alias(self, name: str, alias: str) -> None:
+        A protected alias (``production`` by default) moves only when the version meets
+        the governance policy of its risk tier; the refusal lists every missing item.
+        """
+        return self.move_aliases([(name, alias, version)], overwrite=overwrite, reason=reason)[0]
+
+    def move_aliases(
+        self, moves: list[tuple[str, str, int]], *, overwrite: bool = True, reason: str | None = None
+    ) -> list[AliasRecord]:
+        """Move several aliases in one transaction: all move or none does."""
+        if not moves:
+            raise InvalidInputError("no alias moves given")
+        for _, alias, _ in moves:
+            validate_alias(alias)
+        with self.mutation(None, ", ".join(f"{n}@{a}" for n, a, _ in moves)) as (session, actor):
+            return [
+                self._move_alias(session, actor, name, alias, version, overwrite=overwrite, reason=reason)
+                for name, alias, version in moves
+            ]
+
+    def _move_alias(
+        self,
+        session: Session,
+        actor: Principal,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        overwrite: bool,
+        reason: str | None,
+    ) -> AliasRecord:
+        model, row = self.find(session, ModelRef(name, version=version))
+        subject = f"{name}@{alias}"
+        policy = self.policy_in_force(session)
+        protected = alias in policy.protected_aliases
+        if protected:
+            tier = policy.tier(model.risk_tier)
+            required = tier.protected_alias_role
+            if required not in actor.roles and Role.ADMIN not in actor.roles:
+                raise ForbiddenError(
+                    f"{actor.name} may not move {subject}: policy rule for risk tier "
+                    f"{model.risk_tier or policy.default_tier!r} requires the role {required.value}"
+                )
+        else:
+            actor.require(Permission.MOVE_ALIAS, subject=subject)
+        if row.status == "retired":
+            raise ConflictError(f"{name}@{version} is retired; an alias cannot point at a retired version")
+        current = session.scalars(
+            select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias).with_for_update()
+        ).one_or_none()
+        previous = session.get(VersionRow, current.version_id) if current is not None else None
+        if previous is not None and previous.id == row.id:
+            return AliasRecord(name=name, alias=alias, version=version, updated_at=_aware(current.updated_at))
+        if previous is not None and not overwrite:
+            raise ConflictError(f"alias {alias!r} of {name!r} already points at version {previous.version}")
+        if protected:
+            tier = policy.tier(model.risk_tier)
+            missing = missing_items(tier, self.facts(session, model, row), utcnow())
+            if missing:
+                listing = "; ".join(m["message"] for m in missing)
+                raise PolicyViolationError(
+                    f"{name}@{version} may not become {alias} under the {model.risk_tier or policy.default_tier} "
+                    f"risk-tier policy: {listing}",
+                    details=missing,
+                )
+        now = utcnow()
+        if current is None:
+            current = AliasRow(model_id=model.id, alias=alias, version_id=row.id, updated_at=now)
+            session.add(current)
+        else:
+            current.version_id = row.id
+            current.updated_at = now
+        if protected:
+            if previous is not None and previous.status == "production":
+                self.decide(session, actor, previous, "step down", "approved", reason or f"{alias} moved on")
+            self.decide(session, actor, row, alias, "production", reason)
+        session.add(
+            AliasHistoryRow(model_id=model.id, alias=alias, version=version, actor=actor.name, reason=reason, at=now)
+        )
+        self._bump(session)
+        self.record_event(
+            session,
+            actor,
+            "alias.set",
+            subject,
+            before={"version": previous.version} if previous is not None else None,
+            after={"version": version},
+            reason=reason,
+        )
+        return AliasRecord(name=name, alias=alias, version=version, updated_at=now)
+
+    def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
         validate_alias(alias)
-        with self._write() as session:
+        with self.mutation(None, f"{name}@{alias}") as (session, actor):
             model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
             if model is None:
                 raise NotFoundError(f"model {name!r} not found")
+            policy = self.policy_in_force(session)
+            if alias in policy.protected_aliases:
+                actor.require(Permission.MOVE_PROTECTED_ALIAS, subject=f"{name}@{alias}")
+            else:
+                actor.require(Permission.MOVE_ALIAS, subject=f"{name}@{alias}")
             current = session.scalars(
                 select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
             ).one_or_none()
             if current is None:
                 raise NotFoundError(f"alias {alias!r} of model {name!r} not found")
+            held = session.get(VersionRow, current.version_id)
             session.delete(current)
-            policy = session.get(TrafficPolicyRow, (model.id, alias))
-            if policy is not None:
-                session.delete(policy)
+            policy_row = session.get(TrafficPolicyRow, (model.id, alias))
+            if policy_row is not None:
+                session.delete(policy_row)
+            if held is not None and held.status == "production" and alias in policy.protected_aliases:
+                self.decide(session, actor, held, "step down", "approved", reason or f"{alias} deleted")
+            session.add(
+                AliasHistoryRow(
+                    model_id=model.id, alias=alias, version=None, actor=actor.name, reason=reason, at=utcnow()
+                )
+            )
             self._bump(session)
+            self.record_event(
+                session,
+                actor,
+                "alias.delete",
+                f"{name}@{alias}",
+                before={"version": held.version if held else None},
+                reason=reason,
+            )
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """Every move of ``name@alias``, oldest first: {version (None = deleted), at, actor, reason}."""
+        with self.reading() as session:
+            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if model is None:
+                raise NotFoundError(f"model {name!r} not found")
+            rows = session.scalars(
+                select(AliasHistoryRow)
+                .where(AliasHistoryRow.model_id == model.id, AliasHistoryRow.alias == alias)
+                .order_by(AliasHistoryRow.id)
+            ).all()
+            return [{"version": r.version, "at": _aware(r.at), "actor": r.actor, "reason": r.reason} for r in rows]
+
+    def alias_at(self, name: str, alias: str, at: dt.datetime) -> int | None:
+        """Which version held ``name@alias`` at time ``at`` (None if none did)."""
+        at = _aware(at)
+        holder = None
+        for entry in self.alias_history(name, alias):
+            if entry["at"] > at:
+                break
+            holder = entry["version"]
+        return holder
+
+    def rollback(self, name: str, alias: str, *, reason: str | None = None) -> AliasRecord:
+        """Point ``name@alias`` back at the version that held it before the current one."""
+        history = [h["version"] for h in self.alias_history(name, alias)]
+        if not history or history[-1] is None:
+            raise ConflictError(f"{name}@{alias} has no current holder to roll back from")
+        current = history[-1]
+        previous = next((v for v in reversed(history[:-1]) if v is not None and v != current), None)
+        if previous is None:
+            raise ConflictError(f"{name}@{alias} has no previous holder to roll back to")
+        return self.set_alias(name, alias, previous, reason=reason or f"rollback from version {current}")
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
         query = (
@@ -395,12 +606,12 @@ class Registry:
         )
         if name is not None:
             query = query.where(ModelRow.name == name)
-        with self._read() as session:
+        with self.reading() as session:
             return [AliasRecord(*row) for row in session.execute(query)]
 
     def alias_revision(self) -> str:
         """A token that changes whenever an alias or a traffic policy changes (cheap to poll)."""
-        with self._read() as session:
+        with self.reading() as session:
             value = session.scalar(select(RevisionRow.value).where(RevisionRow.name == ROUTING))
             return str(value or 0)
 
@@ -416,11 +627,12 @@ class Registry:
     def set_traffic_policy(self, name: str, alias: str, policy: Mapping[str, Any] | None) -> None:
         """Store the serving policy (canary, shadow) of ``name@alias``; ``None`` removes it."""
         validate_alias(alias)
-        with self._write() as session:
+        with self.mutation(Permission.MOVE_PROTECTED_ALIAS, f"{name}@{alias}") as (session, actor):
             model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
             if model is None:
                 raise NotFoundError(f"model {name!r} not found")
             row = session.get(TrafficPolicyRow, (model.id, alias))
+            before = dict(row.policy) if row is not None else None
             if policy is None:
                 if row is not None:
                     session.delete(row)
@@ -430,9 +642,17 @@ class Registry:
                 row.policy = dict(policy)
                 row.updated_at = utcnow()
             self._bump(session)
+            self.record_event(
+                session,
+                actor,
+                "traffic_policy.set",
+                f"{name}@{alias}",
+                before=before,
+                after=dict(policy) if policy is not None else None,
+            )
 
     def traffic_policies(self) -> dict[tuple[str, str], dict[str, Any]]:
-        with self._read() as session:
+        with self.reading() as session:
             rows = session.execute(
                 select(ModelRow.name, TrafficPolicyRow.alias, TrafficPolicyRow.policy).join(
                     ModelRow, TrafficPolicyRow.model_id == ModelRow.id
@@ -446,8 +666,8 @@ class Registry:
         parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, require_selector=True)
         if not reason or not reason.strip():
             raise InvalidInputError("a reason is required to retire a version (--reason)")
-        with self._write() as session:
-            model, row = self._find(session, parsed)
+        with self.mutation(Permission.RETIRE, str(parsed)) as (session, actor):
+            model, row = self.find(session, parsed)
             if row.status == "retired":
                 raise ConflictError(f"{model.name}@{row.version} is already retired")
             held = session.scalars(select(AliasRow.alias).where(AliasRow.version_id == row.id)).all()
@@ -456,22 +676,89 @@ class Registry:
                     f"{model.name}@{row.version} still holds alias(es) {', '.join(sorted(held))}; "
                     "move or delete them before retiring it"
                 )
-            row.status = "retired"
+            self.decide(session, actor, row, "retire", "retired", reason.strip())
             row.retired_at = utcnow()
             row.retire_reason = reason.strip()
+            self.record_event(session, actor, "retire", f"{model.name}@{row.version}", reason=reason.strip())
             return self._to_record(session, row, model)
 
     def set_tag(self, ref: str | ModelRef, key: str, value: str) -> None:
         parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, require_selector=True)
         if not key or len(key) > 128:
             raise InvalidInputError("a tag key needs 1-128 characters")
-        with self._write() as session:
-            _, row = self._find(session, parsed)
+        with self.mutation(Permission.REGISTER, str(parsed)) as (session, actor):
+            model, row = self.find(session, parsed)
             existing = session.get(TagRow, (row.id, key))
+            before = existing.value if existing is not None else None
             if existing is None:
                 session.add(TagRow(version_id=row.id, key=key, value=str(value)))
             else:
                 existing.value = str(value)
+            self.record_event(
+                session, actor, "tag.set", f"{model.name}@{row.version}", before={key: before}, after={key: str(value)}
+            )
+
+    # -- governance facts --------------------------------------------------------------------------
+
+    def policy_in_force(self, session: Session) -> Policy:
+        row = session.scalars(select(PolicyRow).order_by(PolicyRow.id.desc()).limit(1)).one_or_none()
+        return Policy.parse(row.document if row is not None else DEFAULT_POLICY)
+
+    def facts(self, session: Session, model: ModelRow, row: VersionRow) -> VersionFacts:
+        evidence = [
+            EvidenceFact(
+                id=e.id,
+                kind=e.kind,
+                bound_digest=e.bound_digest,
+                passed=e.passed,
+                within_budget=e.summary.get("within_budget"),
+                author=e.author,
+                created_at=_aware(e.created_at),
+            )
+            for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id))
+        ]
+        decisions = session.scalars(select(DecisionRow).where(DecisionRow.version_id == row.id)).all()
+        validated = [_aware(d.at) for d in decisions if d.action == "validate"]
+        now = utcnow()
+        waived = frozenset(
+            e.rule
+            for e in session.scalars(select(PolicyExceptionRow).where(PolicyExceptionRow.version_id == row.id))
+            if _aware(e.expires_at) > now
+        )
+        return VersionFacts(
+            ref=f"{model.name}@{row.version}",
+            artifact_digest=row.artifact_digest,
+            registrant=row.created_by,
+            evidence=evidence,
+            approvers=[d.actor for d in decisions if d.action == "approve"],
+            last_validated=max(validated) if validated else None,
+            waived_rules=waived,
+        )
+
+    def decide(
+        self,
+        session: Session,
+        actor: Principal,
+        row: VersionRow,
+        action: str,
+        to_status: str,
+        reason: str | None,
+        evidence: list[int] | None = None,
+    ) -> None:
+        """Record one lifecycle move of a version (status change with who, when, why, evidence)."""
+        session.add(
+            DecisionRow(
+                version_id=row.id,
+                action=action,
+                from_status=row.status,
+                to_status=to_status,
+                actor=actor.name,
+                reason=reason,
+                evidence=evidence or [],
+                at=utcnow(),
+            )
+        )
+        row.status = to_status
 
     # -- conversion ------------------------------------------------------------------------------
 

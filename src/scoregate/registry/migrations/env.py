@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+import scoregate.governance.tables  # noqa: F401  (registers its tables on the metadata)
 from scoregate.registry.tables import Base
 
 config = context.config

@@ -1,9 +1,4 @@
-"""The ``scoregate`` command line (Typer + rich).
-
-Every command is a thin shell over a service: parse and validate arguments, call
-the service, render the result. Errors a user can cause print one line and exit
-non-zero; no traceback.
-"""
+"""Registry commands: register, models, alias, schema, predict, retire."""
 
 from __future__ import annotations
 
@@ -13,72 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from scoregate.config import Settings
-from scoregate.errors import InvalidInputError, ScoregateError
+from scoregate.cli.app import alias_app, app, first_error, get_registry, models_app, out, pairs
+from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES
-
-app = typer.Typer(
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-    help="Governed, monitored model scoring.",
-)
-models_app = typer.Typer(no_args_is_help=True, help="List and inspect registered models.")
-alias_app = typer.Typer(no_args_is_help=True, help="Move, delete and list aliases (name@staging).")
-app.add_typer(models_app, name="models")
-app.add_typer(alias_app, name="alias")
-
-out = Console()
-err = Console(stderr=True)
-
-#: Exit codes by error class, so scripts can tell "not found" from "conflict".
-EXIT_CODES = {404: 4, 409: 5, 422: 3, 400: 2, 503: 6}
-
-
-class State:
-    settings: Settings | None = None
-
-
-state = State()
-
-
-@app.callback()
-def _main(
-    home: Annotated[
-        Path | None, typer.Option(help="Scoregate home (default ~/.scoregate; env SCOREGATE_HOME).")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="Metadata database URL (env SCOREGATE_DATABASE_URL).")
-    ] = None,
-    artifacts_url: Annotated[str | None, typer.Option(help="Artifact store URL (env SCOREGATE_ARTIFACTS_URL).")] = None,
-) -> None:
-    state.settings = Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
-
-
-def _registry():  # type: ignore[no-untyped-def]
-    from scoregate.registry import Registry
-
-    return Registry(state.settings or Settings.load())
-
-
-def _pairs(values: list[str] | None, option: str, *, numeric: bool = False) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"invalid {option} {item!r}: expected KEY=VALUE")
-        if numeric:
-            try:
-                result[key] = float(value)
-            except ValueError:
-                raise InvalidInputError(f"invalid {option} {item!r}: {value!r} is not a number") from None
-        else:
-            result[key] = value
-    return result
 
 
 @app.command()
@@ -108,17 +42,17 @@ def register(
         except OSError as exc:
             raise InvalidInputError(f"cannot read schema file {schema}: {exc.strerror}") from None
         except ValueError as exc:
-            raise InvalidInputError(f"invalid schema file {schema}: {_first_error(exc)}") from None
-    version = _registry().register(
+            raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
+    version = get_registry().register(
         name,
         artifact,
         flavor=flavor,
         train_data=train_data,
         target=target,
         schema=model_schema,
-        metrics=_pairs(metric, "--metric", numeric=True),
-        params=_pairs(param, "--param"),
-        tags=_pairs(tag, "--tag"),
+        metrics=pairs(metric, "--metric", numeric=True),
+        params=pairs(param, "--param"),
+        tags=pairs(tag, "--tag"),
         description=description,
         owner=owner,
         risk_tier=risk_tier,
@@ -134,7 +68,7 @@ def register(
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List every model with its latest version and aliases."""
-    summaries = _registry().list_models()
+    summaries = get_registry().list_models()
     if as_json:
         out.print_json(json.dumps([s.model_dump(mode="json") for s in summaries]))
         return
@@ -159,7 +93,7 @@ def models_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one version: artifact, schema, metrics, lineage."""
-    version = _registry().resolve(ref)
+    version = get_registry().resolve(ref)
     if as_json:
         out.print_json(version.model_dump_json(exclude={"environment"}))
         return
@@ -206,7 +140,7 @@ def models_show(
 @models_app.command("versions")
 def models_versions(name: Annotated[str, typer.Argument()]) -> None:
     """List the versions of one model."""
-    versions = _registry().list_versions(name)
+    versions = get_registry().list_versions(name)
     table = Table("version", "status", "aliases", "flavor", "digest", "metrics", "registered")
     for v in versions:
         table.add_row(
@@ -224,7 +158,7 @@ def models_versions(name: Annotated[str, typer.Argument()]) -> None:
 @app.command("schema")
 def schema_show(ref: Annotated[str, typer.Argument()]) -> None:
     """Print a version's input schema as JSON (edit it and pass it to register --schema)."""
-    version = _registry().resolve(ref)
+    version = get_registry().resolve(ref)
     sys.stdout.write(version.input_schema.model_dump_json(indent=2, exclude={"outputs"}) + "\n")
 
 
@@ -237,7 +171,7 @@ def alias_set(
     """Point an alias at a version (moving it if it exists: this is also the rollback)."""
     from scoregate.refs import ModelRef
 
-    registry = _registry()
+    registry = get_registry()
     version = registry.resolve(ModelRef.parse(ref, require_selector=True))
     record = registry.set_alias(version.name, alias, version.version, overwrite=not no_overwrite)
     out.print(f"{record.name}@{record.alias} → version {record.version}")
@@ -246,7 +180,7 @@ def alias_set(
 @alias_app.command("delete")
 def alias_delete(name: Annotated[str, typer.Argument()], alias: Annotated[str, typer.Argument()]) -> None:
     """Delete an alias."""
-    _registry().delete_alias(name, alias)
+    get_registry().delete_alias(name, alias)
     out.print(f"deleted {name}@{alias}")
 
 
@@ -254,7 +188,7 @@ def alias_delete(name: Annotated[str, typer.Argument()], alias: Annotated[str, t
 def alias_list(name: Annotated[str | None, typer.Argument()] = None) -> None:
     """List aliases, of one model or of all."""
     table = Table("model", "alias", "version", "updated")
-    for record in _registry().aliases(name):
+    for record in get_registry().aliases(name):
         table.add_row(record.name, record.alias, str(record.version), f"{record.updated_at:%Y-%m-%d %H:%M:%S}")
     out.print(table)
 
@@ -272,7 +206,7 @@ def predict(
     ModelRef.parse(ref, require_selector=True)
     if output is not None and output.suffix.lower() not in (".csv", ".json", ".parquet"):
         raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
-    loaded = _registry().load(ref)
+    loaded = get_registry().load(ref)
     if input.suffix.lower() == ".json":
         rows = _read_json_rows(input)
         predictions = loaded.predict(rows)
@@ -315,25 +249,5 @@ def retire(
     reason: Annotated[str, typer.Option(help="Why the version is retired (recorded).")],
 ) -> None:
     """Retire a version: it stays on record but can no longer hold an alias."""
-    version = _registry().retire(ref, reason=reason)
+    version = get_registry().retire(ref, reason=reason)
     out.print(f"retired {version.ref}: {version.retire_reason}")
-
-
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(exc).splitlines()[0]
-
-
-def main() -> None:
-    try:
-        app()
-    except ScoregateError as exc:
-        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-        raise SystemExit(EXIT_CODES.get(exc.status_code, 1)) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,82 @@
+"""The Typer application, its shared console and settings, and the helpers commands share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from scoregate.config import Settings
+from scoregate.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from scoregate.registry import Registry
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Governed, monitored model scoring.",
+)
+models_app = typer.Typer(no_args_is_help=True, help="List and inspect registered models.")
+alias_app = typer.Typer(no_args_is_help=True, help="Move, delete and list aliases (name@staging).")
+app.add_typer(models_app, name="models")
+app.add_typer(alias_app, name="alias")
+
+out = Console()
+err = Console(stderr=True)
+
+#: Exit codes by error class, so scripts can tell "not found" from "conflict".
+EXIT_CODES = {404: 4, 409: 5, 422: 3, 400: 2, 503: 6, 401: 7, 403: 8}
+
+
+class State:
+    settings: Settings | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _main(
+    home: Annotated[
+        Path | None, typer.Option(help="Scoregate home (default ~/.scoregate; env SCOREGATE_HOME).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Metadata database URL (env SCOREGATE_DATABASE_URL).")
+    ] = None,
+    artifacts_url: Annotated[str | None, typer.Option(help="Artifact store URL (env SCOREGATE_ARTIFACTS_URL).")] = None,
+) -> None:
+    state.settings = Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
+
+
+def get_registry() -> Registry:
+    from scoregate.registry import Registry
+
+    return Registry(state.settings or Settings.load())
+
+
+def pairs(values: list[str] | None, option: str, *, numeric: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"invalid {option} {item!r}: expected KEY=VALUE")
+        if numeric:
+            try:
+                result[key] = float(value)
+            except ValueError:
+                raise InvalidInputError(f"invalid {option} {item!r}: {value!r} is not a number") from None
+        else:
+            result[key] = value
+    return result
+
+
+def first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(exc).splitlines()[0]

@@ -1,0 +1,353 @@
+"""Governance commands: init, users, tokens, evidence, approve, policy, exceptions,
+alias history and rollback, retention, inventory, model cards, environment export."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from scoregate.cli.app import alias_app, app, get_registry, out
+from scoregate.errors import InvalidInputError
+from scoregate.refs import ModelRef
+
+users_app = typer.Typer(no_args_is_help=True, help="Users and their roles.")
+tokens_app = typer.Typer(no_args_is_help=True, help="API tokens: issue, list, revoke.")
+evidence_app = typer.Typer(no_args_is_help=True, help="Evidence documents attached to versions.")
+policy_app = typer.Typer(no_args_is_help=True, help="The governance policy in force.")
+hold_app = typer.Typer(no_args_is_help=True, help="Legal holds (block deletion).")
+env_app = typer.Typer(no_args_is_help=True, help="Recorded environments.")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(evidence_app, name="evidence")
+app.add_typer(policy_app, name="policy")
+app.add_typer(hold_app, name="hold")
+app.add_typer(env_app, name="env")
+
+
+def governance():  # type: ignore[no-untyped-def]
+    from scoregate.governance.service import Governance
+
+    return Governance(get_registry())
+
+
+def parse_when(text: str, option: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"invalid {option} {text!r}: expected an ISO date or date-time, e.g. 2026-06-30"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@app.command()
+def init(name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin") -> None:
+    """Create the first admin and print its API token once. Mutations need a token from then on."""
+    token = governance().init(name)
+    out.print(f"created admin [bold]{name}[/]. Its API token, shown only now:")
+    sys.stdout.write(token + "\n")
+    out.print("Set it as SCOREGATE_TOKEN (or `token` in the config file).")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument()],
+    role: Annotated[list[str], typer.Option(help="viewer, developer, validator, deployer or admin (repeatable).")],
+    expires_days: Annotated[int, typer.Option(help="Lifetime of the first token.")] = 90,
+) -> None:
+    """Add a user with roles and print their first token once."""
+    token = governance().add_user(name, role, expires_in_days=expires_days)
+    out.print(f"added user [bold]{name}[/] ({', '.join(role)}). Token, shown only now:")
+    sys.stdout.write(token + "\n")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    table = Table("user", "roles", "created")
+    for user in governance().list_users():
+        table.add_row(user["name"], ", ".join(user["roles"]), f"{user['created_at']:%Y-%m-%d}")
+    out.print(table)
+
+
+@tokens_app.command("issue")
+def tokens_issue(
+    user: Annotated[str, typer.Argument()],
+    expires_days: Annotated[int, typer.Option()] = 90,
+    description: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Issue a new token for a user (admin); printed once."""
+    sys.stdout.write(governance().issue_token(user, expires_in_days=expires_days, description=description) + "\n")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(prefix: Annotated[str, typer.Argument(help="The token, or its first 10 characters.")]) -> None:
+    governance().revoke_token(prefix)
+    out.print(f"revoked {prefix[:10]}…")
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    table = Table("token", "user", "created", "expires", "revoked", "description")
+    for t in governance().list_tokens():
+        table.add_row(
+            f"{t['prefix']}…",
+            t["user"],
+            f"{t['created_at']:%Y-%m-%d}",
+            f"{t['expires_at']:%Y-%m-%d}" if t["expires_at"] else "never",
+            f"{t['revoked_at']:%Y-%m-%d}" if t["revoked_at"] else "",
+            t["description"] or "",
+        )
+    out.print(table)
+
+
+@evidence_app.command("attach")
+def evidence_attach(
+    ref: Annotated[str, typer.Argument()],
+    kind: Annotated[str, typer.Argument(help="validation, loadtest, profile, parity, image or document.")],
+    file: Annotated[Path, typer.Argument()],
+) -> None:
+    """Attach a document (a JSON report's passed/artifact_digest/within_budget are read)."""
+    record = governance().attach_evidence(ref, kind, file)
+    out.print(f"attached {record['kind']} #{record['id']} sha256:{record['digest'][:12]} to {ref}")
+
+
+@evidence_app.command("list")
+def evidence_list(ref: Annotated[str, typer.Argument()]) -> None:
+    table = Table("id", "kind", "passed", "bound digest", "author", "date", "document")
+    for e in governance().evidence(ref):
+        table.add_row(
+            str(e["id"]),
+            e["kind"],
+            str(e["passed"]),
+            (e["bound_digest"] or "-")[:12],
+            e["author"],
+            f"{e['created_at']:%Y-%m-%d %H:%M}",
+            f"{e['name']} sha256:{e['digest'][:12]}",
+        )
+    out.print(table)
+
+
+@app.command("mark-validated")
+def mark_validated(ref: Annotated[str, typer.Argument()], reason: Annotated[str | None, typer.Option()] = None) -> None:
+    """Record that a version is validated, on its passing validation report."""
+    status = governance().validate(ref, reason=reason)
+    out.print(f"{ref}: {status}")
+
+
+@app.command()
+def approve(ref: Annotated[str, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    """Approve a validated version (four-eyes: not its registrant nor its validator)."""
+    status = governance().approve(ref, reason=reason)
+    out.print(f"{ref}: {status}")
+
+
+@app.command()
+def decisions(ref: Annotated[str, typer.Argument()]) -> None:
+    """The lifecycle decisions of a version: who, when, why, on which evidence."""
+    table = Table("when", "action", "status", "by", "reason", "evidence")
+    for d in governance().decisions(ref):
+        table.add_row(
+            f"{d['at']:%Y-%m-%d %H:%M:%S}",
+            d["action"],
+            f"{d['from']} → {d['to']}",
+            d["actor"],
+            d["reason"] or "",
+            ", ".join(map(str, d["evidence"])),
+        )
+    out.print(table)
+
+
+@app.command()
+def check(ref: Annotated[str, typer.Argument()], alias: Annotated[str, typer.Option()] = "production") -> None:
+    """List what the policy is missing before ALIAS may point at REF (exit 5 when something is)."""
+    missing = governance().check(ref, alias)
+    if not missing:
+        out.print(f"{ref} meets the policy for {alias}")
+        return
+    for item in missing:
+        out.print(f"- [{item['rule']}] {item['message']}")
+    raise typer.Exit(5)
+
+
+@policy_app.command("show")
+def policy_show() -> None:
+    number, document = governance().policy()
+    out.print(f"# policy version {number}{' (built-in default)' if number == 0 else ''}", highlight=False)
+    sys.stdout.write(document)
+
+
+@policy_app.command("set")
+def policy_set(file: Annotated[Path, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    """Put a new policy in force (admin); the change is versioned and audited."""
+    try:
+        document = file.read_text()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read policy file {file}: {exc.strerror}") from None
+    out.print(f"policy version {governance().set_policy(document, reason=reason)} in force")
+
+
+@app.command("exception")
+def grant_exception(
+    ref: Annotated[str, typer.Argument()],
+    rule: Annotated[str, typer.Argument(help="evidence:<kind>, approvals or revalidation")],
+    reason: Annotated[str, typer.Option()],
+    expires: Annotated[str, typer.Option(help="ISO date the exception ends.")],
+) -> None:
+    """Grant a recorded, expiring exception to one policy rule for one version."""
+    governance().grant_exception(ref, rule, reason=reason, expires_at=parse_when(expires, "--expires"))
+    out.print(f"exception to {rule} granted for {ref} until {expires}")
+
+
+@hold_app.command("place")
+def hold_place(ref: Annotated[str, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    governance().legal_hold(ref, reason=reason)
+    out.print(f"legal hold placed on {ref}")
+
+
+@hold_app.command("release")
+def hold_release(ref: Annotated[str, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    governance().release_hold(ref, reason=reason)
+    out.print(f"legal hold released on {ref}")
+
+
+@app.command()
+def delete(ref: Annotated[str, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    """Delete a retired version's artifact after its retention period (leaves a tombstone)."""
+    governance().delete(ref, reason=reason)
+    out.print(f"deleted {ref} (tombstone kept in the registry and the audit log)")
+
+
+@alias_app.command("history")
+def alias_history(
+    name: Annotated[str, typer.Argument()],
+    alias: Annotated[str, typer.Argument()],
+    at: Annotated[str | None, typer.Option(help="Only answer: which version held it at this time?")] = None,
+) -> None:
+    """Every move of an alias, or which version held it at a given time."""
+    registry = get_registry()
+    if at is not None:
+        version = registry.alias_at(name, alias, parse_when(at, "--at"))
+        out.print(f"{name}@{alias} at {at}: {'version ' + str(version) if version else 'no holder'}")
+        return
+    table = Table("when", "version", "by", "reason")
+    for entry in registry.alias_history(name, alias):
+        table.add_row(
+            f"{entry['at']:%Y-%m-%d %H:%M:%S}",
+            str(entry["version"] or "deleted"),
+            entry["actor"],
+            entry["reason"] or "",
+        )
+    out.print(table)
+
+
+@alias_app.command("move")
+def alias_move(
+    moves: Annotated[list[str], typer.Argument(help="NAME@VERSION=ALIAS, several moved in one transaction.")],
+    reason: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Move several aliases at once: all move or none does (never zero or two holders)."""
+    registry = get_registry()
+    parsed = []
+    for move in moves:
+        ref, sep, alias = move.partition("=")
+        if not sep:
+            raise InvalidInputError(f"invalid move {move!r}: expected NAME@VERSION=ALIAS")
+        version = registry.resolve(ModelRef.parse(ref, require_selector=True))
+        parsed.append((version.name, alias, version.version))
+    for record in registry.move_aliases(parsed, reason=reason):
+        out.print(f"{record.name}@{record.alias} → version {record.version}")
+
+
+@app.command()
+def rollback(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS to point back at its previous holder.")],
+    reason: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Return an alias to the version that held it before."""
+    parsed = ModelRef.parse(ref, require_selector=True)
+    if parsed.alias is None:
+        raise InvalidInputError(f"rollback needs NAME@ALIAS, got {ref!r}")
+    record = get_registry().rollback(parsed.name, parsed.alias, reason=reason)
+    out.print(f"{record.name}@{record.alias} → version {record.version}")
+
+
+@app.command()
+def inventory(
+    at: Annotated[str | None, typer.Option(help="The state as it was at this date.")] = None,
+    format: Annotated[str, typer.Option(help="table, csv or json.")] = "table",
+) -> None:
+    """Every model in use, in development or retired, with the fields regulators list."""
+    if format not in ("table", "csv", "json"):
+        raise InvalidInputError(f"invalid --format {format!r}: use table, csv or json")
+    rows = governance().inventory(at=parse_when(at, "--at") if at else None)
+    if format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    if format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buffer.getvalue())
+        return
+    table = Table("model", "status", "tier", "prod", "owner", "validator", "last validated", "next review", "complete")
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["status"],
+            r["risk_tier"] or "",
+            str(r["production_version"] or "-"),
+            r["owner"] or "",
+            r["validator"] or "",
+            r["last_validated"] or "",
+            (r["next_review"] or "") + (" OVERDUE" if r["overdue"] else ""),
+            f"{r['completeness']:.0%}",
+        )
+    out.print(table)
+
+
+@app.command()
+def card(
+    ref: Annotated[str, typer.Argument()],
+    format: Annotated[str, typer.Option(help="md, html or cyclonedx.")] = "md",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """The model card (Markdown or HTML) or a CycloneDX ML-BOM, generated from the records."""
+    from scoregate.governance.card import card_facts, cyclonedx_bom, render_html, render_markdown
+
+    if format not in ("md", "html", "cyclonedx"):
+        raise InvalidInputError(f"invalid --format {format!r}: use md, html or cyclonedx")
+    facts = card_facts(governance(), ref)
+    if format == "cyclonedx":
+        text = json.dumps(cyclonedx_bom(facts), indent=2)
+    else:
+        markdown = render_markdown(facts)
+        text = markdown if format == "md" else render_html(markdown)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text)
+        out.print(f"wrote {output}")
+
+
+@env_app.command("export")
+def env_export(
+    ref: Annotated[str, typer.Argument()], output: Annotated[Path | None, typer.Option("--output", "-o")] = None
+) -> None:
+    """Write the pinned requirements of the environment recorded at registration."""
+    from scoregate.governance.card import requirements_lock
+
+    text = requirements_lock(get_registry().resolve(ref))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        out.print(f"wrote {output}")

@@ -1,0 +1,361 @@
+"""``scoregate profile``: where the time of one scoring request goes.
+
+The scoring path of the server (JSON bytes in, JSON bytes out) is run in-process on
+representative rows from the version's reference data under :mod:`cProfile`. Each
+step is a named function here, so the profile splits the time by step and the
+report names the rate-limiting one.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from scoregate.schema import RecordValidator, raise_for
+
+#: step function name -> words used in the report
+STEPS: dict[str, str] = {
+    "step_request_parsing": "request parsing",
+    "step_validation": "validation",
+    "step_frame_conversion": "conversion to frame",
+    "step_framework_call": "framework call",
+    "step_serialization": "serialization",
+}
+
+
+def step_request_parsing(body: bytes) -> list[Any]:
+    return orjson.loads(body)["rows"]
+
+
+def step_validation(validator: RecordValidator, records: list[Any]) -> None:
+    problems = []
+    for i, record in enumerate(records):
+        problems.extend(validator.check(record, i))
+    raise_for(problems)
+
+
+def step_frame_conversion(validator: RecordValidator, records: list[Any]) -> Any:
+    return validator.frame(records)
+
+
+def step_framework_call(scorer: Any, frame: Any) -> Any:
+    return scorer.predict(frame)
+
+
+def step_serialization(predictions: Any) -> bytes:
+    names = [str(c) for c in predictions.columns]
+    columns = [predictions[c].tolist() for c in predictions.columns]
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def score_request(scorer: Any, validator: RecordValidator, body: bytes) -> bytes:
+    """One request through every step, as the server runs it."""
+    records = step_request_parsing(body)
+    step_validation(validator, records)
+    frame = step_frame_conversion(validator, records)
+    predictions = step_framework_call(scorer, frame)
+    return step_serialization(predictions)
+
+
+@dataclass
+class FunctionStat:
+    function: str
+    calls: int
+    own_s: float
+    cumulative_s: float
+    own_share: float
+    cumulative_share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "calls": self.calls,
+            "own_s": round(self.own_s, 6),
+            "cumulative_s": round(self.cumulative_s, 6),
+            "own_share": round(self.own_share, 4),
+            "cumulative_share": round(self.cumulative_share, 4),
+        }
+
+
+@dataclass
+class ProfileReport:
+    model: str
+    flavor: str
+    requests: int
+    rows_per_request: int
+    wall_s: float
+    total_s: float
+    steps: dict[str, float]  # step words -> share of the scoring time
+    by_cumulative: list[FunctionStat]
+    by_own: list[FunctionStat]
+    rate_limiting_step: str
+    hottest_function: FunctionStat | None
+    prof_path: Path | None = None
+    callgraph_path: Path | None = None
+    flamegraph_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary_line(self) -> str:
+        share = self.steps.get(self.rate_limiting_step, 0.0)
+        step = self.rate_limiting_step
+        if step == "framework call":
+            step = f"framework call {self.flavor}"
+        line = f"rate-limiting step: {step} {share:.0%} of time"
+        if self.hottest_function is not None:
+            hot = self.hottest_function
+            line += f"; hottest function in it: {hot.function} ({hot.own_share:.0%} own time)"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "scoregate.profile",
+            "model": self.model,
+            "flavor": self.flavor,
+            "requests": self.requests,
+            "rows_per_request": self.rows_per_request,
+            "wall_s": round(self.wall_s, 4),
+            "profiled_s": round(self.total_s, 4),
+            "mean_request_ms": round(1000 * self.wall_s / max(self.requests, 1), 4),
+            "steps": {k: round(v, 4) for k, v in self.steps.items()},
+            "rate_limiting_step": self.rate_limiting_step,
+            "summary": self.summary_line,
+            "hottest_function": self.hottest_function.to_dict() if self.hottest_function else None,
+            "top_cumulative": [f.to_dict() for f in self.by_cumulative],
+            "top_own": [f.to_dict() for f in self.by_own],
+            "files": {
+                "prof": str(self.prof_path) if self.prof_path else None,
+                "callgraph_svg": str(self.callgraph_path) if self.callgraph_path else None,
+                "flamegraph_html": str(self.flamegraph_path) if self.flamegraph_path else None,
+            },
+            "notes": self.notes,
+        }
+
+    def to_json_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
+
+    def render_text(self, top: int = 15) -> str:
+        out = io.StringIO()
+        out.write(
+            f"profile of {self.model} ({self.flavor}): {self.requests} requests of {self.rows_per_request} row(s), "
+        )
+        out.write(f"{1000 * self.wall_s / max(self.requests, 1):.3f} ms per request\n\nsteps:\n")
+        for name, share in sorted(self.steps.items(), key=lambda kv: -kv[1]):
+            out.write(f"  {share:6.1%}  {name}\n")
+        for title, rows, key in (
+            ("top functions by cumulative time", self.by_cumulative, "cumulative"),
+            ("top functions by own time", self.by_own, "own"),
+        ):
+            out.write(f"\n{title}:\n  {'share':>6}  {'seconds':>9}  {'calls':>8}  function\n")
+            for f in rows[:top]:
+                share = f.cumulative_share if key == "cumulative" else f.own_share
+                seconds = f.cumulative_s if key == "cumulative" else f.own_s
+                out.write(f"  {share:6.1%}  {seconds:9.4f}  {f.calls:8d}  {f.function}\n")
+        out.write(f"\n{self.summary_line}\n")
+        return out.getvalue()
+
+
+def label(func: tuple[str, int, str]) -> str:
+    """``file.py:line(name)`` with the path shortened to its package-relative part."""
+    filename, line, name = func
+    if filename == "~":
+        return name
+    path = Path(filename)
+    parts = path.parts
+    for anchor in ("site-packages", "src", "lib"):
+        if anchor in parts:
+            index = len(parts) - 1 - parts[::-1].index(anchor)
+            rest = parts[index + 1 :]
+            if rest:
+                return f"{'/'.join(rest)}:{line}({name})"
+    return f"{path.name}:{line}({name})"
+
+
+def _descendants(stats: dict, root: tuple) -> set[tuple]:
+    callees: dict[tuple, set[tuple]] = {}
+    for func, (_cc, _nc, _tt, _ct, callers) in stats.items():
+        for caller in callers:
+            callees.setdefault(caller, set()).add(func)
+    seen: set[tuple] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in callees.get(node, ()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def analyse(
+    stats: pstats.Stats, model: str, flavor: str, requests: int, rows: int, wall_s: float, top: int = 25
+) -> ProfileReport:
+    raw: dict = stats.stats  # type: ignore[attr-defined]
+    root = next((f for f in raw if f[2] == "score_request"), None)
+    total = raw[root][3] if root is not None else sum(v[2] for v in raw.values())
+    total = total or 1e-12
+    here = Path(__file__).resolve()
+    in_scope = _descendants(raw, root) | {root} if root is not None else set(raw)
+    items = []
+    for func, (_cc, nc, tt, ct, _callers) in raw.items():
+        if func not in in_scope:
+            continue
+        items.append(FunctionStat(label(func), nc, tt, ct, tt / total, min(ct / total, 1.0)))
+    by_cum = sorted(items, key=lambda f: f.cumulative_s, reverse=True)[:top]
+    by_own = sorted(items, key=lambda f: f.own_s, reverse=True)[:top]
+    steps: dict[str, float] = {}
+    step_funcs: dict[str, tuple] = {}
+    for func, values in raw.items():
+        if func[2] in STEPS and Path(func[0]).resolve() == here:
+            steps[STEPS[func[2]]] = values[3] / total
+            step_funcs[STEPS[func[2]]] = func
+    rate_limiting = max(steps, key=lambda k: steps[k]) if steps else "unknown"
+    hottest = None
+    if rate_limiting in step_funcs:
+        inside = _descendants(raw, step_funcs[rate_limiting])
+        candidates = [(raw[f][2], f) for f in inside]
+        if candidates:
+            tt, func = max(candidates)
+            hottest = FunctionStat(label(func), raw[func][1], tt, raw[func][3], tt / total, raw[func][3] / total)
+    return ProfileReport(model, flavor, requests, rows, wall_s, total, steps, by_cum, by_own, rate_limiting, hottest)
+
+
+def profile_scoring(
+    scorer: Any,
+    schema: Any,
+    rows: list[dict[str, Any]],
+    *,
+    model: str = "model",
+    flavor: str = "?",
+    requests: int = 200,
+    rows_per_request: int = 1,
+    out_dir: Path | None = None,
+    graph: bool = True,
+) -> ProfileReport:
+    """Profile ``requests`` requests of ``rows_per_request`` rows cycled from ``rows``."""
+    if not rows:
+        raise ValueError("profiling needs at least one row")
+    validator = RecordValidator(schema)
+    bodies = []
+    for i in range(requests):
+        batch = [rows[(i * rows_per_request + j) % len(rows)] for j in range(rows_per_request)]
+        bodies.append(orjson.dumps({"rows": batch}))
+    score_request(scorer, validator, bodies[0])  # warm-up: lazy imports and caches stay out of the profile
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for body in bodies:
+        score_request(scorer, validator, body)
+    profiler.disable()
+    wall = time.perf_counter() - started
+    stats = pstats.Stats(profiler)
+    report = analyse(stats, model, flavor, requests, rows_per_request, wall)
+    if out_dir is not None:
+        write_outputs(report, stats, Path(out_dir), graph=graph)
+    return report
+
+
+def write_outputs(report: ProfileReport, stats: pstats.Stats, folder: Path, *, graph: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    prof = folder / "profile.prof"
+    stats.dump_stats(str(prof))
+    report.prof_path = prof
+    from scoregate.perf.flamegraph import render_flamegraph
+
+    flame = folder / "flamegraph.html"
+    flame.write_text(render_flamegraph(stats, title=f"{report.model}: {report.summary_line}"))
+    report.flamegraph_path = flame
+    if graph:
+        svg = folder / "callgraph.svg"
+        problem = call_graph_svg(prof, svg)
+        if problem is None:
+            report.callgraph_path = svg
+        else:
+            report.notes.append(f"no SVG call graph: {problem}; see flamegraph.html")
+    (folder / "profile.txt").write_text(report.render_text())
+    (folder / "profile.json").write_bytes(report.to_json_bytes())
+
+
+def call_graph_svg(prof: Path, svg: Path) -> str | None:
+    """Render the call graph with gprof2dot and graphviz ``dot``; the reason when not possible."""
+    dot = shutil.which("dot")
+    if dot is None:
+        return "graphviz 'dot' is not installed"
+    try:
+        import gprof2dot  # noqa: F401
+    except ImportError:
+        return "gprof2dot is not installed"
+    made = subprocess.run(
+        [sys.executable, "-m", "gprof2dot", "-f", "pstats", "-n", "0.5", "-e", "0.1", str(prof)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if made.returncode != 0:
+        return f"gprof2dot failed: {made.stderr.decode(errors='replace')[-300:]}"
+    drawn = subprocess.run(
+        [dot, "-Tsvg", "-o", str(svg)], input=made.stdout, capture_output=True, timeout=120, check=False
+    )
+    if drawn.returncode != 0:
+        return f"dot failed: {drawn.stderr.decode(errors='replace')[-300:]}"
+    return None
+
+
+def profile_version(
+    registry: Any,
+    ref: str,
+    *,
+    requests: int = 200,
+    rows_per_request: int = 1,
+    sample_rows: int = 200,
+    seed: int = 0,
+    out_dir: Path | None = None,
+    graph: bool = True,
+) -> ProfileReport:
+    """Profile the scoring path of a registered version on rows from its reference data."""
+    import numpy as np
+
+    from scoregate.errors import ScoregateError
+    from scoregate.validation.cases import frame_to_rows, synthetic_row
+
+    loaded = registry.load(ref)
+    schema = loaded.version.input_schema
+    try:
+        frame = registry.reference_data(loaded.version.ref)
+        rows = frame_to_rows(schema, frame)
+    except ScoregateError:
+        rows = []
+    validator = RecordValidator(schema)
+    rows = [r for r in rows if not validator.check(r)]
+    note = None
+    if not rows:
+        rows = [synthetic_row(schema)]
+        note = "no reference data: profiled a synthetic row built from the schema"
+    rng = np.random.default_rng(seed)
+    if len(rows) > sample_rows:
+        rows = [rows[i] for i in sorted(rng.choice(len(rows), size=sample_rows, replace=False).tolist())]
+    report = profile_scoring(
+        loaded.scorer,
+        schema,
+        rows,
+        model=loaded.version.ref,
+        flavor=loaded.version.flavor,
+        requests=requests,
+        rows_per_request=rows_per_request,
+        out_dir=out_dir,
+        graph=graph,
+    )
+    if note:
+        report.notes.append(note)
+    return report

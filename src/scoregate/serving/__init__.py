@@ -1,0 +1,28 @@
+"""Real-time scoring server: plain JSON and Open Inference Protocol V2 over raw ASGI.
+
+``run(settings, host, port, workers, models)`` serves every aliased version from the
+registry; ``create_app(source, ...)`` builds the ASGI app for embedding and tests;
+``read_predictions(home, model, version)`` reads the prediction log.
+"""
+
+from scoregate.serving.app import ScoringApp, create_app
+from scoregate.serving.policy import CanarySplit, ShadowTarget, TrafficPolicy
+from scoregate.serving.predlog import PredictionLog, read_predictions
+from scoregate.serving.runner import run
+from scoregate.serving.source import AliasEntry, InMemorySource, ModelSource, RegistrySource, VersionInfo
+
+__all__ = [
+    "AliasEntry",
+    "CanarySplit",
+    "InMemorySource",
+    "ModelSource",
+    "PredictionLog",
+    "RegistrySource",
+    "ScoringApp",
+    "ShadowTarget",
+    "TrafficPolicy",
+    "VersionInfo",
+    "create_app",
+    "read_predictions",
+    "run",
+]

@@ -1,0 +1,238 @@
+"""Adaptive batching: one scoring thread per model version.
+
+Requests are validated on the event loop and queued here as jobs. The scoring thread
+blocks until a job arrives, then greedily takes whatever else is already waiting (no
+timer: an idle server scores a lone request at once, a busy one merges the requests
+that queued up while the previous batch was scoring), up to ``max_batch_rows``. It
+builds one typed frame for the batch, makes one framework call and hands every job
+its own slice of the outputs. Scoring runs off the event loop, so one slow model
+does not stall the others or the HTTP handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scoregate.flavors.base import Scorer
+from scoregate.schema import FeatureType, RecordValidator
+
+log = logging.getLogger("scoregate.serving")
+
+_STOP = object()
+
+
+class BatcherClosed(RuntimeError):
+    """Raised by ``submit`` on a batcher that was retired by a hot swap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """One job's outputs, columnar: ``columns[i]`` holds the values of ``names[i]``."""
+
+    names: list[str]
+    kinds: list[str]  # numpy dtype kind + itemsize, e.g. "f8", "i8", "b1", "O8"
+    columns: list[list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        names = self.names
+        return [dict(zip(names, values, strict=True)) for values in zip(*self.columns, strict=True)]
+
+
+class _Job:
+    __slots__ = ("callback", "future", "loop", "records")
+
+    def __init__(self, records: Sequence[Any], future: Any, loop: Any, callback: Any) -> None:
+        self.records = records
+        self.future = future
+        self.loop = loop
+        self.callback = callback
+
+
+def _deliver(items: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():  # the client went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _frame_builder(validator: RecordValidator) -> Callable[[Sequence[Any]], Any]:
+    """The batch frame: the validator's, or for all-float schemas one 2-D float64 block.
+
+    A single block is built in one numpy call (None becomes NaN, as the validator's
+    frame does) and hands scorers a C-contiguous matrix; a frame of separate columns
+    costs about half a millisecond per batch in pandas alone.
+    """
+    features = validator.schema.features
+    if not all(f.type is FeatureType.FLOAT for f in features):
+        return validator.frame
+    names = [f.name for f in features]
+
+    def float_frame(records: Sequence[Any]) -> pd.DataFrame:
+        matrix = np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
+        return pd.DataFrame(matrix, columns=names, index=pd.RangeIndex(len(records)), copy=False)
+
+    return float_frame
+
+
+class Batcher:
+    def __init__(
+        self,
+        scorer: Scorer,
+        validator: RecordValidator,
+        *,
+        name: str,
+        max_batch_rows: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+        thread_init: Callable[[], None] | None = None,
+    ) -> None:
+        self.scorer = scorer
+        self.validator = validator
+        self.name = name
+        self.max_batch_rows = max(1, int(max_batch_rows))
+        self.on_batch = on_batch
+        self.closed = False
+        self._frame = _frame_builder(validator)
+        self._thread_init = thread_init
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"scorer-{name}", daemon=True)
+        self._thread.start()
+
+    # --- called on the event loop -------------------------------------------------------
+
+    def submit(self, records: Sequence[Any]) -> asyncio.Future[Outputs]:
+        if self.closed:
+            raise BatcherClosed(self.name)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Job(records, future, loop, None))
+        return future
+
+    def submit_callback(self, records: Sequence[Any], callback: Callable[[Outputs | None, Any], None]) -> bool:
+        """Queue a job whose result goes to ``callback(outputs, error)`` on the scoring thread."""
+        if self.closed:
+            return False
+        self._queue.put(_Job(records, None, None, callback))
+        return True
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """Stop after the jobs already queued (in-flight requests finish on this version)."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put(_STOP)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # --- scoring thread -------------------------------------------------------------------
+
+    def score_now(self, records: Sequence[Any]) -> Outputs:
+        """Score synchronously on the calling thread (warm-up, tests)."""
+        frame = self._frame(records)
+        return self._outputs(self.scorer.predict(frame), len(records))
+
+    def _run(self) -> None:
+        if self._thread_init is not None:
+            try:
+                self._thread_init()
+            except Exception:  # pragma: no cover - best effort tuning
+                log.exception("scorer thread init failed for %s", self.name)
+        get, get_nowait, limit = self._queue.get, self._queue.get_nowait, self.max_batch_rows
+        carry: Any = None
+        while True:
+            job = carry if carry is not None else get()
+            carry = None
+            if job is _STOP:
+                return
+            batch = [job]
+            rows = len(job.records)
+            stop = False
+            while rows < limit:
+                try:
+                    nxt = get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if rows + len(nxt.records) > limit:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                rows += len(nxt.records)
+            self._score(batch, rows)
+            if stop:
+                return
+
+    def _score(self, batch: list[_Job], rows: int) -> None:
+        records = batch[0].records if len(batch) == 1 else [record for job in batch for record in job.records]
+        try:
+            frame = self._frame(records)
+            outputs = self._outputs(self.scorer.predict(frame), rows)
+        except Exception as exc:
+            if len(batch) > 1:  # isolate the request that breaks the model
+                for job in batch:
+                    self._score([job], len(job.records))
+                return
+            log.exception("model %s failed to score a batch of %d rows", self.name, rows)
+            self._finish(batch, [None], exc)
+            return
+        if self.on_batch is not None:
+            self.on_batch(rows)
+        if len(batch) == 1:
+            self._finish(batch, [outputs], None)
+            return
+        names, kinds, columns = outputs.names, outputs.kinds, outputs.columns
+        results = []
+        start = 0
+        for job in batch:
+            end = start + len(job.records)
+            results.append(Outputs(names, kinds, [column[start:end] for column in columns]))
+            start = end
+        self._finish(batch, results, None)
+
+    def _finish(self, batch: list[_Job], results: list[Any], error: BaseException | None) -> None:
+        by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
+        for i, job in enumerate(batch):
+            result = results[i] if error is None else None
+            if job.callback is not None:
+                try:
+                    job.callback(result, error)
+                except Exception:  # pragma: no cover - a callback must not kill the thread
+                    log.exception("batch callback failed for %s", self.name)
+                continue
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(_deliver, items)
+
+    @staticmethod
+    def _outputs(predictions: Any, rows: int) -> Outputs:
+        if len(predictions) != rows:
+            raise RuntimeError(f"the model returned {len(predictions)} rows for {rows} input rows")
+        names = [str(c) for c in predictions.columns]
+        kinds = []
+        columns = []
+        for c in predictions.columns:
+            series = predictions[c]
+            dtype = series.dtype
+            kind = getattr(dtype, "kind", "O")
+            kinds.append(f"{kind}{getattr(dtype, 'itemsize', 8)}")
+            columns.append(series.tolist())
+        return Outputs(names, kinds, columns)

@@ -1,0 +1,190 @@
+"""Shared fixtures: real scikit-learn models (two versions of a credit model with a
+category feature), served in-process through the sklearn flavor, and a registry."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from scoregate.flavors import load_scorer
+from scoregate.schema import infer_schema
+from scoregate.serving import InMemorySource, create_app
+
+FEATURES = ["income", "debt", "age", "segment"]
+
+
+def training_frame(seed: int = 0, n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "income": rng.uniform(10, 200, n).round(2),
+            "debt": rng.uniform(0, 100, n).round(2),
+            "age": rng.integers(18, 90, n),
+            "segment": rng.choice(["retail", "sme", "corporate"], n),
+        }
+    )
+    frame["default"] = ((frame["debt"] / frame["income"] + (frame["segment"] == "sme") * 0.3) > 0.5).astype(int)
+    return frame
+
+
+def train(seed: int, c: float) -> Pipeline:
+    frame = training_frame(seed)
+    pipe = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [("num", "passthrough", ["income", "debt", "age"]), ("cat", OneHotEncoder(), ["segment"])]
+                ),
+            ),
+            ("clf", LogisticRegression(C=c, max_iter=500)),
+        ]
+    )
+    pipe.fit(frame[FEATURES], frame["default"])
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serving-artifacts")
+    out = {}
+    for version, (seed, c) in {1: (0, 1.0), 2: (1, 0.01), 3: (2, 100.0)}.items():
+        path = root / f"credit-v{version}.joblib"
+        joblib.dump(train(seed, c), path)
+        out[f"v{version}"] = path
+    train_path = root / "train.parquet"
+    training_frame(0).to_parquet(train_path, index=False)
+    out["train"] = train_path
+    return out
+
+
+@pytest.fixture(scope="session")
+def schema() -> Any:
+    return infer_schema(training_frame(0), target="default")
+
+
+def sample_rows(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    frame = training_frame(seed, n)
+    return [
+        {"income": float(r.income), "debt": float(r.debt), "age": int(r.age), "segment": str(r.segment)}
+        for r in frame.itertuples()
+    ]
+
+
+@pytest.fixture
+def source(artifacts: dict[str, Path], schema: Any) -> InMemorySource:
+    src = InMemorySource()
+    for version in (1, 2, 3):
+        src.add("credit", version, load_scorer("sklearn", artifacts[f"v{version}"]), schema)
+    src.set_alias("credit", "production", 1)
+    src.set_alias("credit", "challenger", 2)
+    return src
+
+
+class Served:
+    """An app under test, with an httpx client on its ASGI interface (lifespan run by hand)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+    async def __aenter__(self) -> Served:
+        await self.app.startup()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.client.aclose()
+        await self.app.shutdown()
+
+
+def serve(source: Any, **kwargs: Any) -> Served:
+    kwargs.setdefault("poll_interval", 0.05)
+    return Served(create_app(source, **kwargs))
+
+
+class ThreadedServer:
+    """uvicorn on a real loopback socket, in a thread of the test process."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        self.port = port
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="asyncio",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=20,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def threaded() -> Iterator[Any]:
+    servers: list[ThreadedServer] = []
+
+    def start(app: Any) -> ThreadedServer:
+        server = ThreadedServer(app, free_port()).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.thread.is_alive():
+            server.stop()

@@ -1,0 +1,112 @@
+"""The real thing: registry, `serving.run` with two worker processes, a Triton client,
+an alias moved through the registry, SIGTERM, and the prediction log afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import FEATURES, free_port, sample_rows
+
+from scoregate.config import Settings
+from scoregate.registry import Registry
+from scoregate.serving import read_predictions
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_registry_two_workers_triton_client_swap_and_shutdown(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    settings = Settings(home=tmp_path / "home")
+    registry = Registry.open(settings)
+    for version in (1, 2):
+        registry.register(
+            "credit",
+            artifacts[f"v{version}"],
+            flavor="sklearn",
+            train_data=artifacts["train"],
+            target="default",
+            risk_tier="low",  # the low tier's policy lets production move without evidence
+        )
+    registry.set_alias("credit", "production", 1)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    code = (
+        "from scoregate.config import Settings; from scoregate.serving import run; "
+        f"run(Settings(home={str(settings.home)!r}), '127.0.0.1', {port}, workers=2, log_level='warning')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    try:
+        wait_for(lambda: httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200, what="readiness")
+        rows = sample_rows(3, seed=0)
+
+        # an unchanged Triton HTTP client (binary tensors both ways by default)
+        import tritonclient.http as triton
+
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+        assert client.is_server_live() and client.is_model_ready("credit")
+        inputs = []
+        for name in FEATURES:
+            values = [r[name] for r in rows]
+            if name == "segment":
+                array, datatype = np.array(values, dtype=object), "BYTES"
+            elif name == "age":
+                array, datatype = np.array(values, dtype=np.int64), "INT64"
+            else:
+                array, datatype = np.array(values, dtype=np.float64), "FP64"
+            tensor = triton.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = client.infer("credit", inputs, request_id="triton-1")
+        plain = httpx.post(f"{url}/models/credit@production/predict", json={"rows": rows}, timeout=10).json()
+        assert result.get_response()["model_version"] == "1"
+        assert result.as_numpy("proba_1").tolist() == pytest.approx([p["proba_1"] for p in plain["predictions"]])
+        assert result.as_numpy("prediction").tolist() == [p["prediction"] for p in plain["predictions"]]
+        client.close()
+
+        # the alias moves in the registry; every worker swaps within a second or so
+        registry.set_alias("credit", "production", 2)
+
+        def all_on_two() -> bool:
+            seen = {
+                httpx.post(f"{url}/models/credit@production/predict", json={"rows": rows[:1]}).json()["version"]
+                for _ in range(20)
+            }
+            return seen == {2}
+
+        wait_for(all_on_two, timeout=30, what="the swap to version 2")
+
+        metrics = httpx.get(f"{url}/metrics").text  # aggregated over both workers
+        assert 'scoregate_requests_total{code="200",model="credit",protocol="json",version="2"}' in metrics
+        assert "scoregate_request_latency_seconds_bucket" in metrics
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            assert proc.wait(60) == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    log = read_predictions(settings)
+    assert {"triton-1"} <= set(log["request_id"])
+    assert set(log["version"]) == {1, 2}
+    assert len(log) >= 3 + 3 + 20

@@ -1,0 +1,269 @@
+"""Validation suite: good models pass, broken ones fail with the right case named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from scoregate.flavors.base import Scorer
+from scoregate.registry.records import LoadedModel
+from scoregate.schema import ModelSchema, infer_schema
+from scoregate.validation import PythonTarget, generate_cases, validate, write_golden
+from scoregate.validation.cases import REFUSE, SCORE, frame_to_rows
+
+
+def credit_schema(credit_files: dict[str, Path], **changes: dict[str, Any]) -> ModelSchema:
+    """The inferred schema of the credit data, with per-feature changes (e.g. nullable, bounds)."""
+    schema = infer_schema(pd.read_parquet(credit_files["train"]), target="default")
+    features = [f.model_copy(update=changes.get(f.name, {})) for f in schema.features]
+    return schema.model_copy(update={"features": features})
+
+
+def python_model(
+    registry: Any,
+    folder: Path,
+    name: str,
+    code: str,
+    credit_files: dict[str, Path],
+    schema: ModelSchema | None = None,
+    copy_model: bool = False,
+    **register: Any,
+) -> Any:
+    """Register a python-flavor scorer (``code`` is scorer.py) trained/checked on the credit data."""
+    folder.mkdir(parents=True)
+    (folder / "scorer.py").write_text(textwrap.dedent(code))
+    if copy_model:
+        shutil.copy(credit_files["model"], folder / "model.joblib")
+    return registry.register(
+        name, folder, flavor="python", train_data=credit_files["train"], target="default", schema=schema, **register
+    )
+
+
+def failed_ids(report: Any) -> set[str]:
+    return {c.case.id for c in report.failures}
+
+
+def test_good_sklearn_model_passes_with_report(registry: Any, good: Any, tmp_path: Path) -> None:
+    report = validate(registry, good.ref, out_dir=tmp_path / "report")
+    assert report.passed, [(c.case.id, c.reason) for c in report.failures]
+    by_id = {c.case.id: c for c in report.cases}
+    # stated expectations, and the outcome each got
+    assert by_id["income:below_minimum"].case.expect == REFUSE and by_id["income:below_minimum"].outcome == "refused"
+    assert by_id["income:maximum"].case.expect == SCORE and by_id["income:maximum"].outcome == "scored"
+    assert by_id["purpose:unseen_category"].refusal[0]["field"] == "purpose"
+    assert by_id["age:wrong_type_fraction"].outcome == "refused"
+    assert by_id["batch:large"].outcome == "scored"
+    assert by_id["batch:empty"].status == "pass"
+    assert {"income:null", "income:missing", "income:not_finite_nan", "reference:sample"} <= set(by_id)
+    # parity against the artifact loaded in another process: every scored row compared, all equal
+    assert report.parity.reference == "subprocess"
+    assert report.parity.rows_compared > 2000 and report.parity.mismatches == 0
+    data = json.loads(report.to_json_bytes())
+    assert data["passed"] is True and data["model"] == "credit-risk@1" and data["seed"] == 0
+    assert (tmp_path / "report" / "report.json").read_bytes() == report.to_json_bytes()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "PASSED" in page and "income:below_minimum" in page
+
+
+def test_cases_are_seeded(credit_files: dict[str, Path]) -> None:
+    schema = credit_schema(credit_files)
+    frame = pd.read_parquet(credit_files["train"])
+    first = generate_cases(schema, frame, seed=3)
+    again = generate_cases(schema, frame, seed=3)
+    other = generate_cases(schema, frame, seed=4)
+    assert repr([(c.id, c.rows) for c in first]) == repr([(c.id, c.rows) for c in again])  # repr: NaN != NaN
+    sample = {c.id: c.rows for c in first}["reference:sample"]
+    assert sample != {c.id: c.rows for c in other}["reference:sample"]
+    assert all(row in frame_to_rows(schema, frame) for row in sample)
+
+
+CRASH_ON_MISSING = """
+    import numpy as np
+    import pandas as pd
+
+    class Scorer:
+        def predict(self, frame):
+            income = frame["income"].to_numpy(dtype=float)
+            if np.isnan(income).any():
+                raise ValueError("cannot score a missing income")
+            p = 1 / (1 + np.exp(-(3 * frame["debt_ratio"].to_numpy(dtype=float) - income / 50000)))
+            return pd.DataFrame({"prediction": (p > 0.5).astype(int), "proba_1": p})
+"""
+
+
+def test_scorer_crashing_on_missing_values_fails_the_null_cases(
+    registry: Any, credit_files: dict[str, Path], tmp_path: Path
+) -> None:
+    schema = credit_schema(credit_files, income={"nullable": True})
+    version = python_model(registry, tmp_path / "crash", "crashy", CRASH_ON_MISSING, credit_files, schema)
+    report = validate(registry, version.ref, reference="none")
+    assert not report.passed
+    assert failed_ids(report) == {"income:null", "income:missing"}
+    for case in report.failures:
+        assert case.case.expect == SCORE
+        assert case.reason.startswith("crashed: ValueError: cannot score a missing income")
+
+
+NAN_ON_BOUNDARY = """
+    import numpy as np
+    import pandas as pd
+
+    class Scorer:
+        def predict(self, frame):
+            ratio = frame["debt_ratio"].to_numpy(dtype=float)
+            p = 1 / (1 + np.exp(-(3 * ratio - 1)))
+            p = np.where((ratio == 0.0) | (ratio == 1.0), np.nan, p)
+            return pd.DataFrame({"prediction": (ratio > 0.5).astype(int), "proba_1": p})
+"""
+
+
+def test_scorer_returning_nan_on_boundaries_fails_the_boundary_cases(
+    registry: Any, credit_files: dict[str, Path], tmp_path: Path
+) -> None:
+    schema = credit_schema(credit_files, debt_ratio={"minimum": 0.0, "maximum": 1.0})
+    version = python_model(registry, tmp_path / "nan", "nanny", NAN_ON_BOUNDARY, credit_files, schema)
+    report = validate(registry, version.ref, reference="none")
+    assert failed_ids(report) == {"debt_ratio:minimum", "debt_ratio:maximum"}
+    for case in report.failures:
+        assert "NaN in output 'proba_1' where the output schema forbids it" in case.reason
+    # the values just outside the range are refused, as the schema's bounds are enforced
+    assert {c.case.id: c.status for c in report.cases}["debt_ratio:above_maximum"] == "pass"
+
+
+WRONG_FOR_EDUCATION = """
+    from pathlib import Path
+
+    import joblib
+    import numpy as np
+    import pandas as pd
+
+    class Scorer:
+        def __init__(self, directory):
+            self.model = joblib.load(Path(directory) / "model.joblib")
+
+        def predict(self, frame):
+            proba = self.model.predict_proba(frame)
+            wrong = (frame["purpose"] == "education").to_numpy()
+            proba[wrong] = proba[wrong][:, ::-1]  # swapped classes for one category
+            return pd.DataFrame({"prediction": proba.argmax(axis=1), "proba_0": proba[:, 0], "proba_1": proba[:, 1]})
+"""
+
+
+def test_wrong_output_for_a_category_fails_against_a_golden_file(
+    registry: Any, good: Any, credit_files: dict[str, Path], tmp_path: Path
+) -> None:
+    good_model = registry.load(good.ref)
+    rows = frame_to_rows(good.input_schema, registry.reference_data(good.ref).head(30))
+    assert {r["purpose"] for r in rows} == {"car", "home", "education"}
+    golden = tmp_path / "golden.json"
+    outputs = good_model.predict(rows)[["prediction", "proba_0", "proba_1"]].to_dict(orient="records")
+    write_golden(golden, rows, outputs)
+    version = python_model(
+        registry, tmp_path / "cat", "categorical", WRONG_FOR_EDUCATION, credit_files, copy_model=True
+    )
+    report = validate(registry, version.ref, golden=golden, reference="none")
+    education = {f"golden[{i}]" for i, r in enumerate(rows) if r["purpose"] == "education"}
+    assert education and failed_ids(report) == education
+    assert all(c.reason.startswith("parity:") for c in report.failures)
+    assert report.parity.reference == "golden" and report.parity.mismatches > 0
+    assert report.parity.worst[0].case_id in education
+    # the same model checked against the good model's golden rows for other categories is fine
+    assert all(c.status == "pass" for c in report.cases if c.case.id.startswith("purpose:category="))
+
+
+class Perturbed(Scorer):
+    flavor = "test"
+
+    def __init__(self, inner: Scorer, delta: float) -> None:
+        self.inner, self.delta = inner, delta
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = self.inner.predict(frame).copy()
+        out["proba_1"] = out["proba_1"] + self.delta
+        return out
+
+
+def test_parity_mismatch_is_reported_with_its_size(registry: Any, good: Any) -> None:
+    loaded = registry.load(good.ref)
+    target = PythonTarget(LoadedModel(loaded.version, Perturbed(loaded.scorer, 1e-3)))
+    report = validate(registry, good.ref, target=target, atol=1e-6, rtol=0.0)
+    assert not report.passed
+    assert report.parity.error is None
+    assert report.parity.max_difference == pytest.approx(1e-3, abs=1e-9)
+    worst = report.parity.worst[0]
+    assert worst.output == "proba_1" and worst.size == pytest.approx(1e-3, abs=1e-9)
+    assert worst.target == pytest.approx(worst.reference + 1e-3)
+    failed = report.failures
+    assert failed and all(c.reason.startswith("parity: output 'proba_1'") for c in failed)
+    assert "typical_row" in failed_ids(report)
+    # within a tolerance that covers it, the same target passes
+    loose = validate(registry, good.ref, target=target, atol=2e-3, rtol=0.0)
+    assert loose.passed
+
+
+class Sleepy(Scorer):
+    flavor = "test"
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner = inner
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if (frame["age"] == frame["age"].max()).all() and len(frame) == 1 and int(frame["age"].iloc[0]) >= 79:
+            import time
+
+            time.sleep(3)
+        return self.inner.predict(frame)
+
+
+def test_hanging_case_fails_as_hung(registry: Any, good: Any) -> None:
+    loaded = registry.load(good.ref)
+    assert good.input_schema.feature("age").maximum == 79
+    target = PythonTarget(LoadedModel(loaded.version, Sleepy(loaded.scorer)))
+    report = validate(registry, good.ref, target=target, timeout=0.5, reference="none")
+    assert "age:maximum" in failed_ids(report)
+    hung = {c.case.id: c for c in report.failures}["age:maximum"]
+    assert hung.outcome == "timeout" and hung.reason.startswith("hung")
+
+
+def test_http_targets_json_and_v2(registry: Any, good: Any) -> None:
+    from scoregate.perf.loadtest import local_server
+    from scoregate.validation import HttpTarget
+
+    with local_server(registry, good.ref) as base:
+        for protocol in ("json", "v2"):
+            target = HttpTarget(base, good.name, good.version, good.input_schema, protocol=protocol)
+            try:
+                report = validate(registry, good.ref, target=target, reference_rows=20)
+            finally:
+                target.close()
+            assert report.passed, (protocol, [(c.case.id, c.reason) for c in report.failures])
+            skipped = {c.case.id for c in report.cases if c.status == "skip"}
+            assert skipped and all("not_finite" in s for s in skipped)
+            by_id = {c.case.id: c for c in report.cases}
+            assert by_id["income:above_maximum"].http_status == 422
+            assert report.parity.rows_compared > 2000
+
+
+def test_cli_validate_exit_codes(registry: Any, good: Any, credit_files: dict[str, Path], tmp_path: Path) -> None:
+    import typer
+
+    from scoregate.cli.quality import register_commands
+
+    app = typer.Typer()
+    register_commands(app, lambda: registry)
+    runner = CliRunner()
+    result = runner.invoke(app, ["validate", good.ref, "--output", str(tmp_path / "ok"), "--reference", "none"])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and (tmp_path / "ok" / "report.html").exists()
+    schema = credit_schema(credit_files, income={"nullable": True})
+    broken = python_model(registry, tmp_path / "crash", "crashy", CRASH_ON_MISSING, credit_files, schema)
+    result = runner.invoke(app, ["validate", broken.ref, "--output", str(tmp_path / "bad"), "--reference", "none"])
+    assert result.exit_code == 1
+    assert "income:null" in result.output and "FAILED" in result.output
