@@ -37,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=100_000, help="events per transaction")
+    parser.add_argument("--workers", type=int, default=None, help="verifying processes (default: automatic)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         engine = make_engine(f"sqlite:///{folder}/registry.db")
@@ -50,7 +51,7 @@ def main() -> None:
         print(f"append: {args.events:,} events in {appended:.1f} s ({args.events / appended:,.0f} events/s)")
 
         started = time.perf_counter()
-        result = verify(engine)
+        result = verify(engine, workers=args.workers)
         verified = time.perf_counter() - started
         assert result.ok and result.checked == args.events, result
         print(f"verify: {result.checked:,} events in {verified:.2f} s ({result.checked / verified:,.0f} events/s)")

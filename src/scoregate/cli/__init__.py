@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from scoregate.cli import governance, registry, serving  # noqa: F401  (they add their commands to the app)
+from scoregate.cli import audit, governance, registry, serving  # noqa: F401  (they add their commands to the app)
 from scoregate.cli.app import EXIT_CODES, app, err, get_registry
 from scoregate.cli.quality import register_commands
 from scoregate.errors import ScoregateError

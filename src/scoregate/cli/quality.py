@@ -1,8 +1,10 @@
-"""``scoregate validate``, ``scoregate profile`` and ``scoregate loadtest``.
+"""``scoregate validate``, ``profile``, ``loadtest`` and ``reproduce``.
 
 Registered on the main Typer app by ``register_commands(app, get_registry)``. Each
-command writes its report folder, prints a summary and exits 1 when the check
-fails (validation failures, latency budget exceeded), so CI can gate on it.
+check writes its report folder, attaches the report to the version as governance
+evidence (``--no-attach`` to skip; the caller's token must allow it), prints a
+summary and exits 1 when the check fails (validation failures, latency budget
+exceeded, a prediction that does not reproduce), so CI can gate on it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,29 @@ def _default_folder(kind: str, ref: str) -> Path:
     return Path("scoregate-reports") / f"{kind}-{ref.replace('@', '-')}"
 
 
+def _may_attach(registry: Any, ref: str, *, validate: bool = False) -> None:
+    """Refuse before the (long) run when the caller may not attach the evidence afterwards."""
+    from scoregate.governance.access import Permission
+
+    caller = registry.whoami()
+    caller.require(Permission.REGISTER, subject=ref)
+    if validate:
+        caller.require(Permission.VALIDATE, subject=ref)
+
+
+def _attach(registry: Any, ref: str, kind: str, report: Path) -> dict[str, Any]:
+    """Attach ``report`` to ``ref`` as ``kind`` evidence and say so."""
+    from scoregate.governance.service import Governance
+
+    record = Governance(registry).attach_evidence(ref, kind, report)
+    bound = (record["bound_digest"] or "-")[:12]
+    out.print(
+        f"attached {kind} evidence #{record['id']} to {escape(ref)} "
+        f"(sha256:{record['digest'][:12]}, passed={record['passed']}, bound to artifact sha256:{bound})"
+    )
+    return record
+
+
 def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None:
     @app.command()
     def validate(
@@ -45,6 +70,12 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         atol: Annotated[float, typer.Option(help="Parity tolerance, absolute.")] = 1e-6,
         rtol: Annotated[float, typer.Option(help="Parity tolerance, relative.")] = 1e-6,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder.")] = None,
+        attach: Annotated[
+            bool, typer.Option("--attach/--no-attach", help="Attach report.json to the version as validation evidence.")
+        ] = True,
+        mark_validated: Annotated[
+            bool, typer.Option("--mark-validated", help="When it passes, also mark the version validated.")
+        ] = False,
     ) -> None:
         """Validate a version before deployment: generated edge cases, refusals, parity; JSON + HTML report."""
         from scoregate.refs import ModelRef
@@ -52,8 +83,12 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         from scoregate.validation import validate as run_validation
 
         ModelRef.parse(ref)
+        if mark_validated and not attach:
+            raise typer.BadParameter("--mark-validated needs the report attached", param_hint="--no-attach")
         registry = get_registry()
         version = registry.resolve(ref)
+        if attach:
+            _may_attach(registry, version.ref, validate=mark_validated)
         chosen = None
         if target != "python":
             if not target.startswith(("http://", "https://")):
@@ -87,7 +122,17 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped; parity ({p.reference}): "
             f"{p.rows_compared} rows, {p.mismatches} mismatches, largest difference {p.max_difference:.3g}"
         )
-        out.print(f"report: {folder / 'report.html'}")
+        out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
+        if attach:
+            _attach(registry, version.ref, "validation", folder / "report.json")
+        if mark_validated:
+            if report.passed:
+                from scoregate.governance.service import Governance
+
+                status = Governance(registry).validate(version.ref)
+                out.print(f"marked {escape(version.ref)} validated (status {status})")
+            else:
+                out.print(f"not marked validated: the validation of {escape(version.ref)} failed")
         out.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
@@ -101,12 +146,17 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Folder for .prof, SVG/HTML graphs.")
         ] = None,
+        attach: Annotated[
+            bool, typer.Option("--attach/--no-attach", help="Attach profile.json to the version as profile evidence.")
+        ] = True,
     ) -> None:
         """Profile the scoring path (JSON parsing, validation, frame, framework call, serialization)."""
         from scoregate.perf.profile import profile_version
 
         registry = get_registry()
         version = registry.resolve(ref)
+        if attach:
+            _may_attach(registry, version.ref)
         folder = output or _default_folder("profile", version.ref)
         report = profile_version(registry, version.ref, requests=requests, rows_per_request=rows, out_dir=folder)
         out.print(escape(report.render_text(top)), highlight=False)
@@ -114,6 +164,9 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         out.print("wrote " + ", ".join(str(p) for p in files))
         for note in report.notes:
             out.print(f"note: {escape(note)}")
+        out.print(f"report: {folder / 'profile.json'}")
+        if attach:
+            _attach(registry, version.ref, "profile", folder / "profile.json")
 
     @app.command()
     def loadtest(
@@ -130,12 +183,19 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = None,
         interval: Annotated[float | None, typer.Option(help="Seconds per reporting interval.")] = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (CSV, HTML, JSON).")] = None,
+        attach: Annotated[
+            bool,
+            typer.Option("--attach/--no-attach", help="Attach report.json to the version as loadtest evidence."),
+        ] = True,
     ) -> None:
         """Load-test an endpoint with Locust; exits 1 when p95/p99 exceed the latency budget."""
         from scoregate.perf.loadtest import ref_from_url, run_loadtest
 
         registry = get_registry()
-        name = model or (ref_from_url(target) if target.startswith("http") else target) or "endpoint"
+        named = model or (ref_from_url(target) if target.startswith("http") else target)
+        name = named or "endpoint"
+        if attach and named:
+            _may_attach(registry, registry.resolve(named).ref)
         folder = output or _default_folder("loadtest", name)
         report = run_loadtest(
             registry,
@@ -150,9 +210,76 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             out_dir=folder,
         )
         out.print(escape(report.render_text()), highlight=False)
-        out.print(f"report: {folder / 'report.html'}")
+        out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
+        if attach and report.artifact_digest is not None:
+            _attach(registry, report.model, "loadtest", folder / "report.json")
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
+
+    @app.command()
+    def reproduce(
+        request_id: Annotated[str, typer.Argument(help="The request id (x-request-id) of a logged prediction.")],
+        tolerance: Annotated[
+            float, typer.Option(help="Largest absolute difference accepted for a number (labels: exact).")
+        ] = 1e-9,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        predictions_dir: Annotated[
+            Path | None, typer.Option(help="Prediction log folder; default <home>/predictions.")
+        ] = None,
+    ) -> None:
+        """Re-score a logged prediction with its exact registered version; exit 1 when it does not reproduce."""
+        import sys
+
+        from scoregate.governance.reproduce import reproduce as run_reproduce
+
+        result = run_reproduce(get_registry(), request_id, tolerance=tolerance, predictions_dir=predictions_dir)
+        if as_json:
+            sys.stdout.write(result.to_json_bytes().decode() + "\n")
+        else:
+            _show_reproduction(result)
+        if not result.matched:
+            raise typer.Exit(CHECK_FAILED)
+
+
+def _size(value: float) -> str:
+    return f"{value:.3g}" if value == value and value != float("inf") else "differs"
+
+
+def _show_reproduction(result: Any) -> None:
+    for r in result.requests:
+        out.print(
+            f"request {escape(r.request_id)}: {escape(r.ref)} (artifact sha256:{r.artifact_digest[:12]}), "
+            f"{r.rows} row(s) logged {r.logged_at:%Y-%m-%d %H:%M:%S} UTC"
+            + (f" via {escape(r.route)}" if r.route else ""),
+            highlight=False,
+        )
+        if r.error:
+            out.print(f"[red]could not re-score:[/] {escape(r.error)}")
+        table = Table("output", "max abs difference", title=f"tolerance {r.tolerance:g}, labels exact")
+        for name, size in r.max_difference.items():
+            table.add_row(escape(name), _size(size) if size else "0")
+        if r.max_difference:
+            out.print(table)
+        if r.differences:
+            diffs = Table("row", "output", "logged", "re-scored", "difference", title="values that differ")
+            for d in r.differences[:40]:
+                diffs.add_row(
+                    str(d.row), escape(d.output), escape(repr(d.logged)), escape(repr(d.rescored)), _size(d.size)
+                )
+            out.print(diffs)
+            if len(r.differences) > 40:
+                out.print(f"... and {len(r.differences) - 40} more")
+    if result.matched:
+        out.print(f"[green]MATCH[/]: every output reproduced (largest difference {result.max_difference:.3g})")
+        return
+    if result.packages:
+        packages = Table("package", "recorded", "current", title="packages that differ from the recorded lock")
+        for p in result.packages:
+            packages.add_row(escape(p.name), p.recorded or "-", p.current or "-")
+        out.print(packages)
+    else:
+        out.print("no installed package differs from the lock recorded with the version")
+    out.print("[red]MISMATCH[/]: the logged prediction does not reproduce")
 
 
 __all__ = ["register_commands"]

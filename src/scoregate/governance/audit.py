@@ -22,6 +22,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -413,7 +414,7 @@ def verify(source: Session | Engine | Connection, *, batch: int = 20_000, worker
 
     Every link can be checked on its own, so a long chain given as an Engine is split
     into seq ranges checked by forked processes (``workers``; default: up to 4 CPUs
-    from ``PARALLEL_FROM`` events on).
+    from ``PARALLEL_FROM`` events on, in a single-threaded process).
     """
     with _snapshot(source) as connection:
         head = _head(connection)
@@ -514,8 +515,9 @@ def _worker_count(source: Session | Engine | Connection, workers: int | None, ev
         return 1
     if source.dialect.name == "sqlite" and source.url.database in (None, "", ":memory:"):
         return 1
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if events >= PARALLEL_FROM else 1
+    if workers is None:  # forking a threaded process (a server) is unsafe: only on request there
+        alone = threading.active_count() == 1
+        workers = min(os.cpu_count() or 1, 4) if events >= PARALLEL_FROM and alone else 1
     return max(1, min(workers, events // 1000 or 1))
 
 

@@ -103,15 +103,29 @@ class LoadTestReport:
     requests: list[list[Any]] = field(default_factory=list, repr=False)
     started_at: str = ""
     folder: Path | None = None
+    #: the sha256 of the registered artifact the run was checked against
+    artifact_digest: str | None = None
+    #: the version's recorded latency budget (``budget_ms`` may be a ``--budget-ms`` override)
+    version_budget_ms: float | None = None
 
-    @property
-    def exceeded(self) -> list[str]:
+    def _over(self, budget: float) -> list[str]:
         out = []
         for key in ("p95_ms", "p99_ms"):
             value = self.overall.percentiles.get(key, math.nan)
-            if not math.isfinite(value) or value > self.budget_ms:
-                out.append(f"{key[:-3]} {value:.1f} ms > budget {self.budget_ms:g} ms")
+            if not math.isfinite(value) or value > budget:
+                out.append(f"{key[:-3]} {value:.1f} ms > budget {budget:g} ms")
         return out
+
+    @property
+    def exceeded(self) -> list[str]:
+        return self._over(self.budget_ms)
+
+    @property
+    def within_budget(self) -> bool:
+        """p95 and p99 within the version's own latency budget (what the policy gates read):
+        a looser ``--budget-ms`` can make a run pass but not make it evidence of meeting the budget."""
+        budget = self.version_budget_ms if self.version_budget_ms is not None else self.budget_ms
+        return self.overall.requests > 0 and not self._over(budget)
 
     @property
     def failure_ratio(self) -> float:
@@ -137,7 +151,9 @@ class LoadTestReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "scoregate.loadtest",
+            "ref": self.model,
             "model": self.model,
+            "artifact_digest": self.artifact_digest,
             "url": self.url,
             "started_at": self.started_at,
             "users": self.users,
@@ -145,6 +161,8 @@ class LoadTestReport:
             "duration_s": self.duration_s,
             "elapsed_s": round(self.elapsed_s, 3),
             "latency_budget_ms": self.budget_ms,
+            "budget_ms": self.version_budget_ms if self.version_budget_ms is not None else self.budget_ms,
+            "within_budget": self.within_budget,
             "passed": self.passed,
             "problems": self.problems,
             "overall": self.overall.to_dict(),
@@ -290,6 +308,8 @@ def run_loadtest(
             atol,
             timeout,
             out_dir,
+            artifact_digest=version.artifact_digest,
+            version_budget_ms=float(version.latency_budget_ms),
         )
     with local_server(registry, version.ref) as base:
         url = f"{base}/models/{version.ref}/predict"
@@ -308,6 +328,8 @@ def run_loadtest(
             atol,
             timeout,
             out_dir,
+            artifact_digest=version.artifact_digest,
+            version_budget_ms=float(version.latency_budget_ms),
         )
 
 
@@ -346,6 +368,9 @@ def _run(
     atol: float,
     timeout: float,
     out_dir: Path | None,
+    *,
+    artifact_digest: str | None = None,
+    version_budget_ms: float | None = None,
 ) -> LoadTestReport:
     parts = urlsplit(url)
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -408,6 +433,8 @@ def _run(
         max_failure_ratio=max_failure_ratio,
         requests=records,
         started_at=started_at,
+        artifact_digest=artifact_digest,
+        version_budget_ms=version_budget_ms,
     )
     if out_dir is not None:
         report.write(Path(out_dir))

@@ -105,6 +105,14 @@ class ProfileReport:
     callgraph_path: Path | None = None
     flamegraph_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: the sha256 of the registered artifact that was profiled (None for a bare scorer)
+    artifact_digest: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """The profile is a measurement, not a gate: it passed when every profiled request scored
+        (a failure raises) and the scoring path's steps were found in it."""
+        return self.requests > 0 and bool(self.steps) and self.rate_limiting_step != "unknown"
 
     @property
     def summary_line(self) -> str:
@@ -121,7 +129,10 @@ class ProfileReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "scoregate.profile",
+            "ref": self.model,
             "model": self.model,
+            "artifact_digest": self.artifact_digest,
+            "passed": self.passed,
             "flavor": self.flavor,
             "requests": self.requests,
             "rows_per_request": self.rows_per_request,
@@ -242,6 +253,8 @@ def profile_scoring(
     rows_per_request: int = 1,
     out_dir: Path | None = None,
     graph: bool = True,
+    artifact_digest: str | None = None,
+    notes: list[str] | None = None,
 ) -> ProfileReport:
     """Profile ``requests`` requests of ``rows_per_request`` rows cycled from ``rows``."""
     if not rows:
@@ -261,6 +274,8 @@ def profile_scoring(
     wall = time.perf_counter() - started
     stats = pstats.Stats(profiler)
     report = analyse(stats, model, flavor, requests, rows_per_request, wall)
+    report.artifact_digest = artifact_digest
+    report.notes.extend(notes or [])
     if out_dir is not None:
         write_outputs(report, stats, Path(out_dir), graph=graph)
     return report
@@ -355,7 +370,7 @@ def profile_version(
         rows_per_request=rows_per_request,
         out_dir=out_dir,
         graph=graph,
+        artifact_digest=loaded.version.artifact_digest,
+        notes=[note] if note else None,
     )
-    if note:
-        report.notes.append(note)
     return report

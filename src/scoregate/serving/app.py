@@ -12,6 +12,7 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -74,6 +75,11 @@ class ScoringApp:
         self.max_body_bytes = int(max_body_bytes)
         self.shadow_max_pending = shadow_max_pending
         self._openapi: bytes | None = None
+        # Request ids: a random per-process prefix and a counter. uuid4() per request reads
+        # the OS random source each time, which cost 15% of the event loop's time under load.
+        prefix = uuid.uuid4().hex[:16]
+        counter = itertools.count(1)
+        self._new_request_id = lambda: f"{prefix}{next(counter):016x}"
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -134,7 +140,7 @@ class ScoringApp:
                 except ValueError:
                     header_length = -1
         if request_id is None:
-            request_id = uuid.uuid4().hex
+            request_id = self._new_request_id()
         path: str = scope["path"]
         method: str = scope["method"]
         v2_style = path.startswith("/v2")
@@ -475,10 +481,13 @@ def create_app(
     log_flush_rows: int = 50_000,
     scorer_threads: int | None = None,
     shadow_max_pending: int = 1000,
+    scoring: str = "auto",
 ) -> ScoringApp:
     """Build the ASGI app. ``source`` is a :class:`ModelSource` or a zero-argument factory
     (called on the loader thread at startup, e.g. ``lambda: RegistrySource.open(settings)``).
-    ``predictions_dir=None`` turns the prediction log off."""
+    ``predictions_dir=None`` turns the prediction log off. ``scoring``: ``thread`` (each model
+    version on its own thread), ``inline`` (on the event loop) or ``auto`` (inline for
+    models faster than ``state.INLINE_MAX_SECONDS`` per small batch)."""
     factory = source if callable(source) and not hasattr(source, "revision") else (lambda: source)
     metrics = Metrics()
     state = ServingState(
@@ -488,6 +497,7 @@ def create_app(
         max_batch_rows=max_batch_rows,
         poll_interval=poll_interval,
         scorer_threads=scorer_threads,
+        scoring=scoring,
     )
     plog = None
     if predictions_dir is not None:

@@ -1,4 +1,4 @@
-"""Adaptive batching: one scoring thread per model version.
+"""Adaptive batching: one scoring thread per model version, or inline on the event loop.
 
 Requests are validated on the event loop and queued here as jobs. The scoring thread
 blocks until a job arrives, then greedily takes whatever else is already waiting (no
@@ -7,6 +7,15 @@ that queued up while the previous batch was scoring), up to ``max_batch_rows``. 
 builds one typed frame for the batch, makes one framework call and hands every job
 its own slice of the outputs. Scoring runs off the event loop, so one slow model
 does not stall the others or the HTTP handling.
+
+Inline mode is for fast models. Python threads share one interpreter lock: a model
+whose call releases and re-takes the lock many times (scikit-learn's tree ensembles
+do, once per tree) convoys with the event loop, each handoff waiting for the switch
+interval, and ends up slower than scoring on the loop itself. Inline, the batch is
+scored in a loop callback: requests that arrive meanwhile wait in the socket buffers
+and form the next batch, so the greedy behaviour is the same without any handoff.
+The server picks inline only for models whose warm-up batch is well under a few
+milliseconds, so a slow model still never stalls the others.
 """
 
 from __future__ import annotations
@@ -79,10 +88,13 @@ def _frame_builder(validator: RecordValidator) -> Callable[[Sequence[Any]], Any]
     if not all(f.type is FeatureType.FLOAT for f in features):
         return validator.frame
     names = [f.name for f in features]
+    # Built once: an Index made from a list of str per batch goes through pandas' string
+    # inference (Arrow), which cost more than the rest of the frame.
+    columns = pd.Index(names, dtype=object)
 
     def float_frame(records: Sequence[Any]) -> pd.DataFrame:
         matrix = np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
-        return pd.DataFrame(matrix, columns=names, index=pd.RangeIndex(len(records)), copy=False)
+        return pd.DataFrame(matrix, columns=columns, index=pd.RangeIndex(len(records)), copy=False)
 
     return float_frame
 
@@ -97,6 +109,7 @@ class Batcher:
         max_batch_rows: int = 256,
         on_batch: Callable[[int], None] | None = None,
         thread_init: Callable[[], None] | None = None,
+        inline: bool = False,
     ) -> None:
         self.scorer = scorer
         self.validator = validator
@@ -106,9 +119,14 @@ class Batcher:
         self.closed = False
         self._frame = _frame_builder(validator)
         self._thread_init = thread_init
+        self.inline = inline
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"scorer-{name}", daemon=True)
-        self._thread.start()
+        self._pending: list[_Job] = []  # inline mode: jobs waiting for the next drain
+        self._drain_scheduled = False
+        self._thread: threading.Thread | None = None
+        if not inline:
+            self._thread = threading.Thread(target=self._run, name=f"scorer-{name}", daemon=True)
+            self._thread.start()
 
     # --- called on the event loop -------------------------------------------------------
 
@@ -117,28 +135,68 @@ class Batcher:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Job(records, future, loop, None))
+        job = _Job(records, future, loop, None)
+        if self.inline:
+            self._enqueue_inline(job, loop)
+        else:
+            self._queue.put(job)
         return future
 
     def submit_callback(self, records: Sequence[Any], callback: Callable[[Outputs | None, Any], None]) -> bool:
         """Queue a job whose result goes to ``callback(outputs, error)`` on the scoring thread."""
         if self.closed:
             return False
-        self._queue.put(_Job(records, None, None, callback))
+        job = _Job(records, None, None, callback)
+        if self.inline:
+            self._enqueue_inline(job, asyncio.get_running_loop())
+        else:
+            self._queue.put(job)
         return True
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending) if self.inline else self._queue.qsize()
 
     def close(self) -> None:
         """Stop after the jobs already queued (in-flight requests finish on this version)."""
         if not self.closed:
             self.closed = True
-            self._queue.put(_STOP)
+            if not self.inline:
+                self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return not self._pending
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    # --- inline mode (on the event loop) -----------------------------------------------------
+
+    def _enqueue_inline(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending.append(job)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop.call_soon(self._drain, loop)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Score what queued up since the last drain; the rest waits for the next loop turn."""
+        self._drain_scheduled = False
+        if self._thread_init is not None:
+            init, self._thread_init = self._thread_init, None
+            init()
+        pending = self._pending
+        rows = 0
+        taken = 0
+        for job in pending:
+            if taken and rows + len(job.records) > self.max_batch_rows:
+                break
+            rows += len(job.records)
+            taken += 1
+        batch = pending[:taken]
+        del pending[:taken]
+        if pending:  # I/O runs before the next drain
+            self._drain_scheduled = True
+            loop.call_soon(self._drain, loop)
+        self._score(batch, rows)
 
     # --- scoring thread -------------------------------------------------------------------
 
@@ -219,6 +277,9 @@ class Batcher:
                 continue
             by_loop.setdefault(job.loop, []).append((job.future, result, error))
         for loop, items in by_loop.items():
+            if self.inline:  # already on the loop
+                _deliver(items)
+                continue
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 loop.call_soon_threadsafe(_deliver, items)
 

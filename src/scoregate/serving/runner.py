@@ -61,6 +61,7 @@ def build_from_options(options: dict[str, Any]) -> ScoringApp:
         poll_interval=options.get("poll_interval", 0.5),
         log_flush_interval=options.get("log_flush_interval", 1.0),
         scorer_threads=options.get("scorer_threads"),
+        scoring=options.get("scoring", "auto"),
     )
 
 
@@ -83,6 +84,7 @@ def run(
     log_flush_interval: float = 1.0,
     scorer_threads: int | None = 1,
     switch_interval: float | None = 0.001,
+    scoring: str = "auto",
     graceful_timeout: float = 30.0,
     log_level: str = "info",
     source: str | None = None,
@@ -105,6 +107,7 @@ def run(
         "log_flush_interval": float(log_flush_interval),
         "scorer_threads": scorer_threads,
         "switch_interval": switch_interval,
+        "scoring": scoring,
         "source": source,
     }
     common: dict[str, Any] = {
@@ -114,6 +117,8 @@ def run(
         "http": "httptools",
         "lifespan": "on",
         "access_log": False,
+        "proxy_headers": False,  # a middleware layer per request; put a proxy's headers to use explicitly
+        "server_header": False,
         "log_level": log_level,
         "timeout_graceful_shutdown": graceful_timeout,
         "timeout_keep_alive": 30,

@@ -108,6 +108,31 @@ class Table:
     served: dict[tuple[str, int], Served] = field(default_factory=dict)
 
 
+SCORING_MODES = ("auto", "thread", "inline")
+#: ``auto`` scores a model inline on the event loop when a one-row batch takes less than
+#: this; slower models get their own thread so they never hold up the others.
+INLINE_MAX_SECONDS = 0.005
+
+
+def _batch_seconds(scorer: Any, validator: RecordValidator, record: dict[str, Any], threads: int | None) -> float:
+    """Median time of a small batch, measured after one untimed call (lazy initialisation),
+    with the thread limit the scoring will run under."""
+    import contextlib
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    frame = validator.frame([record] * 8)
+    with threadpool_limits(threads) if threads else contextlib.nullcontext():
+        scorer.predict(frame)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            scorer.predict(frame)
+            times.append(time.perf_counter() - start)
+    return sorted(times)[2]
+
+
 def warmup_record(schema: ModelSchema) -> dict[str, Any]:
     """A row that satisfies the schema, for the warm-up call."""
     row: dict[str, Any] = {}
@@ -142,6 +167,7 @@ class ServingState:
         max_batch_rows: int = 256,
         poll_interval: float = 0.5,
         scorer_threads: int | None = None,
+        scoring: str = "auto",
     ) -> None:
         self._source_factory = source_factory
         self.source: ModelSource | None = None
@@ -150,6 +176,9 @@ class ServingState:
         self.max_batch_rows = max_batch_rows
         self.poll_interval = poll_interval
         self.scorer_threads = scorer_threads
+        if scoring not in SCORING_MODES:
+            raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}, not {scoring!r}")
+        self.scoring = scoring
         self.table = Table()
         self.ready = False
         # Registry calls and model loading happen on one loader thread, never on the loop.
@@ -332,6 +361,11 @@ class ServingState:
 
                 threadpool_limits(limit)
 
+        record = warmup_record(info.input_schema)
+        warm = not validator.check(record, 0)
+        inline = self.scoring == "inline"
+        if self.scoring == "auto" and warm:
+            inline = _batch_seconds(scorer, validator, record, self.scorer_threads) < INLINE_MAX_SECONDS
         batcher = Batcher(
             scorer,
             validator,
@@ -339,18 +373,17 @@ class ServingState:
             max_batch_rows=self.max_batch_rows,
             on_batch=self.metrics.child(self.metrics.batch_rows, info.name, str(info.version)).observe,
             thread_init=thread_init,
+            inline=inline,
         )
         served = Served(info, batcher, validator, self.metrics)
         try:
-            record = warmup_record(info.input_schema)
-            problems = validator.check(record, 0)
-            if not problems:
+            if warm:
                 for _ in range(3):
                     served.outputs = batcher.score_now([record])
         except Exception:
             batcher.close()
             raise
-        log.info("loaded and warmed %s", ref)
+        log.info("loaded and warmed %s (scoring %s)", ref, "inline" if inline else "on its own thread")
         return served
 
     # --- lookups on the hot path -----------------------------------------------------------------

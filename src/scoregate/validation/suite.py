@@ -134,6 +134,7 @@ class ValidationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "scoregate.validation",
+            "ref": self.model,
             "model": self.model,
             "artifact_digest": self.artifact_digest,
             "target": self.target,

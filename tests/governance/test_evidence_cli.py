@@ -1,0 +1,255 @@
+"""Evidence from the checks, reproduction and the audit log, through the CLI in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+import scoregate.cli.audit  # noqa: F401  (registers `scoregate audit`, whatever cli/__init__ imports)
+from scoregate.cli import main
+from scoregate.config import Settings
+from scoregate.registry import Registry
+from scoregate.serving import RegistrySource, create_app
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def run(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SCOREGATE_HOME", str(home))
+    monkeypatch.delenv("SCOREGATE_TOKEN", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.chdir(home.parent)
+
+    def invoke(*args: Any) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["scoregate", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+@pytest.fixture
+def registered(run, credit_files: dict[str, Path]) -> str:  # type: ignore[no-untyped-def]
+    code, _out, err = run(
+        "register", "credit-risk", credit_files["model"], "--flavor", "sklearn",
+        "--train-data", credit_files["train"], "--target", "default",
+    )  # fmt: skip
+    assert code == 0, err
+    return "credit-risk@1"
+
+
+def evidence(home: Path, ref: str = "credit-risk@1") -> list[dict[str, Any]]:
+    from scoregate.governance.service import Governance
+
+    registry = Registry(Settings(home=home))
+    try:
+        return Governance(registry).evidence(ref)
+    finally:
+        registry.close()
+
+
+def status(home: Path, ref: str = "credit-risk@1") -> str:
+    registry = Registry(Settings(home=home))
+    try:
+        return registry.resolve(ref).status
+    finally:
+        registry.close()
+
+
+def digest(home: Path, ref: str = "credit-risk@1") -> str:
+    registry = Registry(Settings(home=home))
+    try:
+        return registry.resolve(ref).artifact_digest
+    finally:
+        registry.close()
+
+
+# -- evidence wiring -----------------------------------------------------------------------------
+
+
+def test_validate_attaches_its_report_and_marks_validated(run, registered: str, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "v1"
+    code, out, err = run("validate", registered, "--output", folder, "--reference", "none")
+    assert code == 0, out + err
+    report = json.loads((folder / "report.json").read_bytes())
+    assert report["passed"] is True and report["ref"] == registered
+    assert report["artifact_digest"] == digest(home)
+    [attached] = evidence(home)
+    assert attached["kind"] == "validation" and attached["passed"] is True
+    assert attached["bound_digest"] == digest(home)
+    assert f"validation evidence #{attached['id']}" in out and str(folder / "report.json") in out
+    assert status(home) == "registered"  # attaching alone does not mark it
+
+    code, out, err = run("validate", registered, "--output", tmp_path / "v2", "--mark-validated")
+    assert code == 0, out + err
+    assert "marked credit-risk@1 validated" in out
+    assert status(home) == "validated" and len(evidence(home)) == 2
+
+    code, out, _ = run("validate", registered, "--output", tmp_path / "v3", "--reference", "none", "--no-attach")
+    assert code == 0 and "evidence" not in out and len(evidence(home)) == 2
+
+
+def test_attaching_needs_the_callers_token(run, registered: str, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = run("init", "--name", "root")
+    admin = out.strip().splitlines()[1]
+    monkeypatch.setenv("SCOREGATE_TOKEN", admin)
+    code, out, _ = run("users", "add", "watcher", "--role", "viewer")
+    viewer = out.strip().splitlines()[-1]
+    monkeypatch.delenv("SCOREGATE_TOKEN")
+
+    code, out, err = run("validate", registered, "--output", tmp_path / "a", "--reference", "none")
+    assert code == 7 and err.count("\n") == 1 and "API token is required" in err
+    assert not (tmp_path / "a").exists()  # refused before the run
+
+    monkeypatch.setenv("SCOREGATE_TOKEN", viewer)
+    code, out, err = run("profile", registered, "--output", tmp_path / "b", "--requests", "5")
+    assert code == 8 and err.count("\n") == 1 and "watcher" in err and "may not register" in err
+    code, out, err = run("validate", registered, "--output", tmp_path / "c", "--reference", "none", "--no-attach")
+    assert code == 0, err  # reading and checking needs no role
+    assert evidence(home) == []
+
+    monkeypatch.setenv("SCOREGATE_TOKEN", admin)
+    code, out, err = run("validate", registered, "--output", tmp_path / "d", "--reference", "none")
+    assert code == 0, err
+    assert [e["author"] for e in evidence(home)] == ["root"]
+
+
+def test_profile_attaches_its_report(run, registered: str, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run("profile", registered, "--output", tmp_path / "p", "--requests", "20")
+    assert code == 0, out + err
+    report = json.loads((tmp_path / "p" / "profile.json").read_bytes())
+    assert report["passed"] is True and report["ref"] == registered
+    assert report["artifact_digest"] == digest(home)
+    [attached] = evidence(home)
+    assert (attached["kind"], attached["passed"], attached["bound_digest"]) == ("profile", True, digest(home))
+    assert f"profile evidence #{attached['id']}" in out
+
+
+def test_loadtest_attaches_its_report_with_the_budget_verdict(run, registered: str, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "lt"
+    code, out, err = run("loadtest", registered, "--rps", "20", "--duration", "2s", "--users", "2", "--output", folder)
+    report = json.loads((folder / "report.json").read_bytes())
+    assert report["ref"] == registered and report["artifact_digest"] == digest(home)
+    assert report["budget_ms"] == 300.0  # the version's registered budget
+    assert report["within_budget"] is (report["overall"]["p95_ms"] <= 300 and report["overall"]["p99_ms"] <= 300)
+    assert isinstance(report["passed"], bool) and code == (0 if report["passed"] else 1), out + err
+    [attached] = evidence(home)
+    assert (attached["kind"], attached["bound_digest"]) == ("loadtest", digest(home))
+    assert attached["summary"]["within_budget"] is report["within_budget"]
+    assert f"loadtest evidence #{attached['id']}" in out
+
+    # a budget impossible to meet: the run fails and says so
+    code, out, _ = run(
+        "loadtest", registered, "--rps", "10", "--duration", "1s", "--users", "1",
+        "--budget-ms", "0.0001", "--output", tmp_path / "lt2", "--no-attach",
+    )  # fmt: skip
+    report = json.loads((tmp_path / "lt2" / "report.json").read_bytes())
+    assert code == 1 and report["passed"] is False and "EXCEEDED" in out
+    assert report["latency_budget_ms"] == 0.0001 and report["budget_ms"] == 300.0
+    assert len(evidence(home)) == 1
+
+
+# -- reproduce -----------------------------------------------------------------------------------
+
+
+def serve(home: Path, ref: str, requests: dict[str, list[dict[str, Any]]]) -> None:
+    registry = Registry(Settings(home=home))
+
+    async def go() -> None:
+        app = create_app(
+            RegistrySource(registry), models=[ref], predictions_dir=home / "predictions", log_flush_interval=60
+        )
+        await app.startup()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                for request_id, body in requests.items():
+                    r = await client.post(
+                        f"/models/{ref}/predict", json={"rows": body}, headers={"x-request-id": request_id}
+                    )
+                    assert r.status_code == 200, r.text
+        finally:
+            await app.shutdown()
+
+    try:
+        asyncio.run(go())
+    finally:
+        registry.close()
+
+
+def test_reproduce_exit_codes(run, registered: str, home: Path, credit_files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    body = json.loads(credit_files["rows"].read_text())[:3]
+    serve(home, registered, {"r-1": body})
+
+    code, out, err = run("reproduce", "r-1")
+    assert code == 0, out + err
+    assert "MATCH" in out and "credit-risk@1" in out and "3 row(s)" in out
+
+    code, out, err = run("reproduce", "r-1", "--json")
+    assert code == 0 and json.loads(out)["matched"] is True
+
+    [segment] = (home / "predictions").rglob("*.parquet")
+    table = pq.read_table(segment).to_pandas()
+    outputs = [json.loads(v) for v in table["outputs"]]
+    outputs[2]["proba_1"] += 0.25
+    table["outputs"] = [json.dumps(o) for o in outputs]
+    table.to_parquet(segment, index=False)
+    code, out, err = run("reproduce", "r-1")
+    assert code == 1, out + err
+    assert "MISMATCH" in out and re.search(r"│\s*2\s*│\s*proba_1\s*│.*│\s*0\.25\s*│", out), out
+    assert "packages" in out or "no installed package differs" in out
+
+    code, out, err = run("reproduce", "r-unknown")
+    assert code == 4 and "r-unknown" in err and err.count("\n") == 1
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+def test_audit_verify_export_log_and_tampering(run, registered: str, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("alias", "set", "credit-risk@1", "staging")[0] == 0
+
+    code, out, err = run("audit", "verify")
+    events = int(re.search(r"(\d+) events, chain intact", out).group(1))
+    assert code == 0 and events >= 2, out + err
+
+    code, out, err = run("audit", "export", tmp_path / "audit.jsonl")
+    assert code == 0, err
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in lines] == list(range(1, events + 1))
+    assert f"wrote {events} events" in out and lines[-1]["hash"] in out
+    assert lines[0]["action"] == "register" and lines[0]["subject"] == "credit-risk@1"
+
+    code, out, _ = run("audit", "log")
+    assert code == 0 and "register" in out and "alias.set" in out and "credit-risk@staging" in out
+    code, out, _ = run("audit", "log", "--action", "alias.set")
+    assert code == 0 and "alias.set" in out and "register" not in out
+    code, out, _ = run("audit", "log", "--subject", "credit-risk@1", "--limit", "1")
+    rows = [line for line in out.splitlines() if re.match(r"│\s*\d+\s*│", line)]
+    assert code == 0 and len(rows) == 1 and "credit-risk@1" in rows[0]
+    code, out, _ = run("audit", "log", "--subject", "nobody@1")
+    assert code == 0 and "no matching audit events" in out
+    assert run("audit", "log", "--limit", "0")[0] == 3
+
+    with sqlite3.connect(home / "registry.db") as db:
+        db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")
+    db.close()
+    code, out, err = run("audit", "verify")
+    assert code == 1 and "chain intact" not in out
+    assert "seq 1" in err and "altered" in err
