@@ -131,3 +131,22 @@ def test_columnar_input() -> None:
 def test_non_object_row() -> None:
     with pytest.raises(SchemaViolationError, match="each row must be a JSON object"):
         prepare_records(SCHEMA, [[1, 2, 3]])  # type: ignore[list-item]
+
+
+def test_inline_float_path_agrees_with_the_full_check() -> None:
+    schema = ModelSchema(
+        features=[Feature(name="a", type="float"), Feature(name="b", type="float", minimum=0, maximum=1)]
+    )
+    validator = RecordValidator(schema)
+    assert validator.check({"a": 1e308, "b": 0.5}) == []
+    for bad, rule in [
+        ({"a": math.inf, "b": 0.5}, "finite"),
+        ({"a": -math.inf, "b": 0.5}, "finite"),
+        ({"a": math.nan, "b": 0.5}, "finite"),
+        ({"a": 1.0, "b": 1.5}, "maximum"),
+        ({"a": 1.0, "b": None}, "required"),
+        ({"a": 1.0}, "required"),
+        ({"a": "1", "b": 0.5}, "type"),
+    ]:
+        assert [v.rule for v in validator.check(bad, 0)] == [rule], bad
+    assert validator.check({"a": 1, "b": 0}) == []  # ints are numbers too (full path)

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -240,14 +241,36 @@ class RecordValidator:
     The rules are the same as :func:`prepare_frame`'s (tested against each other).
     """
 
-    __slots__ = ("_checks", "_features", "schema")
+    __slots__ = ("_checks", "_features", "_floats", "schema")
 
     def __init__(self, schema: ModelSchema) -> None:
         self.schema = schema
         self._features = schema.features
         self._checks = [(f.name, f, _value_check(f)) for f in schema.features]
+        # The common case, a float feature given a finite float within range, is tested
+        # inline below without a call per feature; anything else takes the full check.
+        big = sys.float_info.max  # not inf: an infinite value must fail the inline test
+        self._floats = [
+            (f.name, -big if f.minimum is None else f.minimum, big if f.maximum is None else f.maximum)
+            for f in schema.features
+            if f.type is FeatureType.FLOAT
+        ]
+        if len(self._floats) != len(self._checks):
+            self._floats = None
 
     def check(self, record: Any, row: int | None = None) -> list[Violation]:
+        floats = self._floats
+        if floats is not None and record.__class__ is dict:
+            get = record.get
+            for name, low, high in floats:
+                value = get(name)
+                if value.__class__ is not float or not (low <= value <= high):
+                    break  # NaN fails the comparison too
+            else:
+                return []
+        return self._check(record, row)
+
+    def _check(self, record: Any, row: int | None) -> list[Violation]:
         if not isinstance(record, Mapping):
             return [Violation("<row>", "type", "each row must be a JSON object", row)]
         problems: list[Violation] = []

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import FEATURES, free_port, sample_rows
+from tests.serving.conftest import FEATURES, free_port, sample_rows
 
 from scoregate.config import Settings
 from scoregate.registry import Registry

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from conftest import FEATURES, sample_rows, serve
+from tests.serving.conftest import FEATURES, sample_rows, serve
 from sklearn.linear_model import LogisticRegression
 
 from scoregate.flavors.sklearn import SklearnScorer
@@ -233,9 +233,10 @@ async def test_openapi_and_listing(source: InMemorySource) -> None:
         assert listing["models"][0]["aliases"]["production"]["version"] == 1
 
 
-async def test_batching_gives_the_same_answers(source: InMemorySource) -> None:
+@pytest.mark.parametrize("scoring", ["thread", "inline"])
+async def test_batching_gives_the_same_answers(source: InMemorySource, scoring: str) -> None:
     rows = sample_rows(120, seed=0)
-    async with serve(source, max_batch_rows=32) as s:
+    async with serve(source, max_batch_rows=32, scoring=scoring) as s:
         alone = []
         for row in rows[:40]:
             r = await s.client.post("/models/credit@1/predict", json={"rows": [row]})
@@ -266,7 +267,8 @@ def _batches(response: Any) -> tuple[float, float]:
     return count, total
 
 
-async def test_batched_tree_model_is_bit_identical() -> None:
+@pytest.mark.parametrize("scoring", ["thread", "inline"])
+async def test_batched_tree_model_is_bit_identical(scoring: str) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     rng = np.random.default_rng(1)
@@ -277,7 +279,7 @@ async def test_batched_tree_model_is_bit_identical() -> None:
     src.add("tree", 1, SklearnScorer(model), infer_schema(x))
     src.set_alias("tree", "production", 1)
     rows = x.head(60).to_dict(orient="records")
-    async with serve(src) as s:
+    async with serve(src, scoring=scoring) as s:
         alone = [
             (await s.client.post("/models/tree/predict", json={"rows": [r]})).json()["predictions"][0] for r in rows
         ]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from conftest import FEATURES, sample_rows, serve
+from tests.serving.conftest import FEATURES, sample_rows, serve
 
 from scoregate.errors import InvalidInputError
 from scoregate.flavors.base import Scorer

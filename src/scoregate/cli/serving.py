@@ -25,6 +25,9 @@ def serve(
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (hot swap).")] = 0.5,
     log_predictions: Annotated[bool, typer.Option(help="Write the prediction log.")] = True,
     log_flush_interval: Annotated[float, typer.Option(help="Seconds between prediction-log flushes.")] = 1.0,
+    scoring: Annotated[
+        str, typer.Option(help="thread: each model version scores on its own thread; inline: on the event loop.")
+    ] = "thread",
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Serve models over HTTP: Open Inference Protocol V2 and plain JSON, with hot swap on alias moves."""
@@ -33,6 +36,8 @@ def serve(
     for name, value, low in (("--port", port, 1), ("--workers", workers, 1), ("--max-batch-rows", max_batch_rows, 1)):
         if value < low:
             raise InvalidInputError(f"invalid {name} {value}: must be at least {low}")
+    if scoring not in ("thread", "inline"):
+        raise InvalidInputError(f"invalid --scoring {scoring!r}: use thread or inline")
     if port > 65535:
         raise InvalidInputError(f"invalid --port {port}: must be at most 65535")
     if max_body_mb <= 0 or poll_interval <= 0 or log_flush_interval <= 0:
@@ -48,5 +53,6 @@ def serve(
         poll_interval=poll_interval,
         log_predictions=log_predictions,
         log_flush_interval=log_flush_interval,
+        scoring=scoring,
         log_level=log_level,
     )

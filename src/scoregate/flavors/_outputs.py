@@ -43,25 +43,35 @@ def proba_columns(classes: Sequence[Any]) -> list[str]:
     return [f"proba_{c}" for c in classes]
 
 
-def classifier_frame(labels: Any, proba: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+def classifier_columns(labels: Any, proba: np.ndarray, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """``prediction`` then one probability column per class (``columns`` from :func:`proba_columns`)."""
     proba = np.asarray(proba)
     out: dict[str, Any] = {"prediction": np.asarray(labels)}
     for i, name in enumerate(columns):
         out[name] = proba[:, i]
-    return output_frame(out, proba.shape[0])
+    return out
 
 
-def raw_frame(values: Any, *, prefix: str = "output", name: str = "prediction") -> pd.DataFrame:
+def classifier_frame(labels: Any, proba: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+    out = classifier_columns(labels, proba, columns)
+    return output_frame(out, len(out["prediction"]))
+
+
+def raw_columns(values: Any, *, prefix: str = "output", name: str = "prediction") -> dict[str, np.ndarray]:
     """A 1-D output (or a 2-D one with a single column) is ``name``; a 2-D one is ``<prefix>_<i>``."""
     values = np.asarray(values)
     if values.ndim == 1:
-        return output_frame({name: values}, values.shape[0])
+        return {name: values}
     if values.ndim == 2:
         if values.shape[1] == 1 and name:
-            return output_frame({name: values[:, 0]}, values.shape[0])
-        return output_frame({f"{prefix}_{i}": values[:, i] for i in range(values.shape[1])}, values.shape[0])
+            return {name: values[:, 0]}
+        return {f"{prefix}_{i}": values[:, i] for i in range(values.shape[1])}
     raise FlavorError(f"model output has {values.ndim} dimensions; expected 1 or 2")
+
+
+def raw_frame(values: Any, *, prefix: str = "output", name: str = "prediction") -> pd.DataFrame:
+    out = raw_columns(values, prefix=prefix, name=name)
+    return output_frame(out, len(next(iter(out.values()))))
 
 
 def to_output_frame(result: Any, n_rows: int, flavor: str) -> pd.DataFrame:

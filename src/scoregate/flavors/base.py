@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 
 
@@ -23,6 +24,15 @@ class Scorer(ABC):
     @abstractmethod
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score ``frame``; the result has one row per input row, in order."""
+
+    def predict_columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The same outputs as named 1-D arrays.
+
+        The server needs arrays, not a frame: a flavor whose framework returns arrays
+        overrides this to skip building and taking apart a DataFrame per batch (about a
+        quarter of a millisecond, as much as a small model's own call).
+        """
+        return {str(name): column.to_numpy() for name, column in self.predict(frame).items()}
 
 
 class Flavor(ABC):

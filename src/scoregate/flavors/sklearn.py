@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from scoregate.errors import FlavorError
-from scoregate.flavors._outputs import classifier_frame, one_line, proba_columns, raw_frame
+from scoregate.flavors._outputs import classifier_columns, one_line, output_frame, proba_columns, raw_columns
 from scoregate.flavors.base import Flavor, Scorer
 
 
@@ -40,9 +40,12 @@ class SklearnScorer(Scorer):
             self._labels_from_proba = _predict_is_argmax(self._final)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return output_frame(self.predict_columns(frame), len(frame))
+
+    def predict_columns(self, frame: pd.DataFrame) -> dict[str, Any]:
         data = frame if self._wants_frame else frame.to_numpy()
         if self._proba_columns is None:
-            return raw_frame(self.model.predict(data), prefix="output")
+            return raw_columns(self.model.predict(data), prefix="output")
         if self._pre is not None:
             data = self._pre.transform(data)
         proba = self._final.predict_proba(data)
@@ -50,7 +53,7 @@ class SklearnScorer(Scorer):
             labels = self._final.classes_.take(proba.argmax(axis=1))
         else:
             labels = self._final.predict(data)
-        return classifier_frame(labels, proba, self._proba_columns)
+        return classifier_columns(labels, proba, self._proba_columns)
 
 
 #: Estimator families whose ``predict`` is ``classes_[argmax(predict_proba)]`` (ties go to the

@@ -14,8 +14,8 @@ do, once per tree) convoys with the event loop, each handoff waiting for the swi
 interval, and ends up slower than scoring on the loop itself. Inline, the batch is
 scored in a loop callback: requests that arrive meanwhile wait in the socket buffers
 and form the next batch, so the greedy behaviour is the same without any handoff.
-The server picks inline only for models whose warm-up batch is well under a few
-milliseconds, so a slow model still never stalls the others.
+Inline is opt-in (``scoring="inline"``): it saves the handoff for fast models, but a
+slow model would then delay every other model of the worker.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class Batcher:
     def score_now(self, records: Sequence[Any]) -> Outputs:
         """Score synchronously on the calling thread (warm-up, tests)."""
         frame = self._frame(records)
-        return self._outputs(self.scorer.predict(frame), len(records))
+        return self._outputs(self.scorer.predict_columns(frame), len(records))
 
     def _run(self) -> None:
         if self._thread_init is not None:
@@ -242,7 +242,7 @@ class Batcher:
         records = batch[0].records if len(batch) == 1 else [record for job in batch for record in job.records]
         try:
             frame = self._frame(records)
-            outputs = self._outputs(self.scorer.predict(frame), rows)
+            outputs = self._outputs(self.scorer.predict_columns(frame), rows)
         except Exception as exc:
             if len(batch) > 1:  # isolate the request that breaks the model
                 for job in batch:
@@ -284,16 +284,15 @@ class Batcher:
                 loop.call_soon_threadsafe(_deliver, items)
 
     @staticmethod
-    def _outputs(predictions: Any, rows: int) -> Outputs:
-        if len(predictions) != rows:
-            raise RuntimeError(f"the model returned {len(predictions)} rows for {rows} input rows")
-        names = [str(c) for c in predictions.columns]
+    def _outputs(predictions: dict[str, Any], rows: int) -> Outputs:
+        names = []
         kinds = []
         columns = []
-        for c in predictions.columns:
-            series = predictions[c]
-            dtype = series.dtype
-            kind = getattr(dtype, "kind", "O")
-            kinds.append(f"{kind}{getattr(dtype, 'itemsize', 8)}")
-            columns.append(series.tolist())
+        for name, values in predictions.items():
+            array = np.asarray(values)
+            if len(array) != rows:
+                raise RuntimeError(f"the model returned {len(array)} rows for {rows} input rows")
+            names.append(name)
+            kinds.append(f"{array.dtype.kind}{array.dtype.itemsize}")
+            columns.append(array.tolist())
         return Outputs(names, kinds, columns)

@@ -24,6 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -114,22 +115,35 @@ class PredictionLog:
                 return 0
             partitions: dict[tuple[str, int, str], dict[str, list[Any]]] = {}
             dumps = orjson.dumps
+            numpy_ok = orjson.OPT_SERIALIZE_NUMPY
+            hours: dict[int, str] = {}
             for ts, model, version, request_id, records, outputs, latency_ms, shadow, route in taken:
-                when = dt.datetime.fromtimestamp(ts, dt.UTC)
-                key = (model, version, when.strftime("%Y-%m-%dT%H"))
+                hour_number = int(ts // 3600)
+                hour = hours.get(hour_number)
+                if hour is None:
+                    hour = hours[hour_number] = dt.datetime.fromtimestamp(hour_number * 3600, dt.UTC).strftime(
+                        "%Y-%m-%dT%H"
+                    )
+                key = (model, version, hour)
                 part = partitions.get(key)
                 if part is None:
                     part = partitions[key] = {name: [] for name in ROW_SCHEMA.names}
-                out_rows = outputs.rows()
-                for i, record in enumerate(records):
-                    part["timestamp"].append(when)
-                    part["request_id"].append(request_id)
-                    part["row"].append(i)
-                    part["inputs"].append(dumps(record, option=orjson.OPT_SERIALIZE_NUMPY).decode())
-                    part["outputs"].append(dumps(out_rows[i], option=orjson.OPT_SERIALIZE_NUMPY).decode())
-                    part["latency_ms"].append(latency_ms)
-                    part["shadow"].append(shadow)
-                    part["route"].append(route)
+                n = len(records)
+                # Whole-request columns are extended in one step; only the JSON is per row.
+                part["timestamp"].extend([ts] * n)
+                part["request_id"].extend([request_id] * n)
+                part["row"].extend(range(n))
+                part["inputs"].extend([dumps(record, option=numpy_ok).decode() for record in records])
+                part["outputs"].extend([dumps(row, option=numpy_ok).decode() for row in outputs.rows()])
+                part["latency_ms"].extend([latency_ms] * n)
+                part["shadow"].extend([shadow] * n)
+                part["route"].extend([route] * n)
+            for columns in partitions.values():
+                # epoch seconds to microsecond timestamps in one vectorised step
+                seconds = np.asarray(columns["timestamp"], dtype=np.float64)
+                columns["timestamp"] = pa.array(
+                    (seconds * 1e6).astype(np.int64), type=ROW_SCHEMA.field("timestamp").type
+                )
             written = 0
             for (model, version, hour), columns in partitions.items():
                 folder = self.root / f"model={model}" / f"version={version}" / f"hour={hour}"

@@ -61,7 +61,7 @@ def build_from_options(options: dict[str, Any]) -> ScoringApp:
         poll_interval=options.get("poll_interval", 0.5),
         log_flush_interval=options.get("log_flush_interval", 1.0),
         scorer_threads=options.get("scorer_threads"),
-        scoring=options.get("scoring", "auto"),
+        scoring=options.get("scoring", "thread"),
     )
 
 
@@ -84,7 +84,7 @@ def run(
     log_flush_interval: float = 1.0,
     scorer_threads: int | None = 1,
     switch_interval: float | None = 0.001,
-    scoring: str = "auto",
+    scoring: str = "thread",
     graceful_timeout: float = 30.0,
     log_level: str = "info",
     source: str | None = None,

@@ -108,29 +108,7 @@ class Table:
     served: dict[tuple[str, int], Served] = field(default_factory=dict)
 
 
-SCORING_MODES = ("auto", "thread", "inline")
-#: ``auto`` scores a model inline on the event loop when a one-row batch takes less than
-#: this; slower models get their own thread so they never hold up the others.
-INLINE_MAX_SECONDS = 0.005
-
-
-def _batch_seconds(scorer: Any, validator: RecordValidator, record: dict[str, Any], threads: int | None) -> float:
-    """Median time of a small batch, measured after one untimed call (lazy initialisation),
-    with the thread limit the scoring will run under."""
-    import contextlib
-    import time
-
-    from threadpoolctl import threadpool_limits
-
-    frame = validator.frame([record] * 8)
-    with threadpool_limits(threads) if threads else contextlib.nullcontext():
-        scorer.predict(frame)
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            scorer.predict(frame)
-            times.append(time.perf_counter() - start)
-    return sorted(times)[2]
+SCORING_MODES = ("thread", "inline")
 
 
 def warmup_record(schema: ModelSchema) -> dict[str, Any]:
@@ -167,7 +145,7 @@ class ServingState:
         max_batch_rows: int = 256,
         poll_interval: float = 0.5,
         scorer_threads: int | None = None,
-        scoring: str = "auto",
+        scoring: str = "thread",
     ) -> None:
         self._source_factory = source_factory
         self.source: ModelSource | None = None
@@ -364,8 +342,6 @@ class ServingState:
         record = warmup_record(info.input_schema)
         warm = not validator.check(record, 0)
         inline = self.scoring == "inline"
-        if self.scoring == "auto" and warm:
-            inline = _batch_seconds(scorer, validator, record, self.scorer_threads) < INLINE_MAX_SECONDS
         batcher = Batcher(
             scorer,
             validator,
