@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.serving.conftest import FEATURES, free_port, sample_rows
 
 from scoregate.config import Settings
 from scoregate.registry import Registry
 from scoregate.serving import read_predictions
+from tests.serving.conftest import FEATURES, free_port, sample_rows
 
 
 def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:

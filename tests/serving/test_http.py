@@ -9,12 +9,12 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from tests.serving.conftest import FEATURES, sample_rows, serve
 from sklearn.linear_model import LogisticRegression
 
 from scoregate.flavors.sklearn import SklearnScorer
 from scoregate.schema import infer_schema
 from scoregate.serving import InMemorySource
+from tests.serving.conftest import FEATURES, sample_rows, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from tests.serving.conftest import FEATURES, sample_rows, serve
 
 from scoregate.errors import InvalidInputError
 from scoregate.flavors.base import Scorer
 from scoregate.serving import InMemorySource, TrafficPolicy, create_app, read_predictions
 from scoregate.serving.policy import CanarySplit, choose_canary
+from tests.serving.conftest import FEATURES, sample_rows, serve
 
 pytestmark = pytest.mark.anyio
 
