@@ -1,49 +1,86 @@
 #!/usr/bin/env bash
-# The credit-risk story, end to end, on the embedded defaults (SQLite + a local artifact folder).
-# Run it with `make demo`; it keeps everything under $SCOREGATE_HOME (default .demo/home).
+# The credit-risk story, end to end, on the embedded defaults (SQLite + a local artifact folder):
+# train, register, validate, load-test, approve with four eyes, promote, serve over HTTP,
+# reproduce a served decision, audit. Run it with `make demo`; everything lives under
+# $SCOREGATE_HOME (default .demo/home) and is recreated on each run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export SCOREGATE_HOME=${SCOREGATE_HOME:-$PWD/.demo/home}
-work=$(dirname "$SCOREGATE_HOME")/files
-rm -rf "$SCOREGATE_HOME" "$work"
+demo=$(dirname "$SCOREGATE_HOME")
+work=$demo/files
+reports=$demo/reports
+rm -rf "$SCOREGATE_HOME" "$work" "$reports"
+mkdir -p "$reports"
+unset SCOREGATE_TOKEN
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+as() { local who=$1; shift; SCOREGATE_TOKEN=${tokens[$who]} "$@"; }
+declare -A tokens
 
 step "1. Train two versions of a credit-default model on synthetic applicants"
 python "$here/train.py" "$work"
 auc() { python -c "import json,sys; print(json.load(open('$work/metrics.json'))[sys.argv[1]])" "$1"; }
 
-step "2. Register them: the schema is inferred from the training data, lineage and environment recorded"
-scoregate register credit-risk "$work/v1.joblib" --flavor sklearn --train-data "$work/train.parquet" \
+step "2. Initialise: the first admin gets a token, shown once; then two people with roles"
+tokens[admin]=$(scoregate init --name admin | grep '^sg_')
+tokens[alice]=$(as admin scoregate users add alice --role developer --role deployer | grep '^sg_')
+tokens[victor]=$(as admin scoregate users add victor --role validator | grep '^sg_')
+as admin scoregate users list
+
+step "3. Alice registers both versions: schema inferred, lineage and environment recorded"
+as alice scoregate register credit-risk "$work/v1.joblib" --flavor sklearn --train-data "$work/train.parquet" \
     --target default --metric "auc=$(auc v1)" --description "Probability of default, retail loans" \
     --owner alice --risk-tier high
-scoregate register credit-risk "$work/v2.joblib" --flavor sklearn --train-data "$work/train.parquet" \
-    --target default --metric "auc=$(auc v2)" --parent 1 --owner alice
-
-step "3. The inventory"
+as alice scoregate register credit-risk "$work/v2.joblib" --flavor sklearn --train-data "$work/train.parquet" \
+    --target default --metric "auc=$(auc v2)" --parent 1
 scoregate models list
-scoregate models versions credit-risk
 scoregate models show credit-risk@2
 
-step "4. Aliases: v1 serves production, v2 goes to staging"
-scoregate alias set credit-risk@1 production
-scoregate alias set credit-risk@2 staging
-scoregate alias list credit-risk
-
-step "5. Score five applicants with each alias"
-scoregate predict credit-risk@production --input "$work/rows.json"
+step "4. Staging is free to move; production is gated by the high-risk-tier policy"
+as alice scoregate alias set credit-risk@2 staging
 scoregate predict credit-risk@staging --input "$work/rows.json"
+as alice scoregate alias set credit-risk@2 production || echo "(refused: exit $?)"
 
-step "6. Bad input is refused with the field and the rule"
-python - "$work/rows.json" <<'PY'
-import json, sys
-rows = json.load(open(sys.argv[1]))
-rows[0]["age"] = "forty"; rows[1]["purpose"] = "yacht"
-json.dump(rows, open(sys.argv[1].replace("rows", "bad_rows"), "w"))
-PY
-scoregate predict credit-risk@staging --input "$work/bad_rows.json" || echo "(refused, exit code $?)"
+step "5. Alice validates v2: generated edge cases, refusals and parity against a separate process"
+as alice scoregate validate credit-risk@2 --mark-validated -o "$reports/validation"
 
-step "7. Promote v2, retire v1"
-scoregate alias set credit-risk@2 production
-scoregate alias delete credit-risk staging
-scoregate retire credit-risk@1 --reason "superseded by v2 (higher AUC)"
-scoregate models versions credit-risk
+step "6. Alice profiles the scoring path and load-tests it (a short run) against its 300 ms budget"
+as alice scoregate profile credit-risk@2 --requests 100 -o "$reports/profile" | tail -n 4
+as alice scoregate loadtest credit-risk@2 --rps 40 --users 4 --duration 5s -o "$reports/loadtest" | tail -n 6
+
+step "7. Four eyes: Alice may not approve her own model; Victor can"
+as alice scoregate approve credit-risk@2 --reason "mine" || echo "(refused: exit $?)"
+as victor scoregate approve credit-risk@2 --reason "validation and load test reviewed"
+scoregate check credit-risk@2
+
+step "8. Alice (deployer) promotes v2 to production; the decisions are on record"
+as alice scoregate alias set credit-risk@2 production --reason "go live"
+scoregate decisions credit-risk@2
+scoregate alias history credit-risk production
+
+step "9. Serve it over HTTP (plain JSON and Open Inference Protocol V2)"
+port=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+scoregate serve --port "$port" --log-level warning &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 120); do curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null && break; sleep 0.5; done
+body=$(python -c "import json; print(json.dumps({'rows': json.load(open('$work/rows.json'))[:2]}))")
+curl -s -H 'content-type: application/json' -H 'x-request-id: demo-request-1' \
+    -d "$body" "http://127.0.0.1:$port/models/credit-risk@production/predict" | python -m json.tool
+curl -s "http://127.0.0.1:$port/models/credit-risk@production/predict" -H 'content-type: application/json' \
+    -d '{"rows": [{"income": "lots"}]}' | python -m json.tool
+curl -s "http://127.0.0.1:$port/metrics" | grep -E '^scoregate_requests_total' || true
+kill -TERM $server; wait $server 2>/dev/null || true
+trap - EXIT
+
+step "10. Reproduce the served decision exactly, from the prediction log"
+scoregate reproduce demo-request-1
+
+step "11. Audit: every change above is in a hash chain; the model card is generated from the records"
+scoregate audit log --limit 8
+scoregate audit verify
+scoregate card credit-risk@2 --format html -o "$reports/model-card.html"
+scoregate inventory
+
+step "Reports"
+ls "$reports" "$reports/validation"
+echo "open $reports/validation/report.html, $reports/loadtest/report.html and $reports/model-card.html"

@@ -167,13 +167,14 @@ def alias_set(
     ref: Annotated[str, typer.Argument(help="The version to point at: NAME@VERSION or NAME@ALIAS.")],
     alias: Annotated[str, typer.Argument(help="Alias to set, e.g. staging.")],
     no_overwrite: Annotated[bool, typer.Option("--no-overwrite", help="Fail if the alias points elsewhere.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (recorded in the alias history and audit log).")] = None,
 ) -> None:
     """Point an alias at a version (moving it if it exists: this is also the rollback)."""
     from scoregate.refs import ModelRef
 
     registry = get_registry()
     version = registry.resolve(ModelRef.parse(ref, require_selector=True))
-    record = registry.set_alias(version.name, alias, version.version, overwrite=not no_overwrite)
+    record = registry.set_alias(version.name, alias, version.version, overwrite=not no_overwrite, reason=reason)
     out.print(f"{record.name}@{record.alias} → version {record.version}")
 
 

@@ -82,7 +82,7 @@ class Principal:
         if self.can(permission):
             return
         holders = sorted(r.value for r, perms in ROLE_PERMISSIONS.items() if permission in perms)
-        on = f" on {subject}" if subject else ""
+        on = f" ({subject})" if subject else ""
         raise ForbiddenError(
             f"{self.name} (roles: {', '.join(r.value for r in self.roles) or 'none'}) may not {permission.value}{on}: "
             f"rule requires one of the roles {', '.join(holders)}"
