@@ -282,3 +282,107 @@ def test_inventory_card_and_bom(team: Team, credit_files) -> None:
     assert bom["bomFormat"] == "CycloneDX"
     assert bom["components"][0]["hashes"][0]["content"] == v.artifact_digest
     assert f"scikit-learn=={v.environment['lock']['scikit-learn']}" in requirements_lock(v)
+
+
+def _events(registry: Registry) -> int:
+    from scoregate.governance.audit import iter_events
+
+    with registry.reading() as session:
+        return sum(1 for _ in iter_events(session))
+
+
+def test_a_refused_or_failed_promotion_leaves_neither_change_nor_event(team: Team, credit_files) -> None:
+    dave = team.reg("dave")
+    register(dave, credit_files, tier="low")
+    register(dave, credit_files, tier="low")
+    dave.set_alias("credit-risk", "staging", 1)
+    before, events = state(dave), _events(dave)
+    with pytest.raises(ConflictError):
+        dave.move_aliases([("credit-risk", "production", 2), ("credit-risk", "staging", 2)], overwrite=False)
+    with pytest.raises(ForbiddenError):
+        team.reg("viewer").set_alias("credit-risk", "staging", 2)
+    assert state(dave) == before and _events(dave) == events
+    assert dave.alias_history("credit-risk", "production") == []
+
+
+def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) -> None:
+    from sqlalchemy import update
+
+    from scoregate.governance.tables import DecisionRow
+
+    dave = team.reg("dave")
+    v = register(dave, credit_files, tier="medium")  # medium: one validation, one approval, 24 months
+    dave_gov = team.gov("dave")
+    dave_gov.attach_evidence(v.ref, "validation", report(v))
+    dave_gov.validate(v.ref)
+    team.gov("val").approve(v.ref, reason="ok")
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=800)
+    with dave.transaction() as session:
+        session.execute(update(DecisionRow).where(DecisionRow.action == "validate").values(at=long_ago))
+    row = team.gov("viewer").inventory()[0]
+    assert row["overdue"] is True and row["next_review"] < dt.date.today().isoformat()
+    admin = team.gov("admin")
+    _, document = admin.policy()
+    admin.set_policy(
+        document.replace(
+            "    revalidate_months: 24\n    block_when_overdue: false",
+            "    revalidate_months: 24\n    block_when_overdue: true",
+        ),
+        reason="medium tier: overdue blocks promotion",
+    )
+    dep = team.reg("dep")
+    with pytest.raises(PolicyViolationError, match="re-validation was due"):
+        dep.set_alias("credit-risk", "production", 1)
+    # an exception is honoured while it lasts, and not after it expires
+    admin.grant_exception(
+        v.ref, "revalidation", reason="review booked", expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    )
+    assert team.gov("viewer").check(v.ref) == []
+    from scoregate.governance.tables import PolicyExceptionRow
+
+    with dave.transaction() as session:
+        session.execute(update(PolicyExceptionRow).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+    assert [m["rule"] for m in team.gov("viewer").check(v.ref)] == ["revalidation"]
+
+
+def test_webhooks_from_registry_changes_are_signed(team: Team, credit_files) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from scoregate.governance.webhooks import verify_signature
+
+    secret = "a-webhook-secret-of-32-characters"
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(
+                {"ok": verify_signature(secret, body, self.headers["X-Scoregate-Signature"]), "event": json.loads(body)}
+            )
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        with pytest.raises(ForbiddenError):
+            team.gov("dave").add_webhook(url, secret, ["alias.*"])
+        team.gov("admin").add_webhook(url, secret, ["alias.*"])
+        dave = team.reg("dave")
+        register(dave, credit_files, tier="low")
+        dave.set_alias("credit-risk", "staging", 1)
+        with pytest.raises(ForbiddenError):  # refused: nothing may be sent for it
+            team.reg("viewer").set_alias("credit-risk", "challenger", 1)
+        report = team.gov("admin").deliver_webhooks()
+        assert report.delivered == 1
+        assert len(received) == 1 and received[0]["ok"]
+        assert "alias.set" in json.dumps(received[0]["event"])
+    finally:
+        server.shutdown()
+        server.server_close()

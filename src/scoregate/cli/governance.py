@@ -24,12 +24,14 @@ evidence_app = typer.Typer(no_args_is_help=True, help="Evidence documents attach
 policy_app = typer.Typer(no_args_is_help=True, help="The governance policy in force.")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds (block deletion).")
 env_app = typer.Typer(no_args_is_help=True, help="Recorded environments.")
+webhooks_app = typer.Typer(no_args_is_help=True, help="Signed webhooks fed from the audit log (outbox).")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(policy_app, name="policy")
 app.add_typer(hold_app, name="hold")
 app.add_typer(env_app, name="env")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def governance():  # type: ignore[no-untyped-def]
@@ -351,3 +353,37 @@ def env_export(
     else:
         output.write_text(text)
         out.print(f"wrote {output}")
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument()],
+    secret: Annotated[str, typer.Option(help="HMAC-SHA256 key (16+ characters) the receiver checks.")],
+    action: Annotated[list[str] | None, typer.Option(help="Audit actions to send, globs (repeatable).")] = None,
+) -> None:
+    """Subscribe a URL to audit events (admin)."""
+    number = governance().add_webhook(url, secret, action)
+    out.print(f"webhook {number} → {url} ({', '.join(action or ['*'])})")
+
+
+@webhooks_app.command("list")
+def webhooks_list() -> None:
+    table = Table("id", "url", "actions", "active", "created by")
+    for sub in governance().webhooks():
+        table.add_row(str(sub.id), sub.url, ", ".join(sub.actions), "yes" if sub.active else "no", sub.created_by)
+    out.print(table)
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(
+    subscription: Annotated[int, typer.Argument()], reason: Annotated[str | None, typer.Option()] = None
+) -> None:
+    governance().remove_webhook(subscription, reason=reason)
+    out.print(f"webhook {subscription} stopped")
+
+
+@webhooks_app.command("deliver")
+def webhooks_deliver() -> None:
+    """Send what the outbox holds (run it from cron or a loop); failures retry with backoff."""
+    report = governance().deliver_webhooks()
+    out.print(f"delivered {report.delivered}, retrying {report.retrying}, failed {report.failed}")

@@ -441,6 +441,36 @@ class Governance:
             if not shared:
                 self.registry.artifacts.delete(row.artifact_digest)
 
+    # -- webhooks ------------------------------------------------------------------------------
+
+    def add_webhook(self, url: str, secret: str, actions: list[str] | None = None) -> int:
+        """Subscribe ``url`` to audit events matching ``actions`` (globs, e.g. ``alias.*``); admin."""
+        from scoregate.governance.webhooks import subscribe
+
+        with self.registry.mutation(Permission.MANAGE_ACCESS, f"webhook:{url}") as (session, actor):
+            return subscribe(session, url=url, secret=secret, actor=actor.name, actions=actions or ["*"]).id
+
+    def remove_webhook(self, subscription_id: int, *, reason: str | None = None) -> None:
+        from scoregate.governance.webhooks import deactivate
+
+        with self.registry.mutation(Permission.MANAGE_ACCESS, f"webhook:{subscription_id}") as (session, actor):
+            deactivate(session, subscription_id, actor=actor.name, reason=reason)
+
+    def webhooks(self) -> list[Any]:
+        from scoregate.governance.webhooks import subscriptions
+
+        with self.registry.reading() as session:
+            return subscriptions(session)
+
+    def deliver_webhooks(self, *, max_attempts: int = 5) -> Any:
+        """POST every due outbox item (signed); failures are retried on later calls with backoff."""
+        import httpx
+
+        from scoregate.governance.webhooks import deliver_pending
+
+        with httpx.Client(timeout=10.0) as client:
+            return deliver_pending(self.registry.engine, client=client, max_attempts=max_attempts)
+
     # -- inventory -----------------------------------------------------------------------------
 
     def inventory(self, *, at: dt.datetime | None = None) -> list[dict[str, Any]]:
