@@ -111,6 +111,17 @@ class ModelSchema(BaseModel):
 
 NUMERIC_TYPES = frozenset({FeatureType.FLOAT, FeatureType.INT})
 
+#: The Open Inference Protocol (V2) tensor datatype of each feature type, shared by the
+#: server and by clients that call it.
+V2_DATATYPES: dict[FeatureType, str] = {
+    FeatureType.FLOAT: "FP64",
+    FeatureType.INT: "INT64",
+    FeatureType.BOOL: "BOOL",
+    FeatureType.CATEGORY: "BYTES",
+    FeatureType.STRING: "BYTES",
+    FeatureType.DATETIME: "BYTES",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Violation:

@@ -155,7 +155,11 @@ def test_loadtest_against_a_slow_endpoint_exceeds_the_budget_and_exits_non_zero(
 
 
 def test_loadtest_of_a_model_ref_serves_it_locally_and_checks_answers(registry: Any, good: Any, tmp_path: Path) -> None:
-    report = run_loadtest(registry, good.ref, rps=20, duration="2s", users=2, sample_every=2, budget_ms=2000)
+    from scoregate.serving import local_server
+
+    report = run_loadtest(
+        registry, good.ref, rps=20, duration="2s", users=2, sample_every=2, budget_ms=2000, serve=local_server
+    )
     assert report.url.endswith(f"/models/{good.ref}/predict")
     assert report.overall.requests >= 20 and report.overall.failures == 0
     assert report.checked_responses >= 10 and report.mismatched_responses == 0

@@ -233,7 +233,7 @@ def test_hanging_case_fails_as_hung(registry: Any, good: Any) -> None:
 
 
 def test_http_targets_json_and_v2(registry: Any, good: Any) -> None:
-    from scoregate.perf.loadtest import local_server
+    from scoregate.serving import local_server
     from scoregate.validation import HttpTarget
 
     with local_server(registry, good.ref) as base:

@@ -190,6 +190,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
     ) -> None:
         """Load-test an endpoint with Locust; exits 1 when p95/p99 exceed the latency budget."""
         from scoregate.perf.loadtest import ref_from_url, run_loadtest
+        from scoregate.serving import local_server
 
         registry = get_registry()
         named = model or (ref_from_url(target) if target.startswith("http") else target)
@@ -208,6 +209,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             budget_ms=budget_ms,
             interval_s=interval,
             out_dir=folder,
+            serve=local_server,
         )
         out.print(escape(report.render_text()), highlight=False)
         out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")

@@ -139,7 +139,7 @@ def read_logged_request(predictions_dir: Path | str, request_id: str) -> Any:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from scoregate.serving.predlog import PARTITION_SCHEMA, ROW_SCHEMA
+    from scoregate.registry.predictions import PARTITION_SCHEMA, ROW_SCHEMA
 
     root = Path(predictions_dir)
     if not root.is_dir():

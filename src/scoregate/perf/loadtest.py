@@ -9,19 +9,16 @@ process from the registered artifact.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import json
 import math
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,38 +218,6 @@ class LoadTestReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def local_server(registry: Any, ref: str) -> Iterator[str]:
-    """Serve ``ref`` from the registry with the scoring server (uvicorn in a thread) for the block."""
-    import uvicorn
-
-    from scoregate.serving import RegistrySource, create_app
-
-    app = create_app(RegistrySource(registry), models=[ref], predictions_dir=None)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", access_log=False, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="scoregate-loadtest-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise ScoregateError(f"the local scoring server for {ref} did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 def ref_from_url(url: str) -> str | None:
     match = re.search(r"/models/([^/]+)/predict/?$", urlsplit(url).path)
     return match.group(1) if match else None
@@ -275,9 +240,11 @@ def run_loadtest(
     seed: int = 0,
     timeout: float = 30.0,
     out_dir: Path | None = None,
+    serve: Callable[[Any, str], AbstractContextManager[str]] | None = None,
 ) -> LoadTestReport:
     """Load-test ``target``: a URL (``http://host:port/models/name@3/predict``, or a base URL with
-    ``model``) or a model reference, which is served locally for the duration."""
+    ``model``) or a model reference, which ``serve(registry, ref)`` (a context manager giving a
+    base URL, e.g. ``scoregate.serving.local_server``) serves for the duration."""
     seconds = parse_duration(duration)
     if seconds <= 0 or rps <= 0 or users <= 0:
         raise InvalidInputError("duration, rps and users must be positive")
@@ -291,46 +258,33 @@ def run_loadtest(
     budget = float(budget_ms if budget_ms is not None else version.latency_budget_ms)
     bodies, rows = _bodies(registry, loaded, rows_per_request, seed)
     reference = [loaded.predict(batch) for batch in rows]
+
+    def run_against(url: str) -> Any:
+        return _run(
+            url,
+            version.ref,
+            bodies,
+            reference,
+            rps,
+            seconds,
+            users,
+            budget,
+            interval_s,
+            sample_every,
+            max_failure_ratio,
+            atol,
+            timeout,
+            out_dir,
+            artifact_digest=version.artifact_digest,
+            version_budget_ms=float(version.latency_budget_ms),
+        )
+
     if is_url:
-        url = target if ref_from_url(target) else f"{target.rstrip('/')}/models/{ref}/predict"
-        return _run(
-            url,
-            version.ref,
-            bodies,
-            reference,
-            rps,
-            seconds,
-            users,
-            budget,
-            interval_s,
-            sample_every,
-            max_failure_ratio,
-            atol,
-            timeout,
-            out_dir,
-            artifact_digest=version.artifact_digest,
-            version_budget_ms=float(version.latency_budget_ms),
-        )
-    with local_server(registry, version.ref) as base:
-        url = f"{base}/models/{version.ref}/predict"
-        return _run(
-            url,
-            version.ref,
-            bodies,
-            reference,
-            rps,
-            seconds,
-            users,
-            budget,
-            interval_s,
-            sample_every,
-            max_failure_ratio,
-            atol,
-            timeout,
-            out_dir,
-            artifact_digest=version.artifact_digest,
-            version_budget_ms=float(version.latency_budget_ms),
-        )
+        return run_against(target if ref_from_url(target) else f"{target.rstrip('/')}/models/{ref}/predict")
+    if serve is None:
+        raise InvalidInputError(f"{target!r} is not a URL: give a server to load-test a model reference")
+    with serve(registry, version.ref) as base:
+        return run_against(f"{base}/models/{version.ref}/predict")
 
 
 def _bodies(registry: Any, loaded: Any, rows_per_request: int, seed: int) -> tuple[list[str], list[list[dict]]]:

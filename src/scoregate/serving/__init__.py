@@ -5,9 +5,10 @@ registry; ``create_app(source, ...)`` builds the ASGI app for embedding and test
 ``read_predictions(home, model, version)`` reads the prediction log.
 """
 
+from scoregate.registry.predictions import PredictionLog, read_predictions
 from scoregate.serving.app import ScoringApp, create_app
+from scoregate.serving.local import local_server
 from scoregate.serving.policy import CanarySplit, ShadowTarget, TrafficPolicy
-from scoregate.serving.predlog import PredictionLog, read_predictions
 from scoregate.serving.runner import run
 from scoregate.serving.source import AliasEntry, InMemorySource, ModelSource, RegistrySource, VersionInfo
 
@@ -23,6 +24,7 @@ __all__ = [
     "TrafficPolicy",
     "VersionInfo",
     "create_app",
+    "local_server",
     "read_predictions",
     "run",
 ]

@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 
 from scoregate.errors import InvalidInputError, NotFoundError, ScoregateError
+from scoregate.registry.predictions import PredictionLog
 from scoregate.schema import MAX_REPORTED_VIOLATIONS, Violation, raise_for
 from scoregate.serving import v2
 from scoregate.serving.batcher import BatcherClosed, Outputs
 from scoregate.serving.metrics import Metrics
 from scoregate.serving.openapi import openapi_document
-from scoregate.serving.predlog import PredictionLog
 from scoregate.serving.source import ModelSource
 from scoregate.serving.state import Route, Served, ServingState
 

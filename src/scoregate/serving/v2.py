@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from scoregate.errors import InvalidInputError, ScoregateError
-from scoregate.schema import FeatureType, ModelSchema
+from scoregate.schema import V2_DATATYPES, ModelSchema
 
 NUMPY_TYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -37,14 +37,7 @@ NUMPY_TYPES: dict[str, Any] = {
 NUMERIC_DATATYPES = frozenset(NUMPY_TYPES) - {"BOOL"}
 DATATYPES = frozenset(NUMPY_TYPES) | {"BYTES"}
 
-FEATURE_DATATYPE = {
-    FeatureType.FLOAT: "FP64",
-    FeatureType.INT: "INT64",
-    FeatureType.BOOL: "BOOL",
-    FeatureType.CATEGORY: "BYTES",
-    FeatureType.STRING: "BYTES",
-    FeatureType.DATETIME: "BYTES",
-}
+FEATURE_DATATYPE = V2_DATATYPES
 
 
 class BadRequest(ScoregateError):

@@ -21,7 +21,7 @@ import orjson
 
 from scoregate.errors import InvalidInputError, ScoregateError
 from scoregate.registry.records import LoadedModel
-from scoregate.schema import FeatureType, ModelSchema
+from scoregate.schema import V2_DATATYPES, ModelSchema
 
 SCORED = "scored"
 REFUSED = "refused"
@@ -234,16 +234,6 @@ class _CannotEncode(Exception):
         self.details = details
 
 
-V2_DATATYPE = {
-    FeatureType.FLOAT: "FP64",
-    FeatureType.INT: "INT64",
-    FeatureType.BOOL: "BOOL",
-    FeatureType.CATEGORY: "BYTES",
-    FeatureType.STRING: "BYTES",
-    FeatureType.DATETIME: "BYTES",
-}
-
-
 def v2_request(schema: ModelSchema, rows: list[Any]) -> dict[str, Any]:
     """One tensor per feature present in the rows; a feature absent from every row is left out."""
     if any(not isinstance(r, dict) for r in rows):
@@ -256,7 +246,7 @@ def v2_request(schema: ModelSchema, rows: list[Any]) -> dict[str, Any]:
         if rows and all(f.name not in r for r in rows):
             continue
         values = [r.get(f.name) for r in rows]
-        inputs.append({"name": f.name, "datatype": V2_DATATYPE[f.type], "shape": [len(rows)], "data": values})
+        inputs.append({"name": f.name, "datatype": V2_DATATYPES[f.type], "shape": [len(rows)], "data": values})
     return {"inputs": inputs}
 
 

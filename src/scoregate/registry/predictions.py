@@ -1,5 +1,8 @@
 """The prediction log: every scored row, written off the hot path as Parquet.
 
+It lives with the registry because it is a store: the server writes it, and
+reproduction (governance) and monitoring read it.
+
 Handlers only append one tuple per request to a deque. A writer thread wakes every
 ``flush_interval`` seconds (or as soon as ``flush_rows`` rows are waiting), expands
 the requests into rows and writes one Parquet file per (model, version, hour) into
@@ -29,7 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-log = logging.getLogger("scoregate.serving")
+log = logging.getLogger("scoregate.predictions")
 
 ROW_SCHEMA = pa.schema(
     [
