@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from scoregate.config import Settings
+from scoregate.registry import Registry
 
 POSTGRES_ADMIN_URL = os.environ.get("SCOREGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -163,3 +164,19 @@ def credit_files(tmp_path: Path) -> dict[str, Path]:
     frame.to_csv(paths["train_csv"], index=False)
     features.head(5).to_json(paths["rows"], orient="records")
     return paths
+
+
+@pytest.fixture
+def registry(sqlite_settings: Settings) -> Iterator[Registry]:
+    """An embedded registry (SQLite + local folder) for tests that need one, closed afterwards."""
+    reg = Registry.open(sqlite_settings)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def good(registry: Registry, credit_files: dict[str, Path]):  # type: ignore[no-untyped-def]
+    """credit-risk@1: the fixture's sklearn pipeline, registered with its training data."""
+    return registry.register(
+        "credit-risk", credit_files["model"], flavor="sklearn", train_data=credit_files["train"], target="default"
+    )
