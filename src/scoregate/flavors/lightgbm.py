@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from scoregate.errors import FlavorError
+from scoregate.flavors._files import single_model_file
 from scoregate.flavors._outputs import classifier_frame, one_line, raw_frame
 from scoregate.flavors.base import Flavor, Scorer
 
@@ -122,17 +123,7 @@ class LightGBMFlavor(Flavor):
 
 
 def _model_file(path: Path) -> Path:
-    if path.is_dir():
-        candidates = [p for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_SUFFIXES]
-        if len(candidates) != 1:
-            raise FlavorError(
-                f"lightgbm flavor: directory {path.name!r} should hold one model text file (.txt), "
-                f"found {len(candidates)}"
-            )
-        return candidates[0]
-    if not path.is_file():
-        raise FlavorError(f"lightgbm flavor: no file at {path}")
-    return path
+    return single_model_file(path, flavor="lightgbm", suffixes=_MODEL_SUFFIXES, what="model text file (.txt)")
 
 
 __all__ = ["LightGBMFlavor", "LightGBMScorer"]

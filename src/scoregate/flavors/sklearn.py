@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from scoregate.errors import FlavorError
+from scoregate.flavors._files import single_model_file
 from scoregate.flavors._outputs import classifier_columns, one_line, output_frame, proba_columns, raw_columns
 from scoregate.flavors.base import Flavor, Scorer
 
@@ -86,22 +87,17 @@ def _plain_pipeline(model: Any) -> bool:
     return type(model) is Pipeline and model.steps[-1][1] not in (None, "passthrough")
 
 
+_MODEL_SUFFIXES = frozenset({".joblib", ".pkl", ".pickle"})
+
+
 class SklearnFlavor(Flavor):
     name = "sklearn"
     packages = ("scikit-learn", "joblib", "numpy")
 
     def load(self, path: Path) -> Scorer:
-        path = Path(path)
-        if path.is_dir():
-            candidates = [p for p in path.iterdir() if p.suffix in {".joblib", ".pkl", ".pickle"}]
-            if len(candidates) != 1:
-                raise FlavorError(
-                    f"sklearn flavor: directory {path.name!r} should hold one .joblib/.pkl file, "
-                    f"found {len(candidates)}"
-                )
-            path = candidates[0]
-        if not path.is_file():
-            raise FlavorError(f"sklearn flavor: no file at {path}")
+        path = single_model_file(
+            path, flavor="sklearn", suffixes={".joblib", ".pkl", ".pickle"}, what=".joblib/.pkl file"
+        )
         try:
             import joblib
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from scoregate.errors import FlavorError
+from scoregate.flavors._files import single_model_file
 from scoregate.flavors._outputs import classifier_frame, one_line, raw_frame
 from scoregate.flavors.base import Flavor, Scorer
 
@@ -107,17 +108,7 @@ class XGBoostFlavor(Flavor):
 
 
 def _model_file(path: Path) -> Path:
-    if path.is_dir():
-        candidates = [p for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_SUFFIXES]
-        if len(candidates) != 1:
-            raise FlavorError(
-                f"xgboost flavor: directory {path.name!r} should hold one .json/.ubj model file, "
-                f"found {len(candidates)}"
-            )
-        return candidates[0]
-    if not path.is_file():
-        raise FlavorError(f"xgboost flavor: no file at {path}")
-    return path
+    return single_model_file(path, flavor="xgboost", suffixes=_MODEL_SUFFIXES, what=".json/.ubj model file")
 
 
 __all__ = ["XGBoostFlavor", "XGBoostScorer"]
