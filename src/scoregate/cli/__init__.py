@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from scoregate.cli import audit, governance, registry, serving  # noqa: F401  (they add their commands to the app)
+# isort: off
+# Each module adds its commands to the app; the order is the order of the help panels.
+from scoregate.cli import registry, governance, audit, serving  # noqa: F401
+
+# isort: on
 from scoregate.cli.app import EXIT_CODES, app, err, get_registry
 from scoregate.cli.quality import register_commands
 from scoregate.errors import ScoregateError

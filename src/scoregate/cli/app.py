@@ -22,8 +22,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="List and inspect registered models.")
 alias_app = typer.Typer(no_args_is_help=True, help="Move, delete and list aliases (name@staging).")
-app.add_typer(models_app, name="models")
-app.add_typer(alias_app, name="alias")
+app.add_typer(models_app, name="models", rich_help_panel="Registry")
+app.add_typer(alias_app, name="alias", rich_help_panel="Registry")
 
 out = Console()
 err = Console(stderr=True)

@@ -15,7 +15,7 @@ from scoregate.cli.app import app, err, get_registry, out
 from scoregate.errors import InvalidInputError
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log: verify, export, list.")
-app.add_typer(audit_app, name="audit")
+app.add_typer(audit_app, name="audit", rich_help_panel="Governance")
 
 #: Exit code when the chain does not verify.
 CHAIN_BROKEN = 1

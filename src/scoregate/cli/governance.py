@@ -25,13 +25,13 @@ policy_app = typer.Typer(no_args_is_help=True, help="The governance policy in fo
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds (block deletion).")
 env_app = typer.Typer(no_args_is_help=True, help="Recorded environments.")
 webhooks_app = typer.Typer(no_args_is_help=True, help="Signed webhooks fed from the audit log (outbox).")
-app.add_typer(users_app, name="users")
-app.add_typer(tokens_app, name="tokens")
-app.add_typer(evidence_app, name="evidence")
-app.add_typer(policy_app, name="policy")
-app.add_typer(hold_app, name="hold")
-app.add_typer(env_app, name="env")
-app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(users_app, name="users", rich_help_panel="Governance")
+app.add_typer(tokens_app, name="tokens", rich_help_panel="Governance")
+app.add_typer(evidence_app, name="evidence", rich_help_panel="Governance")
+app.add_typer(policy_app, name="policy", rich_help_panel="Governance")
+app.add_typer(hold_app, name="hold", rich_help_panel="Governance")
+app.add_typer(env_app, name="env", rich_help_panel="Governance")
+app.add_typer(webhooks_app, name="webhooks", rich_help_panel="Governance")
 
 
 def governance():  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def parse_when(text: str, option: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def init(name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin") -> None:
     """Create the first admin and print its API token once. Mutations need a token from then on."""
     token = governance().init(name)
@@ -137,21 +137,21 @@ def evidence_list(ref: Annotated[str, typer.Argument()]) -> None:
     out.print(table)
 
 
-@app.command("mark-validated")
+@app.command("mark-validated", rich_help_panel="Governance")
 def mark_validated(ref: Annotated[str, typer.Argument()], reason: Annotated[str | None, typer.Option()] = None) -> None:
     """Record that a version is validated, on its passing validation report."""
     status = governance().validate(ref, reason=reason)
     out.print(f"{ref}: {status}")
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def approve(ref: Annotated[str, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
     """Approve a validated version (four-eyes: not its registrant nor its validator)."""
     status = governance().approve(ref, reason=reason)
     out.print(f"{ref}: {status}")
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def decisions(ref: Annotated[str, typer.Argument()]) -> None:
     """The lifecycle decisions of a version: who, when, why, on which evidence."""
     table = Table("when", "action", "status", "by", "reason", "evidence")
@@ -167,7 +167,7 @@ def decisions(ref: Annotated[str, typer.Argument()]) -> None:
     out.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def check(ref: Annotated[str, typer.Argument()], alias: Annotated[str, typer.Option()] = "production") -> None:
     """List what the policy is missing before ALIAS may point at REF (exit 5 when something is)."""
     missing = governance().check(ref, alias)
@@ -196,7 +196,7 @@ def policy_set(file: Annotated[Path, typer.Argument()], reason: Annotated[str, t
     out.print(f"policy version {governance().set_policy(document, reason=reason)} in force")
 
 
-@app.command("exception")
+@app.command("exception", rich_help_panel="Governance")
 def grant_exception(
     ref: Annotated[str, typer.Argument()],
     rule: Annotated[str, typer.Argument(help="evidence:<kind>, approvals or revalidation")],
@@ -220,7 +220,7 @@ def hold_release(ref: Annotated[str, typer.Argument()], reason: Annotated[str, t
     out.print(f"legal hold released on {ref}")
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def delete(ref: Annotated[str, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
     """Delete a retired version's artifact after its retention period (leaves a tombstone)."""
     governance().delete(ref, reason=reason)
@@ -268,7 +268,7 @@ def alias_move(
         out.print(f"{record.name}@{record.alias} → version {record.version}")
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def rollback(
     ref: Annotated[str, typer.Argument(help="NAME@ALIAS to point back at its previous holder.")],
     reason: Annotated[str | None, typer.Option()] = None,
@@ -281,7 +281,7 @@ def rollback(
     out.print(f"{record.name}@{record.alias} → version {record.version}")
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def inventory(
     at: Annotated[str | None, typer.Option(help="The state as it was at this date.")] = None,
     format: Annotated[str, typer.Option(help="table, csv or json.")] = "table",
@@ -316,7 +316,7 @@ def inventory(
     out.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Governance")
 def card(
     ref: Annotated[str, typer.Argument()],
     format: Annotated[str, typer.Option(help="md, html or cyclonedx.")] = "md",

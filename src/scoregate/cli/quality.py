@@ -52,7 +52,7 @@ def _attach(registry: Any, ref: str, kind: str, report: Path) -> dict[str, Any]:
 
 
 def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None:
-    @app.command()
+    @app.command(rich_help_panel="Validation and performance")
     def validate(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
         target: Annotated[
@@ -137,7 +137,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
 
-    @app.command()
+    @app.command(rich_help_panel="Validation and performance")
     def profile(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
         requests: Annotated[int, typer.Option(help="Requests to profile.")] = 200,
@@ -168,7 +168,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         if attach:
             _attach(registry, version.ref, "profile", folder / "profile.json")
 
-    @app.command()
+    @app.command(rich_help_panel="Validation and performance")
     def loadtest(
         target: Annotated[str, typer.Argument(help="Endpoint URL, or NAME@VERSION to serve locally for the run.")],
         model: Annotated[
@@ -218,7 +218,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
 
-    @app.command()
+    @app.command(rich_help_panel="Validation and performance")
     def reproduce(
         request_id: Annotated[str, typer.Argument(help="The request id (x-request-id) of a logged prediction.")],
         tolerance: Annotated[

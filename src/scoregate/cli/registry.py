@@ -15,7 +15,7 @@ from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES
 
 
-@app.command()
+@app.command(rich_help_panel="Registry")
 def register(
     name: Annotated[str, typer.Argument(help="Model name, e.g. credit-risk.")],
     artifact: Annotated[Path, typer.Argument(help="Model file or directory.")],
@@ -155,7 +155,7 @@ def models_versions(name: Annotated[str, typer.Argument()]) -> None:
     out.print(table)
 
 
-@app.command("schema")
+@app.command("schema", rich_help_panel="Registry")
 def schema_show(ref: Annotated[str, typer.Argument()]) -> None:
     """Print a version's input schema as JSON (edit it and pass it to register --schema)."""
     version = get_registry().resolve(ref)
@@ -194,7 +194,7 @@ def alias_list(name: Annotated[str | None, typer.Argument()] = None) -> None:
     out.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel="Registry")
 def predict(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="Rows: .json, .jsonl, .csv or .parquet.")],
@@ -244,7 +244,7 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-@app.command()
+@app.command(rich_help_panel="Registry")
 def retire(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION.")],
     reason: Annotated[str, typer.Option(help="Why the version is retired (recorded).")],

@@ -11,7 +11,7 @@ from scoregate.config import Settings
 from scoregate.errors import InvalidInputError
 
 
-@app.command()
+@app.command(rich_help_panel="Serving")
 def serve(
     model: Annotated[
         list[str] | None,
