@@ -13,8 +13,8 @@ from scoregate.errors import InvalidInputError, ScoregateError
 
 image_app = typer.Typer(no_args_is_help=True, help="Build, test and run a model version's OCI image.")
 k8s_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests for a model version's image.")
-app.add_typer(image_app, name="image")
-app.add_typer(k8s_app, name="k8s")
+app.add_typer(image_app, name="image", rich_help_panel="Packaging")
+app.add_typer(k8s_app, name="k8s", rich_help_panel="Packaging")
 
 EngineOption = Annotated[str | None, typer.Option(help="podman or docker (default: whichever is on PATH).")]
 RuntimeOption = Annotated[
@@ -68,12 +68,14 @@ def image_test(
     report = result.report
     if output is not None:
         output.write_bytes(report.to_json_bytes())
-    counts = report.counts
+    counts = report.counts()
     verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
     out.print(f"image {escape(result.image)} as {result.ref}: {verdict}")
     out.print(f"  cases  {counts}")
     p = report.parity
     out.print(f"  parity {p.rows_compared} rows, {p.mismatches} mismatches, max difference {p.max_difference:.3g}")
+    if result.measured:
+        out.print(f"  memory peak RSS {result.measured['peak_rss_bytes'] / 2**20:.0f} MiB (server process)")
     if result.label_problem:
         out.print(f"  [red]label[/] {escape(result.label_problem)}")
     for failure in report.failures[:5]:
@@ -114,7 +116,7 @@ def image_stop(
     out.print(f"stopped {state['ref']}" if state else f"nothing serves {name} here")
 
 
-@app.command("deploy")
+@app.command("deploy", rich_help_panel="Packaging")
 def deploy_command(
     model: Annotated[str, typer.Argument(help="NAME@VERSION to deploy.")],
     replace: Annotated[str, typer.Option(help="NAME@VERSION currently serving (started with `image run`).")],
@@ -160,8 +162,9 @@ def k8s_render(
     given = {"cpu_request": cpu_request, "memory_request": memory_request}
     given |= {"cpu_limit": cpu_limit, "memory_limit": memory_limit}
     given = {k: v for k, v in given.items() if v}
-    resources = k8s.Resources(**given, source="given" if given else "defaults")
-    version = get_registry().resolve(model)
+    registry = get_registry()
+    version = registry.resolve(model)
+    resources = k8s.Resources(**given, source="given") if given else k8s.measured_resources(registry, version.ref)
     docs = k8s.render(
         version,
         image=image,
