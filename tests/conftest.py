@@ -180,3 +180,32 @@ def good(registry: Registry, credit_files: dict[str, Path]):  # type: ignore[no-
     return registry.register(
         "credit-risk", credit_files["model"], flavor="sklearn", train_data=credit_files["train"], target="default"
     )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """The SCOREGATE_HOME of the CLI tests."""
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def run(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run ``scoregate ARGS...`` in-process; returns (exit code, stdout, stderr)."""
+    from scoregate.cli import main
+
+    monkeypatch.setenv("SCOREGATE_HOME", str(home))
+    monkeypatch.delenv("SCOREGATE_TOKEN", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.chdir(home.parent)
+
+    def invoke(*args: object) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["scoregate", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,20 +31,8 @@ from scoregate.governance.audit import (
     verify,
     verify_export,
 )
-from scoregate.registry.database import WRITE, make_engine, migrate
+from scoregate.registry.database import WRITE
 from scoregate.registry.tables import AuditEventRow, AuditHeadRow, RevisionRow
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def writing(engine: Engine) -> Session:

@@ -14,35 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import scoregate.cli.audit  # noqa: F401  (registers `scoregate audit`, whatever cli/__init__ imports)
-from scoregate.cli import main
 from scoregate.config import Settings
 from scoregate.registry import Registry
 from scoregate.serving import RegistrySource, create_app
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def run(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("SCOREGATE_HOME", str(home))
-    monkeypatch.delenv("SCOREGATE_TOKEN", raising=False)
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.chdir(home.parent)
-
-    def invoke(*args: Any) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["scoregate", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,23 +28,11 @@ from scoregate.governance.webhooks import (
     subscriptions,
     verify_signature,
 )
-from scoregate.registry.database import WRITE, make_engine, migrate
+from scoregate.registry.database import WRITE
 from scoregate.registry.tables import WebhookOutboxRow
 
 SECRET = "s3cret-s3cret-s3cret"
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @dataclass
