@@ -152,7 +152,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", default="1,8,32")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="wrk threads (one is far from a bottleneck and leaves the second core to the server)",
+    )
     parser.add_argument("--scorer-threads", type=int, default=1, help="OpenMP threads per scoring thread")
     parser.add_argument("--no-log", action="store_true", help="turn the prediction log off")
     parser.add_argument("--no-registry", action="store_true", help="serve from the joblib file, not a registry")
