@@ -345,10 +345,15 @@ class Registry:
             model, row = self.find(session, parsed)
             return self._to_record(session, row, model)
 
-    def find(self, session: Session, ref: ModelRef) -> tuple[ModelRow, VersionRow]:
-        model = session.scalars(select(ModelRow).where(ModelRow.name == ref.name)).one_or_none()
+    def model_row(self, session: Session, name: str) -> ModelRow:
+        """The model called ``name``, or NotFoundError."""
+        model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
         if model is None:
-            raise NotFoundError(f"model {ref.name!r} not found")
+            raise NotFoundError(f"model {name!r} not found")
+        return model
+
+    def find(self, session: Session, ref: ModelRef) -> tuple[ModelRow, VersionRow]:
+        model = self.model_row(session, ref.name)
         if ref.alias is not None:
             alias = session.scalars(
                 select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == ref.alias)
@@ -417,9 +422,7 @@ class Registry:
 
     def list_versions(self, name: str) -> list[ModelVersion]:
         with self.reading() as session:
-            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if model is None:
-                raise NotFoundError(f"model {name!r} not found")
+            model = self.model_row(session, name)
             rows = session.scalars(
                 select(VersionRow)
                 .where(VersionRow.model_id == model.id)
@@ -528,9 +531,7 @@ class Registry:
     def delete_alias(self, name: str, alias: str, *, reason: str | None = None) -> None:
         validate_alias(alias)
         with self.mutation(None, f"{name}@{alias}") as (session, actor):
-            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if model is None:
-                raise NotFoundError(f"model {name!r} not found")
+            model = self.model_row(session, name)
             policy = self.policy_in_force(session)
             if alias in policy.protected_aliases:
                 actor.require(Permission.MOVE_PROTECTED_ALIAS, subject=f"{name}@{alias}")
@@ -566,9 +567,7 @@ class Registry:
     def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
         """Every move of ``name@alias``, oldest first: {version (None = deleted), at, actor, reason}."""
         with self.reading() as session:
-            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if model is None:
-                raise NotFoundError(f"model {name!r} not found")
+            model = self.model_row(session, name)
             rows = session.scalars(
                 select(AliasHistoryRow)
                 .where(AliasHistoryRow.model_id == model.id, AliasHistoryRow.alias == alias)
@@ -628,9 +627,7 @@ class Registry:
         """Store the serving policy (canary, shadow) of ``name@alias``; ``None`` removes it."""
         validate_alias(alias)
         with self.mutation(Permission.MOVE_PROTECTED_ALIAS, f"{name}@{alias}") as (session, actor):
-            model = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if model is None:
-                raise NotFoundError(f"model {name!r} not found")
+            model = self.model_row(session, name)
             row = session.get(TrafficPolicyRow, (model.id, alias))
             before = dict(row.policy) if row is not None else None
             if policy is None:
