@@ -191,21 +191,28 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def run(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """Run ``scoregate ARGS...`` in-process; returns (exit code, stdout, stderr)."""
-    from scoregate.cli import main
-
     monkeypatch.setenv("SCOREGATE_HOME", str(home))
     monkeypatch.delenv("SCOREGATE_TOKEN", raising=False)
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.chdir(home.parent)
 
     def invoke(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr("sys.argv", ["scoregate", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        return invoke_cli(monkeypatch, capsys, args)
 
     return invoke
+
+
+def invoke_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: tuple[object, ...]
+) -> tuple[int, str, str]:
+    """``scoregate ARGS...`` in this process: (exit code, stdout, stderr)."""
+    from scoregate.cli import main
+
+    monkeypatch.setattr("sys.argv", ["scoregate", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

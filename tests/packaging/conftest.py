@@ -20,7 +20,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from scoregate.config import Settings
 from scoregate.registry import Registry
-from tests.conftest import IN_CI, make_credit_data
+from tests.conftest import IN_CI, invoke_cli, make_credit_data
 
 TEST_BASE = "scoregate-test-base:bookworm"
 
@@ -78,19 +78,12 @@ def engine():  # type: ignore[no-untyped-def]
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """``cli(home, *args) -> (exit code, stdout)``: the scoregate command, in-process."""
     import scoregate.cli.packaging  # noqa: F401  (adds the image/deploy/k8s commands to the app)
-    from scoregate.cli import main
 
     monkeypatch.setenv("COLUMNS", "200")
 
     def invoke(home: Path, *args: str) -> tuple[int, str]:
         monkeypatch.setenv("SCOREGATE_HOME", str(home))
-        monkeypatch.setattr("sys.argv", ["scoregate", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
+        code, out, err = invoke_cli(monkeypatch, capsys, args)
+        return code, out + err
 
     return invoke
