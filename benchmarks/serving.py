@@ -147,6 +147,18 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError("server did not become ready")
 
 
+def report_targets(results: dict[int, tuple[float, float, float]], one_row_ms: float) -> None:
+    """The issue's targets on 2 cores, against this run's own figures."""
+    if 1 in results:
+        added = results[1][1] - one_row_ms
+        verdict = "met" if added <= 0.5 else "NOT met"
+        print(f"target 1 connection, p50 at most 0.5 ms above in-process: +{added:.3f} ms ({verdict})")
+    if 32 in results:
+        rps, _p50, p99 = results[32]
+        verdict = "met" if rps >= 4000 and p99 < 25 else "NOT met"
+        print(f"target 32 connections, >= 4,000 req/s with p99 < 25 ms: {rps:,.0f} req/s, p99 {p99:.2f} ms ({verdict})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
@@ -219,6 +231,7 @@ def main() -> None:
         print(f"in-process flavor scorer.predict (what the server calls), one row, 1 thread: {flavor_row * 1e3:.3f} ms")
         print(f"server: {args.workers} worker(s), validation on, prediction log {'off' if args.no_log else 'on'}")
         print(f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/in-proc':>11}")
+        results: dict[int, tuple[float, float, float]] = {}
         for conns in [int(c) for c in args.connections.split(",")]:
             threads = min(args.threads, conns)
             out = subprocess.run(
@@ -235,11 +248,13 @@ def main() -> None:
                 raise RuntimeError("could not parse wrk output")
             requests, duration, errors, p50, p95, p99 = map(int, match.groups())
             rps = requests / (duration / 1e6)
+            results[conns] = (rps, p50 / 1e3, p99 / 1e3)
             print(
                 f"{conns:>5} {rps:>9.0f} {p50 / 1e3:>8.3f} {p95 / 1e3:>8.3f} {p99 / 1e3:>8.3f} {errors:>6} "
                 f"{p50 / 1e6 / one_row:>10.2f}x"
             )
         print(f"p50 overhead at 1 connection is the p50 above minus {one_row * 1e3:.3f} ms")
+        report_targets(results, one_row * 1e3)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

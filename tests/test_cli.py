@@ -146,3 +146,18 @@ def test_errors_are_one_line_with_exit_codes(run, credit_files, tmp_path: Path) 
     assert run("alias", "set", "credit-risk@1", "staging")[0] == 0
     code, _, err = run("retire", "credit-risk@1", "--reason", "old")
     assert code == 5 and "still holds alias" in err
+
+
+def test_serve_refuses_bad_options_before_starting(run) -> None:  # type: ignore[no-untyped-def]
+    cases = [
+        (("serve", "--port", "0"), "invalid --port 0: must be at least 1"),
+        (("serve", "--workers", "0"), "invalid --workers 0: must be at least 1"),
+        (("serve", "--scoring", "gpu"), "invalid --scoring 'gpu': use thread or inline"),
+        (("serve", "--direct-below-ms", "-1"), "invalid --direct-below-ms -1.0: must be 0 or more"),
+        (("serve", "--poll-interval", "0"), "must be positive"),
+    ]
+    for args, message in cases:
+        code, out, err = run(*args)
+        assert code == 3, (args, code, out, err)
+        assert message in " ".join(err.split()), (args, err)
+        assert "Traceback" not in err

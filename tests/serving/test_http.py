@@ -233,10 +233,14 @@ async def test_openapi_and_listing(source: InMemorySource) -> None:
         assert listing["models"][0]["aliases"]["production"]["version"] == 1
 
 
-@pytest.mark.parametrize("scoring", ["thread", "inline"])
-async def test_batching_gives_the_same_answers(source: InMemorySource, scoring: str) -> None:
+# thread: lone requests take the direct path (on the loop), concurrent ones batch on the thread
+MODES = {"thread": {}, "thread-only": {"direct_below": 0.0}, "inline": {"scoring": "inline"}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_batching_gives_the_same_answers(source: InMemorySource, mode: str) -> None:
     rows = sample_rows(120, seed=0)
-    async with serve(source, max_batch_rows=32, scoring=scoring) as s:
+    async with serve(source, max_batch_rows=32, **MODES[mode]) as s:
         alone = []
         for row in rows[:40]:
             r = await s.client.post("/models/credit@1/predict", json={"rows": [row]})
@@ -267,8 +271,8 @@ def _batches(response: Any) -> tuple[float, float]:
     return count, total
 
 
-@pytest.mark.parametrize("scoring", ["thread", "inline"])
-async def test_batched_tree_model_is_bit_identical(scoring: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_batched_tree_model_is_bit_identical(mode: str) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     rng = np.random.default_rng(1)
@@ -279,7 +283,7 @@ async def test_batched_tree_model_is_bit_identical(scoring: str) -> None:
     src.add("tree", 1, SklearnScorer(model), infer_schema(x))
     src.set_alias("tree", "production", 1)
     rows = x.head(60).to_dict(orient="records")
-    async with serve(src, scoring=scoring) as s:
+    async with serve(src, **MODES[mode]) as s:
         alone = [
             (await s.client.post("/models/tree/predict", json={"rows": [r]})).json()["predictions"][0] for r in rows
         ]

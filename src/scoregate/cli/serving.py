@@ -28,6 +28,13 @@ def serve(
     scoring: Annotated[
         str, typer.Option(help="thread: each model version scores on its own thread; inline: on the event loop.")
     ] = "thread",
+    direct_below_ms: Annotated[
+        float,
+        typer.Option(
+            help="Thread mode: a lone request to a model faster than this is scored on the event loop "
+            "while the model's thread is idle (saves the thread handoff); 0 turns it off."
+        ),
+    ] = 2.0,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Serve models over HTTP: Open Inference Protocol V2 and plain JSON, with hot swap on alias moves."""
@@ -38,6 +45,8 @@ def serve(
             raise InvalidInputError(f"invalid {name} {value}: must be at least {low}")
     if scoring not in ("thread", "inline"):
         raise InvalidInputError(f"invalid --scoring {scoring!r}: use thread or inline")
+    if direct_below_ms < 0:
+        raise InvalidInputError(f"invalid --direct-below-ms {direct_below_ms}: must be 0 or more")
     if port > 65535:
         raise InvalidInputError(f"invalid --port {port}: must be at most 65535")
     if max_body_mb <= 0 or poll_interval <= 0 or log_flush_interval <= 0:
@@ -54,5 +63,6 @@ def serve(
         log_predictions=log_predictions,
         log_flush_interval=log_flush_interval,
         scoring=scoring,
+        direct_below=direct_below_ms / 1000.0,
         log_level=log_level,
     )

@@ -26,6 +26,7 @@ class SklearnScorer(Scorer):
             raise FlavorError(f"sklearn flavor: the loaded object is a {type(model).__name__}, which has no predict()")
         self.model = model
         self._wants_frame = hasattr(model, "feature_names_in_")
+        self.takes_matrix = not self._wants_frame
         self._proba_columns: list[str] | None = None
         self._pre: Any = None
         self._final: Any = model
@@ -44,7 +45,14 @@ class SklearnScorer(Scorer):
         return output_frame(self.predict_columns(frame), len(frame))
 
     def predict_columns(self, frame: pd.DataFrame) -> dict[str, Any]:
-        data = frame if self._wants_frame else frame.to_numpy()
+        return self._predict_data(frame if self._wants_frame else frame.to_numpy())
+
+    def predict_matrix(self, matrix: Any) -> dict[str, Any]:
+        if self._wants_frame:
+            raise NotImplementedError("this model was fitted on a DataFrame: it needs predict_columns")
+        return self._predict_data(matrix)
+
+    def _predict_data(self, data: Any) -> dict[str, Any]:
         if self._proba_columns is None:
             return raw_columns(self.model.predict(data), prefix="output")
         if self._pre is not None:

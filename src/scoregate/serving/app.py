@@ -488,13 +488,16 @@ def create_app(
     scorer_threads: int | None = None,
     shadow_max_pending: int = 1000,
     scoring: str = "thread",
+    direct_below: float = 0.002,
 ) -> ScoringApp:
     """Build the ASGI app. ``source`` is a :class:`ModelSource` or a zero-argument factory
     (called on the loader thread at startup, e.g. ``lambda: RegistrySource.open(settings)``).
     ``predictions_dir=None`` turns the prediction log off. ``scoring``: ``thread`` (each model
     version on its own scoring thread, the default) or ``inline`` (on the event loop: lower
     latency for fast models when one worker serves few models; a slow model then delays
-    the others, so it is opt-in)."""
+    the others, so it is opt-in). ``direct_below``: in thread mode, a lone request to a
+    model whose calls take less than this many seconds is scored on the event loop while
+    the model's thread is idle (0 turns the shortcut off; see :mod:`.batcher`)."""
     factory = source if callable(source) and not hasattr(source, "revision") else (lambda: source)
     metrics = Metrics()
     state = ServingState(
@@ -505,6 +508,7 @@ def create_app(
         poll_interval=poll_interval,
         scorer_threads=scorer_threads,
         scoring=scoring,
+        direct_below=direct_below,
     )
     plog = None
     if predictions_dir is not None:

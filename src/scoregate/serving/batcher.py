@@ -4,9 +4,9 @@ Requests are validated on the event loop and queued here as jobs. The scoring th
 blocks until a job arrives, then greedily takes whatever else is already waiting (no
 timer: an idle server scores a lone request at once, a busy one merges the requests
 that queued up while the previous batch was scoring), up to ``max_batch_rows``. It
-builds one typed frame for the batch, makes one framework call and hands every job
-its own slice of the outputs. Scoring runs off the event loop, so one slow model
-does not stall the others or the HTTP handling.
+builds one input for the batch (a float matrix or a typed frame), makes one framework
+call and hands every job its own slice of the outputs. Scoring runs off the event loop,
+so one slow model does not stall the others or the HTTP handling.
 
 Inline mode is for fast models. Python threads share one interpreter lock: a model
 whose call releases and re-takes the lock many times (scikit-learn's tree ensembles
@@ -16,6 +16,16 @@ scored in a loop callback: requests that arrive meanwhile wait in the socket buf
 and form the next batch, so the greedy behaviour is the same without any handoff.
 Inline is opt-in (``scoring="inline"``): it saves the handoff for fast models, but a
 slow model would then delay every other model of the worker.
+
+Thread mode keeps one shortcut from inline mode, the *direct path*: a request that
+arrives alone, for a model whose calls take less than ``direct_below`` seconds
+(measured), while its scoring thread is idle, is scored on the event loop at the end
+of the loop iteration. Handing it to the thread and back costs two thread wake-ups
+and GIL handoffs across cores, about 0.1-0.5 ms on a 2-core VM, which is most of
+the server's overhead on a lightly loaded fast model. Under load the scoring thread
+is busy or several requests are waiting, so they take the queue and batch as
+before; a slow model never takes the shortcut. A lock keeps the loop and the thread
+from ever calling the same scorer at once.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,26 +88,34 @@ def _deliver(items: list[tuple[Any, Any, BaseException | None]]) -> None:
             future.set_result(result)
 
 
-def _frame_builder(validator: RecordValidator) -> Callable[[Sequence[Any]], Any]:
-    """The batch frame: the validator's, or for all-float schemas one 2-D float64 block.
+def _batch_predictor(scorer: Scorer, validator: RecordValidator) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """records -> the scorer's output columns, through the cheapest input the scorer takes.
 
-    A single block is built in one numpy call (None becomes NaN, as the validator's
-    frame does) and hands scorers a C-contiguous matrix; a frame of separate columns
-    costs about half a millisecond per batch in pandas alone.
+    For all-float schemas the batch is one 2-D float64 block built in one numpy call
+    (None becomes NaN, as the validator's frame does): handed over as is to a scorer
+    that takes a matrix, else wrapped in a frame without copying. A frame of separate
+    columns costs about half a millisecond per batch in pandas alone.
     """
     features = validator.schema.features
     if not all(f.type is FeatureType.FLOAT for f in features):
-        return validator.frame
+        frame = validator.frame
+        return lambda records: scorer.predict_columns(frame(records))
     names = [f.name for f in features]
+
+    def matrix(records: Sequence[Any]) -> np.ndarray:
+        return np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
+
+    if scorer.takes_matrix:
+        return lambda records: scorer.predict_matrix(matrix(records))
     # Built once: an Index made from a list of str per batch goes through pandas' string
     # inference (Arrow), which cost more than the rest of the frame.
     columns = pd.Index(names, dtype=object)
 
-    def float_frame(records: Sequence[Any]) -> pd.DataFrame:
-        matrix = np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
-        return pd.DataFrame(matrix, columns=columns, index=pd.RangeIndex(len(records)), copy=False)
+    def via_frame(records: Sequence[Any]) -> dict[str, Any]:
+        frame = pd.DataFrame(matrix(records), columns=columns, index=pd.RangeIndex(len(records)), copy=False)
+        return scorer.predict_columns(frame)
 
-    return float_frame
+    return via_frame
 
 
 class Batcher:
@@ -110,6 +129,7 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         thread_init: Callable[[], None] | None = None,
         inline: bool = False,
+        direct_below: float = 0.0,
     ) -> None:
         self.scorer = scorer
         self.validator = validator
@@ -117,12 +137,17 @@ class Batcher:
         self.max_batch_rows = max(1, int(max_batch_rows))
         self.on_batch = on_batch
         self.closed = False
-        self._frame = _frame_builder(validator)
+        self._predict = _batch_predictor(scorer, validator)
         self._thread_init = thread_init
         self.inline = inline
+        self.direct_below = 0.0 if inline else float(direct_below)
+        #: Moving average of one framework call (frame to outputs), in seconds.
+        self.call_seconds = float("inf")
+        self._scoring = threading.Lock()  # held by whoever is calling the scorer
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: list[_Job] = []  # inline mode: jobs waiting for the next drain
         self._drain_scheduled = False
+        self._loop_initialised = False  # thread_init has run on the event loop's thread
         self._thread: threading.Thread | None = None
         if not inline:
             self._thread = threading.Thread(target=self._run, name=f"scorer-{name}", daemon=True)
@@ -136,7 +161,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         job = _Job(records, future, loop, None)
-        if self.inline:
+        if self.inline or self.call_seconds < self.direct_below:
             self._enqueue_inline(job, loop)
         else:
             self._queue.put(job)
@@ -180,10 +205,13 @@ class Batcher:
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Score what queued up since the last drain; the rest waits for the next loop turn."""
         self._drain_scheduled = False
+        pending = self._pending
+        if not self.inline:
+            self._direct(pending)
+            return
         if self._thread_init is not None:
             init, self._thread_init = self._thread_init, None
             init()
-        pending = self._pending
         rows = 0
         taken = 0
         for job in pending:
@@ -196,14 +224,50 @@ class Batcher:
         if pending:  # I/O runs before the next drain
             self._drain_scheduled = True
             loop.call_soon(self._drain, loop)
-        self._score(batch, rows)
+        self._score(batch, rows, on_loop=True)
+
+    def _direct(self, pending: list[_Job]) -> None:
+        """Thread mode: score a lone request here if the scoring thread is idle, else queue."""
+        if self.closed:  # retired meanwhile: the thread may be gone, finish them here
+            jobs = pending[:]
+            pending.clear()
+            with self._scoring:
+                self._init_loop_thread()
+                for job in jobs:
+                    self._score([job], len(job.records), on_loop=True)
+            return
+        if len(pending) == 1 and self._queue.empty() and self._scoring.acquire(blocking=False):
+            job = pending.pop()
+            try:
+                self._init_loop_thread()
+                self._score([job], len(job.records), on_loop=True)
+            finally:
+                self._scoring.release()
+            return
+        put = self._queue.put
+        for job in pending:
+            put(job)
+        pending.clear()
+
+    def _init_loop_thread(self) -> None:
+        if not self._loop_initialised:
+            self._loop_initialised = True
+            if self._thread_init is not None:
+                self._thread_init()
 
     # --- scoring thread -------------------------------------------------------------------
 
     def score_now(self, records: Sequence[Any]) -> Outputs:
         """Score synchronously on the calling thread (warm-up, tests)."""
-        frame = self._frame(records)
-        return self._outputs(self.scorer.predict_columns(frame), len(records))
+        with self._scoring:
+            started = time.perf_counter()
+            outputs = self._outputs(self._predict(records), len(records))
+            self._timed(time.perf_counter() - started)
+        return outputs
+
+    def _timed(self, seconds: float) -> None:
+        previous = self.call_seconds
+        self.call_seconds = seconds if previous == float("inf") else 0.8 * previous + 0.2 * seconds
 
     def _run(self) -> None:
         if self._thread_init is not None:
@@ -234,27 +298,29 @@ class Batcher:
                     break
                 batch.append(nxt)
                 rows += len(nxt.records)
-            self._score(batch, rows)
+            with self._scoring:
+                self._score(batch, rows, on_loop=False)
             if stop:
                 return
 
-    def _score(self, batch: list[_Job], rows: int) -> None:
+    def _score(self, batch: list[_Job], rows: int, *, on_loop: bool) -> None:
         records = batch[0].records if len(batch) == 1 else [record for job in batch for record in job.records]
         try:
-            frame = self._frame(records)
-            outputs = self._outputs(self.scorer.predict_columns(frame), rows)
+            started = time.perf_counter()
+            outputs = self._outputs(self._predict(records), rows)
+            self._timed(time.perf_counter() - started)
         except Exception as exc:
             if len(batch) > 1:  # isolate the request that breaks the model
                 for job in batch:
-                    self._score([job], len(job.records))
+                    self._score([job], len(job.records), on_loop=on_loop)
                 return
             log.exception("model %s failed to score a batch of %d rows", self.name, rows)
-            self._finish(batch, [None], exc)
+            self._finish(batch, [None], exc, on_loop)
             return
         if self.on_batch is not None:
             self.on_batch(rows)
         if len(batch) == 1:
-            self._finish(batch, [outputs], None)
+            self._finish(batch, [outputs], None, on_loop)
             return
         names, kinds, columns = outputs.names, outputs.kinds, outputs.columns
         results = []
@@ -263,9 +329,9 @@ class Batcher:
             end = start + len(job.records)
             results.append(Outputs(names, kinds, [column[start:end] for column in columns]))
             start = end
-        self._finish(batch, results, None)
+        self._finish(batch, results, None, on_loop)
 
-    def _finish(self, batch: list[_Job], results: list[Any], error: BaseException | None) -> None:
+    def _finish(self, batch: list[_Job], results: list[Any], error: BaseException | None, on_loop: bool) -> None:
         by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
         for i, job in enumerate(batch):
             result = results[i] if error is None else None
@@ -277,7 +343,7 @@ class Batcher:
                 continue
             by_loop.setdefault(job.loop, []).append((job.future, result, error))
         for loop, items in by_loop.items():
-            if self.inline:  # already on the loop
+            if on_loop:
                 _deliver(items)
                 continue
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown

@@ -62,6 +62,7 @@ def build_from_options(options: dict[str, Any]) -> ScoringApp:
         log_flush_interval=options.get("log_flush_interval", 1.0),
         scorer_threads=options.get("scorer_threads"),
         scoring=options.get("scoring", "thread"),
+        direct_below=options.get("direct_below", 0.002),
     )
 
 
@@ -85,6 +86,7 @@ def run(
     scorer_threads: int | None = 1,
     switch_interval: float | None = 0.001,
     scoring: str = "thread",
+    direct_below: float = 0.002,
     graceful_timeout: float = 30.0,
     log_level: str = "info",
     source: str | None = None,
@@ -108,6 +110,7 @@ def run(
         "scorer_threads": scorer_threads,
         "switch_interval": switch_interval,
         "scoring": scoring,
+        "direct_below": float(direct_below),
         "source": source,
     }
     common: dict[str, Any] = {

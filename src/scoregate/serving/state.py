@@ -146,6 +146,7 @@ class ServingState:
         poll_interval: float = 0.5,
         scorer_threads: int | None = None,
         scoring: str = "thread",
+        direct_below: float = 0.002,
     ) -> None:
         self._source_factory = source_factory
         self.source: ModelSource | None = None
@@ -157,6 +158,7 @@ class ServingState:
         if scoring not in SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}, not {scoring!r}")
         self.scoring = scoring
+        self.direct_below = direct_below
         self.table = Table()
         self.ready = False
         # Registry calls and model loading happen on one loader thread, never on the loop.
@@ -350,6 +352,7 @@ class ServingState:
             on_batch=self.metrics.child(self.metrics.batch_rows, info.name, str(info.version)).observe,
             thread_init=thread_init,
             inline=inline,
+            direct_below=self.direct_below,
         )
         served = Served(info, batcher, validator, self.metrics)
         try:
