@@ -3,7 +3,9 @@
 Trains the benchmark model on numpy, registers it in a throw-away registry, serves it
 with ``scoregate.serving.run`` (validation and prediction log on) in a subprocess and
 drives it with wrk (Lua script, on loopback) at 1, 8 and 32 connections. Prints
-req/s, p50/p95/p99 and the ratio to in-process ``predict_proba`` on one row.
+req/s, p50/p95/p99, the ratio to in-process ``predict_proba`` on one row, the issue's
+targets, and then the same series against a bare ASGI server with greedy batching
+(``bare_server.py``: no validation, log or metrics) with the ratios between the two.
 
     .venv/bin/python benchmarks/serving.py [--workers 2] [--duration 10] [--connections 1,8,32]
 
@@ -147,6 +149,56 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError("server did not become ready")
 
 
+HEADER = f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/in-proc':>11}"
+
+
+class Series:
+    """wrk at each connection count against a server started for the series."""
+
+    def __init__(self, script: Path, bodies: Path, connections: list[int], duration: int, threads: int) -> None:
+        self.script, self.bodies = script, bodies
+        self.connections, self.duration, self.threads = connections, duration, threads
+
+    def wrk(self, url: str, conns: int, seconds: int) -> str:
+        command = ["wrk", f"-t{min(self.threads, conns)}", f"-c{conns}", f"-d{seconds}s", "-s", str(self.script)]
+        return subprocess.run(
+            [*command, url, "--", str(self.bodies)], check=True, capture_output=True, text=True
+        ).stdout
+
+    def run(self, command: list[str], port: int, one_row: float) -> dict[int, tuple[float, float, float]]:
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen(command, start_new_session=True)
+        results: dict[int, tuple[float, float, float]] = {}
+        try:
+            wait_ready(url)
+            self.wrk(url, 8, 2)  # warm every worker
+            print(
+                f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/in-proc':>11}"
+            )
+            for conns in self.connections:
+                out = self.wrk(url, conns, self.duration)
+                match = re.search(
+                    r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p95=(\d+) p99=(\d+)", out
+                )
+                if match is None:
+                    print(out)
+                    raise RuntimeError("could not parse wrk output")
+                requests, duration, errors, p50, p95, p99 = map(int, match.groups())
+                rps = requests / (duration / 1e6)
+                results[conns] = (rps, p50 / 1e3, p99 / 1e3)
+                print(
+                    f"{conns:>5} {rps:>9.0f} {p50 / 1e3:>8.3f} {p95 / 1e3:>8.3f} {p99 / 1e3:>8.3f} {errors:>6} "
+                    f"{p50 / 1e6 / one_row:>10.2f}x"
+                )
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        return results
+
+
 def report_targets(results: dict[int, tuple[float, float, float]], one_row_ms: float) -> None:
     """The issue's targets on 2 cores, against this run's own figures."""
     if 1 in results:
@@ -173,6 +225,7 @@ def main() -> None:
     parser.add_argument("--scorer-threads", type=int, default=1, help="OpenMP threads per scoring thread")
     parser.add_argument("--no-log", action="store_true", help="turn the prediction log off")
     parser.add_argument("--no-registry", action="store_true", help="serve from the joblib file, not a registry")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare ASGI server (bare_server.py)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -213,54 +266,39 @@ def main() -> None:
     script.write_text(LUA)
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     code = (
         "from scoregate.config import Settings; from scoregate.serving import run; "
         f"run(Settings(home={str(home)!r}), '127.0.0.1', {port}, workers={args.workers}, "
         f"log_predictions={not args.no_log}, scorer_threads={args.scorer_threads!r}, log_level='warning', "
         f"source={source!r})"
     )
-    server = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    try:
-        wait_ready(url)
-        # warm every worker
-        subprocess.run(
-            ["wrk", "-t1", "-c8", "-d2s", "-s", str(script), url, "--", str(bodies)], check=True, capture_output=True
-        )
-        print(f"in-process predict_proba, one row (median): {one_row * 1e3:.3f} ms")
-        print(f"in-process flavor scorer.predict (what the server calls), one row, 1 thread: {flavor_row * 1e3:.3f} ms")
-        print(f"server: {args.workers} worker(s), validation on, prediction log {'off' if args.no_log else 'on'}")
-        print(f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/in-proc':>11}")
-        results: dict[int, tuple[float, float, float]] = {}
-        for conns in [int(c) for c in args.connections.split(",")]:
-            threads = min(args.threads, conns)
-            out = subprocess.run(
-                ["wrk", f"-t{threads}", f"-c{conns}", f"-d{args.duration}s", "-s", str(script), url, "--", str(bodies)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            match = re.search(
-                r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p95=(\d+) p99=(\d+)", out
-            )
-            if match is None:
-                print(out)
-                raise RuntimeError("could not parse wrk output")
-            requests, duration, errors, p50, p95, p99 = map(int, match.groups())
-            rps = requests / (duration / 1e6)
-            results[conns] = (rps, p50 / 1e3, p99 / 1e3)
+    print(f"in-process predict_proba, one row (median): {one_row * 1e3:.3f} ms")
+    print(f"in-process flavor scorer.predict (what the server calls), one row, 1 thread: {flavor_row * 1e3:.3f} ms")
+    print(f"scoregate: {args.workers} worker(s), validation on, prediction log {'off' if args.no_log else 'on'}")
+    series = Series(script, bodies, [int(c) for c in args.connections.split(",")], args.duration, args.threads)
+    results = series.run([sys.executable, "-c", code], port, one_row)
+    print(f"p50 overhead at 1 connection is the p50 above minus {one_row * 1e3:.3f} ms")
+    report_targets(results, one_row * 1e3)
+    if not args.no_baseline:
+        print(f"bare ASGI server (benchmarks/bare_server.py): {args.workers} worker(s), no validation, log or metrics")
+        bare_port = free_port()
+        bare = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_server:app",
+            *("--port", str(bare_port), "--workers", str(args.workers), "--log-level", "warning"),
+            *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--app-dir", str(Path(__file__).parent)),
+        ]
+        os.environ["BARE_MODEL"] = str(home / "bench.joblib")
+        baseline = series.run(bare, bare_port, one_row)
+        print("scoregate / bare server, same run:")
+        for conns, (rps, p50, p99) in results.items():
+            b_rps, b_p50, b_p99 = baseline[conns]
             print(
-                f"{conns:>5} {rps:>9.0f} {p50 / 1e3:>8.3f} {p95 / 1e3:>8.3f} {p99 / 1e3:>8.3f} {errors:>6} "
-                f"{p50 / 1e6 / one_row:>10.2f}x"
+                f"{conns:>5} conns: req/s {rps / b_rps:.2f}x, p50 {p50 / b_p50:.2f}x, p99 {p99 / b_p99:.2f}x "
+                f"(+{p50 - b_p50:.3f} ms at p50)"
             )
-        print(f"p50 overhead at 1 connection is the p50 above minus {one_row * 1e3:.3f} ms")
-        report_targets(results, one_row * 1e3)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
     from scoregate.serving import read_predictions
 
     logged = read_predictions(home, model="bench")
