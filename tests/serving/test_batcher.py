@@ -15,7 +15,7 @@ import pytest
 
 from scoregate.flavors.base import Scorer
 from scoregate.schema import infer_schema
-from scoregate.serving.batcher import Batcher
+from scoregate.serving.batcher import SLOW_CALL_MEMORY, Batcher
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +64,8 @@ def make(scorer: Recording, **kwargs: Any) -> Batcher:
     from scoregate.schema import RecordValidator
 
     batcher = Batcher(scorer, RecordValidator(SCHEMA), name="m@1", **kwargs)
-    batcher.score_now([{"a": 0.0, "b": 0.0}])  # the warm-up call the server makes: measures the model
+    for _ in range(3):  # the warm-up calls the server makes: they measure the model
+        batcher.score_now([{"a": 0.0, "b": 0.0}])
     scorer.threads.clear()
     scorer.sizes.clear()
     return batcher
@@ -129,3 +130,21 @@ async def test_requests_waiting_when_the_batcher_is_retired_are_still_answered()
     answers = await asyncio.wait_for(asyncio.gather(*futures), 10)
     assert [a.columns for a in answers] == [[[2.0]], [[3.0]], [[4.0]]]
     assert batcher.join(10)
+
+
+async def test_a_model_that_turns_slow_leaves_the_loop_for_its_next_calls() -> None:
+    scorer = Recording()
+    batcher = make(scorer, direct_below=0.05)
+    loop_thread = threading.current_thread().name
+    try:
+        assert (await batcher.submit([{"a": 1.0, "b": 0.0}])).columns == [[1.0]]
+        scorer.delay = 0.1  # e.g. a Python model whose dependency slowed down
+        await batcher.submit([{"a": 2.0, "b": 0.0}])  # measured fast before: still on the loop, once
+        scorer.delay = 0.0
+        for i in range(SLOW_CALL_MEMORY + 3):
+            await batcher.submit([{"a": float(i), "b": 0.0}])
+    finally:
+        close(batcher)
+    assert scorer.threads[:2] == [loop_thread] * 2
+    assert scorer.threads[2 : 2 + SLOW_CALL_MEMORY] == ["scorer-m@1"] * SLOW_CALL_MEMORY
+    assert scorer.threads[2 + SLOW_CALL_MEMORY :] == [loop_thread] * 3  # fast again for 32 calls

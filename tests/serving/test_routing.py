@@ -187,6 +187,47 @@ class SlowScorer(Scorer):
         return self.inner.predict(frame)
 
 
+class BlockingScorer(Scorer):
+    """Slow on every call (so measured slow); a row with ``income == MARK`` blocks until released."""
+
+    flavor = "sklearn"
+    MARK = 123.456
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        time.sleep(0.01)
+        if (frame["income"] == self.MARK).any():
+            self.entered.set()
+            self.release.wait(10)
+        return self.inner.predict(frame)
+
+
+async def test_a_slow_model_does_not_stall_the_others(source: InMemorySource, schema: Any) -> None:
+    _info, inner = source.load("credit", 1)
+    blocking = BlockingScorer(inner)
+    source.add("slow", 1, blocking, schema)
+    source.set_alias("slow", "production", 1)
+    rows = sample_rows(400, seed=0)[:6]  # the training rows: within the schema's ranges
+    async with serve(source) as s:
+        held = {**rows[0], "income": BlockingScorer.MARK}
+        slow = asyncio.ensure_future(s.client.post("/models/slow@production/predict", json={"rows": [held]}))
+        deadline = time.monotonic() + 10
+        while not blocking.entered.is_set():
+            assert time.monotonic() < deadline, "the slow request never reached its model"
+            await asyncio.sleep(0.01)
+        try:
+            fast = [await s.client.post("/models/credit@production/predict", json={"rows": [r]}) for r in rows[1:]]
+            assert [r.status_code for r in fast] == [200] * 5
+            assert not slow.done(), "the fast model was answered only after the slow one"
+        finally:
+            blocking.release.set()
+        assert (await slow).status_code == 200
+
+
 def test_graceful_drain_on_shutdown(source: InMemorySource, schema: Any, tmp_path: Path, threaded: Any) -> None:
     _info, inner = source.load("credit", 1)
     slow = InMemorySource()

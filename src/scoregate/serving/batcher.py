@@ -19,13 +19,15 @@ slow model would then delay every other model of the worker.
 
 Thread mode keeps one shortcut from inline mode, the *direct path*: a request that
 arrives alone, for a model whose calls take less than ``direct_below`` seconds
-(measured), while its scoring thread is idle, is scored on the event loop at the end
-of the loop iteration. Handing it to the thread and back costs two thread wake-ups
+(each of its last 32 calls was), while its scoring thread is idle, is scored on the
+event loop at the end of the loop iteration. Handing it to the thread and back costs two thread wake-ups
 and GIL handoffs across cores, about 0.1-0.5 ms on a 2-core VM, which is most of
 the server's overhead on a lightly loaded fast model. Under load the scoring thread
 is busy or several requests are waiting, so they take the queue and batch as
-before; a slow model never takes the shortcut. A lock keeps the loop and the thread
-from ever calling the same scorer at once.
+before; a slow model never takes the shortcut. The price: a model measured fast whose
+next call is suddenly slow delays the loop for that one call, then stays on its thread
+for its next 32 calls. A lock keeps the loop and the thread from ever calling the same
+scorer at once.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from scoregate.schema import FeatureType, RecordValidator
 log = logging.getLogger("scoregate.serving")
 
 _STOP = object()
+SLOW_CALL_MEMORY = 32  # calls a model stays off the direct path after a slow one
 
 
 class BatcherClosed(RuntimeError):
@@ -141,8 +144,10 @@ class Batcher:
         self._thread_init = thread_init
         self.inline = inline
         self.direct_below = 0.0 if inline else float(direct_below)
-        #: Moving average of one framework call (frame to outputs), in seconds.
-        self.call_seconds = float("inf")
+        #: Calls left before the direct path may be used again: 1 until a call is measured,
+        #: SLOW_CALL_MEMORY after any call that took ``direct_below`` or longer, so a model
+        #: that turns slow leaves the event loop at once and must prove itself fast again.
+        self.thread_only_calls = 1
         self._scoring = threading.Lock()  # held by whoever is calling the scorer
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: list[_Job] = []  # inline mode: jobs waiting for the next drain
@@ -161,7 +166,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         job = _Job(records, future, loop, None)
-        if self.inline or self.call_seconds < self.direct_below:
+        if self.inline or (self.direct_below and not self.thread_only_calls):
             self._enqueue_inline(job, loop)
         else:
             self._queue.put(job)
@@ -266,8 +271,10 @@ class Batcher:
         return outputs
 
     def _timed(self, seconds: float) -> None:
-        previous = self.call_seconds
-        self.call_seconds = seconds if previous == float("inf") else 0.8 * previous + 0.2 * seconds
+        if seconds >= self.direct_below:
+            self.thread_only_calls = SLOW_CALL_MEMORY
+        elif self.thread_only_calls:
+            self.thread_only_calls -= 1
 
     def _run(self) -> None:
         if self._thread_init is not None:
@@ -298,12 +305,25 @@ class Batcher:
                     break
                 batch.append(nxt)
                 rows += len(nxt.records)
-            with self._scoring:
-                self._score(batch, rows, on_loop=False)
+            self._score(batch, rows, on_loop=False)
             if stop:
                 return
 
     def _score(self, batch: list[_Job], rows: int, *, on_loop: bool) -> None:
+        """Score and answer. ``on_loop``: called on the event loop, whose caller holds the lock
+        where one is needed (the direct path), and can answer the futures itself."""
+        if on_loop:
+            done = self._compute(batch, rows)
+        else:
+            # The lock covers the scorer call only: released before the answers go out, so a
+            # client answered now finds the thread idle when its next request arrives.
+            with self._scoring:
+                done = self._compute(batch, rows)
+        for jobs, results, error in done:
+            self._finish(jobs, results, error, on_loop)
+
+    def _compute(self, batch: list[_Job], rows: int) -> list[tuple[list[_Job], list[Any], BaseException | None]]:
+        """Score one batch: [(jobs, their outputs, error)], the request that breaks the model isolated."""
         records = batch[0].records if len(batch) == 1 else [record for job in batch for record in job.records]
         try:
             started = time.perf_counter()
@@ -311,17 +331,13 @@ class Batcher:
             self._timed(time.perf_counter() - started)
         except Exception as exc:
             if len(batch) > 1:  # isolate the request that breaks the model
-                for job in batch:
-                    self._score([job], len(job.records), on_loop=on_loop)
-                return
+                return [part for job in batch for part in self._compute([job], len(job.records))]
             log.exception("model %s failed to score a batch of %d rows", self.name, rows)
-            self._finish(batch, [None], exc, on_loop)
-            return
+            return [(batch, [None], exc)]
         if self.on_batch is not None:
             self.on_batch(rows)
         if len(batch) == 1:
-            self._finish(batch, [outputs], None, on_loop)
-            return
+            return [(batch, [outputs], None)]
         names, kinds, columns = outputs.names, outputs.kinds, outputs.columns
         results = []
         start = 0
@@ -329,7 +345,7 @@ class Batcher:
             end = start + len(job.records)
             results.append(Outputs(names, kinds, [column[start:end] for column in columns]))
             start = end
-        self._finish(batch, results, None, on_loop)
+        return [(batch, results, None)]
 
     def _finish(self, batch: list[_Job], results: list[Any], error: BaseException | None, on_loop: bool) -> None:
         by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
