@@ -16,7 +16,7 @@ import pandas as pd
 
 from scoregate.errors import FlavorError
 from scoregate.flavors._files import single_model_file
-from scoregate.flavors._outputs import classifier_frame, one_line, raw_frame
+from scoregate.flavors._outputs import classifier_columns, one_line, output_frame, raw_columns
 from scoregate.flavors.base import Flavor, Scorer
 
 _MODEL_SUFFIXES = {".txt", ".lgb", ".model"}
@@ -42,6 +42,8 @@ class LightGBMScorer(Scorer):
             self._columns = [f"proba_{i}" for i in range(self.num_class)]
         else:
             self._columns = []
+        # Numeric features only: the batch matrix is what _array would build from a frame.
+        self.takes_matrix = not self._categories
 
     def _array(self, frame: pd.DataFrame) -> np.ndarray:
         if not self._categories:
@@ -59,16 +61,22 @@ class LightGBMScorer(Scorer):
         return out
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return output_frame(self.predict_columns(frame), len(frame))
+
+    def predict_columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return self.predict_matrix(self._array(frame))
+
+    def predict_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         try:
-            raw = self.booster.predict(self._array(frame))
+            raw = self.booster.predict(matrix)
         except Exception as exc:
             raise FlavorError(f"lightgbm flavor: the input does not fit the model: {one_line(exc)}") from None
         if self.objective == "binary":
             proba = np.column_stack((1.0 - raw, raw))
-            return classifier_frame((raw > 0.5).astype(np.int64), proba, self._columns)
+            return classifier_columns((raw > 0.5).astype(np.int64), proba, self._columns)
         if self._columns:
-            return classifier_frame(np.argmax(raw, axis=1), raw, self._columns)
-        return raw_frame(raw, prefix="output")
+            return classifier_columns(np.argmax(raw, axis=1), raw, self._columns)
+        return raw_columns(raw, prefix="output")
 
 
 def _categorical_indices(booster: Any, names: list[str]) -> list[int]:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from scoregate.errors import FlavorError
 from scoregate.flavors._files import single_model_file
-from scoregate.flavors._outputs import classifier_frame, one_line, raw_frame
+from scoregate.flavors._outputs import classifier_columns, one_line, output_frame, raw_columns
 from scoregate.flavors.base import Flavor, Scorer
 
 _MODEL_SUFFIXES = {".json", ".ubj", ".xgb", ".model", ".bin"}
@@ -46,6 +46,8 @@ class XGBoostScorer(Scorer):
             self._columns = [f"proba_{i}" for i in range(self._num_class)]
         else:
             self._columns = []
+        # A positional model (no feature names) of numeric features reads a matrix as is.
+        self.takes_matrix = not self._named and not self._categorical
 
     def _matrix(self, frame: pd.DataFrame) -> Any:
         if self._categorical:
@@ -72,18 +74,27 @@ class XGBoostScorer(Scorer):
         return self._xgb.DMatrix(values)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return output_frame(self.predict_columns(frame), len(frame))
+
+    def predict_columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return self._outputs(lambda: self._matrix(frame))
+
+    def predict_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        return self._outputs(lambda: self._xgb.DMatrix(matrix))
+
+    def _outputs(self, dmatrix: Any) -> dict[str, np.ndarray]:
         try:
-            raw = self.booster.predict(self._matrix(frame))
+            raw = self.booster.predict(dmatrix())
         except ValueError as exc:  # feature names / count mismatch
             raise FlavorError(f"xgboost flavor: the input does not fit the model: {one_line(exc)}") from None
         if self.objective == "binary:logistic":
             proba = np.column_stack((1.0 - raw, raw))
-            return classifier_frame((raw > 0.5).astype(np.int64), proba, self._columns)
+            return classifier_columns((raw > 0.5).astype(np.int64), proba, self._columns)
         if self.objective == "multi:softprob":
-            return classifier_frame(np.argmax(raw, axis=1), raw, self._columns)
+            return classifier_columns(np.argmax(raw, axis=1), raw, self._columns)
         if self.objective == "multi:softmax":
-            return raw_frame(raw.astype(np.int64))
-        return raw_frame(raw, prefix="output")
+            return raw_columns(raw.astype(np.int64))
+        return raw_columns(raw, prefix="output")
 
 
 class XGBoostFlavor(Flavor):
