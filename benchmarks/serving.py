@@ -297,7 +297,7 @@ def main() -> None:
             b_rps, b_p50, b_p99 = baseline[conns]
             print(
                 f"{conns:>5} conns: req/s {rps / b_rps:.2f}x, p50 {p50 / b_p50:.2f}x, p99 {p99 / b_p99:.2f}x "
-                f"(+{p50 - b_p50:.3f} ms at p50)"
+                f"({p50 - b_p50:+.3f} ms at p50)"
             )
     from scoregate.serving import read_predictions
 
