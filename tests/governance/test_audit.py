@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from scoregate.errors import InvalidInputError
 from scoregate.governance.audit import (
@@ -54,9 +56,34 @@ def fill(engine: Engine, count: int = 5) -> None:
             )
 
 
-def tamper(engine: Engine, statement: str, **params: object) -> None:
+def tamper(engine: Engine, statement: str | Executable, **params: object) -> None:
+    """What somebody who owns the tables can do: take the append-only triggers away first."""
+    if isinstance(statement, str):
+        statement = text(statement)
     with engine.begin() as connection:
-        connection.execute(text(statement), params)
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        else:
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
+        connection.execute(statement, params)
+
+
+def test_the_database_refuses_to_change_or_delete_events(engine: Engine) -> None:
+    fill(engine)
+    before = events(engine)
+    statements = [
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 3",
+        "DELETE FROM audit_events WHERE seq = 5",
+        "DELETE FROM audit_events",
+    ]
+    if engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE audit_events")
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="audit_events is append-only"), engine.begin() as connection:
+            connection.execute(text(statement))
+    assert events(engine) == before
+    assert verify(engine).ok
 
 
 def events(engine: Engine) -> list:
@@ -129,10 +156,9 @@ def test_an_updated_middle_event_is_named(engine: Engine, statement: str) -> Non
 
 def test_a_moved_timestamp_is_detected(engine: Engine) -> None:
     fill(engine)
-    with engine.begin() as connection:
-        connection.execute(
-            update(AuditEventRow).where(AuditEventRow.seq == 2).values(time=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
-        )
+    tamper(
+        engine, update(AuditEventRow).where(AuditEventRow.seq == 2).values(time=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    )
     assert verify(engine).first_bad_seq == 2
 
 
