@@ -222,6 +222,9 @@ def test_audit_verify_export_log_and_tampering(run, registered: str, home: Path,
     assert run("audit", "log", "--limit", "0")[0] == 3
 
     with sqlite3.connect(home / "registry.db") as db:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")
+        db.execute("DROP TRIGGER audit_events_no_update")  # as the file's owner could
         db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")
     db.close()
     code, out, err = run("audit", "verify")
