@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,21 +50,32 @@ def test_a_flush_across_an_hour_boundary_writes_one_partition_per_hour(
 def test_appends_from_many_threads_during_flushes_lose_and_tear_nothing(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "predictions", flush_interval=0.005)
     log.start()
+    stop = threading.Event()
+    counts = [0] * 4
 
     def handler(worker: int) -> None:
-        for i in range(1500):
+        i = 0
+        while not stop.is_set() or i < 1500:  # at least 1,500 requests, and until the writer flushed
             rows = [{"worker": worker, "i": i}] * (1 + i % 3)
             log.append("m", 1 + worker % 2, f"{worker}-{i}", rows, outputs(*[i / 1500] * len(rows)), 1.0)
+            i += 1
+        counts[worker] = i
 
     threads = [threading.Thread(target=handler, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
+    written = {0}
+    deadline = time.monotonic() + 60
+    while len(written) < 4:  # three flushes that wrote rows while the handlers were appending
+        assert time.monotonic() < deadline, "the writer never flushed"
+        written.add(log.rows_written)
+        time.sleep(0.001)
+    stop.set()
     for t in threads:
         t.join()
     log.close()
     frame = read_predictions(tmp_path)
-    assert len(frame) == 4 * sum(1 + i % 3 for i in range(1500)) == log.rows_written
-    assert len(list((tmp_path / "predictions").rglob("*.parquet"))) > 4, "the writer should have flushed meanwhile"
+    assert len(frame) == sum(sum(1 + i % 3 for i in range(n)) for n in counts) == log.rows_written
     for request_id, inputs, version in zip(frame["request_id"], frame["inputs"], frame["version"], strict=True):
         worker, i = map(int, request_id.split("-"))
         assert inputs == {"worker": worker, "i": i} and version == 1 + worker % 2
