@@ -230,3 +230,27 @@ def test_audit_verify_export_log_and_tampering(run, registered: str, home: Path,
     code, out, err = run("audit", "verify")
     assert code == 1 and "chain intact" not in out
     assert "seq 1" in err and "altered" in err
+
+
+def test_each_command_gives_its_events_one_request_id(  # type: ignore[no-untyped-def]
+    run, registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("alias", "set", "credit-risk@1", "staging")[0] == 0
+    assert run("alias", "set", "credit-risk@1", "canary")[0] == 0
+    monkeypatch.setenv("SCOREGATE_REQUEST_ID", "pipeline-run-7")
+    assert run("alias", "set", "credit-risk@1", "shadow")[0] == 0
+    assert run("audit", "export", tmp_path / "audit.jsonl")[0] == 0
+    events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    ids = [e["request_id"] for e in events if e["action"] == "alias.set"]
+    assert len(ids) == 3 and ids[0] != ids[1]
+    assert all(re.fullmatch(r"cli-[0-9a-f]{16}", i) for i in ids[:2]) and ids[2] == "pipeline-run-7"
+    assert all(re.fullmatch(r"cli-[0-9a-f]{16}", e["request_id"]) for e in events if e["action"] == "register")
+
+    code, out, _ = run("audit", "log", "--request-id", "pipeline-run-7")
+    rows = [line for line in out.splitlines() if re.match(r"│\s*\d+\s*│", line)]
+    assert code == 0 and len(rows) == 1 and "credit-risk@shadow" in rows[0] and "pipeline-run-7" in rows[0]
+
+    for bad in ("", "x" * 129, "tab\there"):
+        monkeypatch.setenv("SCOREGATE_REQUEST_ID", bad)
+        code, _, err = run("alias", "set", "credit-risk@1", "other")
+        assert code == 3 and "invalid SCOREGATE_REQUEST_ID" in err and "Traceback" not in err

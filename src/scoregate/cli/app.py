@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +36,7 @@ EXIT_CODES = {404: 4, 409: 5, 422: 3, 400: 2, 503: 6, 401: 7, 403: 8}
 
 class State:
     settings: Settings | None = None
+    request_id: str | None = None
 
 
 state = State()
@@ -50,12 +53,25 @@ def _main(
     artifacts_url: Annotated[str | None, typer.Option(help="Artifact store URL (env SCOREGATE_ARTIFACTS_URL).")] = None,
 ) -> None:
     state.settings = Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
+    state.request_id = command_request_id()
+
+
+def command_request_id() -> str:
+    """The request id of this command's audit events: ``SCOREGATE_REQUEST_ID`` (a pipeline's
+    run id, say) or a fresh ``cli-...`` one, so every change one command makes can be found
+    together in the audit log."""
+    given = os.environ.get("SCOREGATE_REQUEST_ID")
+    if given is None:
+        return f"cli-{uuid.uuid4().hex[:16]}"
+    if not 0 < len(given) <= 128 or not given.isprintable():
+        raise InvalidInputError(f"invalid SCOREGATE_REQUEST_ID {given[:40]!r}: expected 1-128 printable characters")
+    return given
 
 
 def get_registry() -> Registry:
     from scoregate.registry import Registry
 
-    return Registry(state.settings or Settings.load())
+    return Registry(state.settings or Settings.load(), request_id=state.request_id or command_request_id())
 
 
 def pairs(values: list[str] | None, option: str, *, numeric: bool = False) -> dict[str, Any]:

@@ -67,6 +67,9 @@ def audit_export(
 def audit_log(
     subject: Annotated[str | None, typer.Option(help="Only events about this subject, e.g. credit-risk@3.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action, e.g. alias.set, evidence.attach.")] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Only the events of one command or request (its request id).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Show the last N matching events.")] = 50,
 ) -> None:
     """List the most recent events (oldest of them first)."""
@@ -79,6 +82,8 @@ def audit_log(
         query = query.where(AuditEventRow.subject == subject)
     if action is not None:
         query = query.where(AuditEventRow.action == action)
+    if request_id is not None:
+        query = query.where(AuditEventRow.request_id == request_id)
     registry = get_registry()
     try:
         with registry.reading() as session:
@@ -88,7 +93,7 @@ def audit_log(
     if not rows:
         out.print("no matching audit events")
         return
-    table = Table("seq", "time (UTC)", "actor", "action", "subject", "change", "reason")
+    table = Table("seq", "time (UTC)", "actor", "action", "subject", "change", "reason", "request id")
     for row in rows:
         table.add_row(
             str(row.seq),
@@ -98,6 +103,7 @@ def audit_log(
             escape(row.subject),
             escape(_change(row.before, row.after)),
             escape(row.reason or ""),
+            escape(row.request_id or ""),
         )
     out.print(table)
 

@@ -448,13 +448,20 @@ class Governance:
         from scoregate.governance.webhooks import subscribe
 
         with self.registry.mutation(Permission.MANAGE_ACCESS, f"webhook:{url}") as (session, actor):
-            return subscribe(session, url=url, secret=secret, actor=actor.name, actions=actions or ["*"]).id
+            return subscribe(
+                session,
+                url=url,
+                secret=secret,
+                actor=actor.name,
+                actions=actions or ["*"],
+                request_id=self.registry.request_id,
+            ).id
 
     def remove_webhook(self, subscription_id: int, *, reason: str | None = None) -> None:
         from scoregate.governance.webhooks import deactivate
 
         with self.registry.mutation(Permission.MANAGE_ACCESS, f"webhook:{subscription_id}") as (session, actor):
-            deactivate(session, subscription_id, actor=actor.name, reason=reason)
+            deactivate(session, subscription_id, actor=actor.name, reason=reason, request_id=self.registry.request_id)
 
     def webhooks(self) -> list[Any]:
         from scoregate.governance.webhooks import subscriptions

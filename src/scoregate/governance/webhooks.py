@@ -81,7 +81,15 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 # -- subscriptions -------------------------------------------------------------------------------
 
 
-def subscribe(session: Session, *, url: str, secret: str, actor: str, actions: Sequence[str] = ("*",)) -> Subscription:
+def subscribe(
+    session: Session,
+    *,
+    url: str,
+    secret: str,
+    actor: str,
+    actions: Sequence[str] = ("*",),
+    request_id: str | None = None,
+) -> Subscription:
     """Add a subscription (audited) in ``session``'s transaction; ``actions`` are globs like ``alias.*``."""
     try:
         parsed = httpx.URL(url)
@@ -97,11 +105,20 @@ def subscribe(session: Session, *, url: str, secret: str, actor: str, actions: S
     now = utcnow()
     values = {"url": url, "secret": secret, "actions": list(patterns), "active": True, "created_by": actor}
     new_id = session.execute(insert(_SUBS).values(created_at=now, **values).returning(_SUBS.c.id)).scalar_one()
-    append_event(session, actor=actor, action="webhook.subscribe", subject=f"webhook:{new_id}", after=_public(values))
+    append_event(
+        session,
+        actor=actor,
+        action="webhook.subscribe",
+        subject=f"webhook:{new_id}",
+        after=_public(values),
+        request_id=request_id,
+    )
     return Subscription(new_id, url, patterns, True, actor, now)
 
 
-def deactivate(session: Session, subscription_id: int, *, actor: str, reason: str | None = None) -> None:
+def deactivate(
+    session: Session, subscription_id: int, *, actor: str, reason: str | None = None, request_id: str | None = None
+) -> None:
     """Stop deliveries to a subscription (audited); its history stays."""
     row = session.execute(select(_SUBS).where(_SUBS.c.id == subscription_id).with_for_update()).one_or_none()
     if row is None:
@@ -115,6 +132,7 @@ def deactivate(session: Session, subscription_id: int, *, actor: str, reason: st
         before=_public(row._mapping),
         after={**_public(row._mapping), "active": False},
         reason=reason,
+        request_id=request_id,
     )
 
 

@@ -76,9 +76,18 @@ ROUTING = "routing"
 class Registry:
     """Models, versions and aliases over a metadata database and an artifact store."""
 
-    def __init__(self, settings: Settings, *, token: str | None = None, migrate_schema: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        token: str | None = None,
+        migrate_schema: bool = True,
+        request_id: str | None = None,
+    ) -> None:
         self.settings = settings
         self.token = token if token is not None else settings.token
+        #: Carried by every audit event this instance records (one CLI command, one API request).
+        self.request_id = request_id
         self.engine = make_engine(settings.resolved_database_url)
         if migrate_schema:
             migrate(self.engine)
@@ -172,7 +181,14 @@ class Registry:
         from scoregate.governance.audit import append_event
 
         append_event(
-            session, actor=actor.name, action=action, subject=subject, before=before, after=after, reason=reason
+            session,
+            actor=actor.name,
+            action=action,
+            subject=subject,
+            before=before,
+            after=after,
+            reason=reason,
+            request_id=self.request_id,
         )
 
     # -- registration --------------------------------------------------------------------------
