@@ -254,3 +254,39 @@ def test_each_command_gives_its_events_one_request_id(  # type: ignore[no-untype
         monkeypatch.setenv("SCOREGATE_REQUEST_ID", bad)
         code, _, err = run("alias", "set", "credit-risk@1", "other")
         assert code == 3 and "invalid SCOREGATE_REQUEST_ID" in err and "Traceback" not in err
+
+
+def test_webhooks_deliver_watch_sends_as_events_happen_and_stops_on_sigterm(  # type: ignore[no-untyped-def]
+    run, registered: str, home: Path, receiver: Any
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.governance.conftest import SECRET
+
+    assert run("webhooks", "add", receiver.url, "--secret", SECRET, "--action", "alias.*")[0] == 0
+    assert run("webhooks", "deliver", "--watch", "0")[0] == 3
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "scoregate", "webhooks", "deliver", "--watch", "0.2"],
+        env={**os.environ, "SCOREGATE_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run("alias", "set", registered, "staging")[0] == 0  # an event after the watcher started
+        deadline = time.monotonic() + 30
+        while not receiver.received:
+            assert watcher.poll() is None, watcher.communicate()
+            assert time.monotonic() < deadline, "the watcher never delivered the event"
+            time.sleep(0.05)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    assert "delivered 1, retrying 0, failed 0" in out and out.rstrip().endswith("stopped")
+    assert len(receiver.received) == 1 and receiver.received[0]["signed"]
+    assert json.loads(receiver.received[0]["body"])["action"] == "alias.set"

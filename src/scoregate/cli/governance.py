@@ -7,7 +7,9 @@ import csv
 import datetime as dt
 import io
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -383,7 +385,30 @@ def webhooks_remove(
 
 
 @webhooks_app.command("deliver")
-def webhooks_deliver() -> None:
-    """Send what the outbox holds (run it from cron or a loop); failures retry with backoff."""
-    report = governance().deliver_webhooks()
-    out.print(f"delivered {report.delivered}, retrying {report.retrying}, failed {report.failed}")
+def webhooks_deliver(
+    watch: Annotated[
+        float | None,
+        typer.Option(help="Keep delivering every SECONDS until SIGTERM or Ctrl-C (a service instead of cron)."),
+    ] = None,
+    max_attempts: Annotated[int, typer.Option(help="Attempts before an item is marked failed.")] = 5,
+) -> None:
+    """Send what the outbox holds; failures retry with backoff on later rounds."""
+    if watch is not None and not watch > 0:
+        raise InvalidInputError(f"invalid --watch {watch}: must be a positive number of seconds")
+    if max_attempts < 1:
+        raise InvalidInputError(f"invalid --max-attempts {max_attempts}: must be at least 1")
+    gov = governance()
+    if watch is None:
+        report = gov.deliver_webhooks(max_attempts=max_attempts)
+        out.print(f"delivered {report.delivered}, retrying {report.retrying}, failed {report.failed}")
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    out.print(f"delivering every {watch:g} s until stopped")
+    while not stop.is_set():
+        report = gov.deliver_webhooks(max_attempts=max_attempts)
+        if report.delivered or report.retrying or report.failed:
+            out.print(f"delivered {report.delivered}, retrying {report.retrying}, failed {report.failed}")
+        stop.wait(watch)
+    out.print("stopped")
