@@ -1,5 +1,5 @@
 """The serving shortcuts of the flavors: ``predict_columns`` and, for positional numeric
-models, ``predict_matrix`` give exactly what ``predict`` gives."""
+models, ``predict_matrix`` give exactly what ``predict`` gives (ONNX: one float32 input)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 
 from scoregate.flavors import load_scorer
 
@@ -36,9 +37,14 @@ def saved(tmp_path: Path, flavor: str, model: Any, frame: pd.DataFrame, y: np.nd
     elif flavor == "xgboost":
         path = tmp_path / "model.json"
         model.fit(data, y).save_model(path)
-    else:
+    elif flavor == "lightgbm":
         path = tmp_path / "model.txt"
         model.fit(data, y).booster_.save_model(path)
+    else:
+        skl2onnx = pytest.importorskip("skl2onnx")
+        fitted = model.fit(data, y)
+        path = tmp_path / "model.onnx"
+        path.write_bytes(skl2onnx.to_onnx(fitted, data[:1].astype(np.float32)).SerializeToString())
     return load_scorer(flavor, path)
 
 
@@ -48,11 +54,14 @@ def models(flavor: str) -> Any:
     if flavor == "xgboost":
         xgb = pytest.importorskip("xgboost")
         return xgb.XGBClassifier(n_estimators=8, max_depth=3, n_jobs=1)
-    lgb = pytest.importorskip("lightgbm")
-    return lgb.LGBMClassifier(n_estimators=8, num_leaves=7, verbose=-1, n_jobs=1)
+    if flavor == "lightgbm":
+        lgb = pytest.importorskip("lightgbm")
+        return lgb.LGBMClassifier(n_estimators=8, num_leaves=7, verbose=-1, n_jobs=1)
+    pytest.importorskip("onnxruntime")
+    return LogisticRegression(max_iter=500)
 
 
-@pytest.mark.parametrize("flavor", ["sklearn", "xgboost", "lightgbm"])
+@pytest.mark.parametrize("flavor", ["sklearn", "xgboost", "lightgbm", "onnx"])
 def test_fitted_on_arrays_takes_a_matrix_with_the_same_outputs(tmp_path: Path, numeric_data: Any, flavor: str) -> None:
     frame, binary, _ = numeric_data
     frame = frame.astype(np.float64)

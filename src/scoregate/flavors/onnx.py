@@ -47,6 +47,8 @@ class OnnxScorer(Scorer):
                 raise FlavorError(f"onnx flavor: input {inp.name!r} has unsupported type {inp.type}")
         self._inputs = [(inp.name, _DTYPES[inp.type]) for inp in inputs]
         self._matrix = len(inputs) == 1 and len(inputs[0].shape or []) == 2 and inputs[0].shape[1] != 1
+        # one 2-D numeric input reads the batch matrix as is (ONNX inputs are positional)
+        self.takes_matrix = self._matrix and self._inputs[0][1] is not object
         self._output_names = [out.name for out in outputs]
         self._label_index: int | None = None
         self._proba_index: int | None = None
@@ -80,13 +82,22 @@ class OnnxScorer(Scorer):
         return feeds
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return output_frame(self.predict_columns(frame), len(frame))
+
+    def predict_columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return self._run(lambda: self._feeds(frame), len(frame))
+
+    def predict_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        name, dtype = self._inputs[0]
+        return self._run(lambda: {name: matrix.astype(dtype, copy=False)}, len(matrix))
+
+    def _run(self, feeds: Any, n_rows: int) -> dict[str, np.ndarray]:
         try:
-            results = self.session.run(self._output_names, self._feeds(frame))
+            results = self.session.run(self._output_names, feeds())
         except FlavorError:
             raise
         except Exception as exc:
             raise FlavorError(f"onnx flavor: the input does not fit the model: {one_line(exc)}") from None
-        n_rows = len(frame)
         out: dict[str, Any] = {}
         if self._proba_index is not None:
             proba = results[self._proba_index]
@@ -118,7 +129,7 @@ class OnnxScorer(Scorer):
                     out[f"{name}_{k}"] = array[:, k]
             else:
                 raise FlavorError(f"onnx flavor: output {name!r} has {array.ndim} dimensions; expected 1 or 2")
-        return output_frame(out, n_rows)
+        return out
 
 
 def _class_labels(path: Path) -> list[Any] | None:
