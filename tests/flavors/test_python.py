@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -139,3 +141,48 @@ def test_wrong_row_count(tmp_path, numeric_data):
     )
     with pytest.raises(FlavorError, match="returned 2 rows"):
         load_scorer("python", path).predict(frame)
+
+
+HELPED_SCORER = """
+import pickle
+from pathlib import Path
+
+import features
+
+
+class Scorer:
+    def __init__(self, path):
+        self.model = pickle.loads((Path(path) / "model.pkl").read_bytes())  # an instance of a helper's class
+
+    def predict(self, frame):
+        return features.scale * frame["x1"] + self.model.offset
+"""
+
+
+def test_versions_with_same_named_helpers_each_get_their_own(tmp_path, numeric_data):
+    frame, _, _ = numeric_data
+    for version in (1, 2):
+        root = tmp_path / f"v{version}"
+        root.mkdir()
+        (root / "scorer.py").write_text(HELPED_SCORER)
+        (root / "features.py").write_text(
+            f"scale = {version}.0\n\nclass Offset:\n    def __init__(self):\n        self.offset = {10 * version}.0\n"
+        )
+        (root / "model.pkl").write_bytes(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import pickle, sys, features; sys.stdout.buffer.write(pickle.dumps(features.Offset()))",
+                ],
+                cwd=root,
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
+    first = load_scorer("python", tmp_path / "v1")
+    second = load_scorer("python", tmp_path / "v2")
+    assert "features" not in sys.modules
+    x1 = frame["x1"].to_numpy()
+    np.testing.assert_array_equal(first.predict(frame)["prediction"].to_numpy(), 1.0 * x1 + 10.0)
+    np.testing.assert_array_equal(second.predict(frame)["prediction"].to_numpy(), 2.0 * x1 + 20.0)

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import itertools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from scoregate.flavors._outputs import one_line, to_output_frame
 from scoregate.flavors.base import Flavor, Scorer
 
 _counter = itertools.count()
+_MODULE_PREFIX = "scoregate_user_scorer_"
 
 
 class PythonScorer(Scorer):
@@ -36,25 +38,51 @@ class PythonScorer(Scorer):
         return to_output_frame(self._predict(frame), len(frame), self.flavor)
 
 
+@contextlib.contextmanager
+def _own_modules(directory: Path) -> Iterator[None]:
+    """Let the scorer import the modules beside it, and keep them its own.
+
+    Helper modules next to ``scorer.py`` (``import features``) are imported by their plain
+    names. Left in ``sys.modules``, the first version's ``features`` would be handed to
+    every later scorer that imports a ``features`` of its own: version 2 of a model would
+    silently run version 1's helpers. So the modules imported from the scorer's directory
+    while it is imported and constructed (which is also when it unpickles objects whose
+    classes live in its helpers) are taken out of ``sys.modules`` afterwards. The scorer
+    keeps them through its own references, so they must be imported at the top of
+    ``scorer.py`` or in its constructor, not lazily inside ``predict``.
+    """
+    root = directory.resolve()
+    before = set(sys.modules)
+    path = str(directory)
+    sys.path.insert(0, path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # the module may have removed it itself
+            sys.path.remove(path)
+        added = [n for n in sys.modules if n not in before and not n.startswith(_MODULE_PREFIX)]
+        for name in [n for n in added if _lives_in(sys.modules[n], root)]:
+            del sys.modules[name]
+
+
+def _lives_in(module: Any, root: Path) -> bool:
+    file = getattr(module, "__file__", None)
+    return file is not None and Path(file).resolve().is_relative_to(root)
+
+
 def _import(file: Path) -> Any:
     digest = hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:12]
-    module_name = f"scoregate_user_scorer_{digest}_{next(_counter)}"
+    module_name = f"{_MODULE_PREFIX}{digest}_{next(_counter)}"
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise FlavorError(f"python flavor: cannot import {file.name!r}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    # let scorer.py import helper modules that sit next to it, during the import only
-    directory = str(file.parent)
-    sys.path.insert(0, directory)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise FlavorError(f"python flavor: importing {file.name!r} failed: {one_line(exc)}") from None
-    finally:
-        with contextlib.suppress(ValueError):  # the module may have removed it itself
-            sys.path.remove(directory)
     return module
 
 
@@ -106,8 +134,9 @@ class PythonFlavor(Flavor):
             file, directory = path, path.parent
         else:
             raise FlavorError(f"python flavor: no file or directory at {path}")
-        module = _import(file)
-        return PythonScorer(_instantiate(_scorer_class(module, file), directory))
+        with _own_modules(file.parent):
+            module = _import(file)
+            return PythonScorer(_instantiate(_scorer_class(module, file), directory))
 
 
 __all__ = ["PythonFlavor", "PythonScorer"]
