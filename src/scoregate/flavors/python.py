@@ -1,8 +1,9 @@
 """Plain Python scorer classes: a ``.py`` file, or a directory holding ``scorer.py``.
 
 For models no framework flavor covers. The module is imported from its file
-under a unique name (so two versions of the same scorer can be loaded side by
-side) and whatever its ``predict`` returns is normalised to the output frame.
+under a unique name, and the helper modules beside it stay its own, so two
+versions of the same scorer can be loaded side by side; whatever its ``predict``
+returns is normalised to the output frame.
 """
 
 from __future__ import annotations
