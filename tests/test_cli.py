@@ -152,6 +152,7 @@ def test_serve_refuses_bad_options_before_starting(run) -> None:  # type: ignore
     cases = [
         (("serve", "--port", "0"), "invalid --port 0: must be at least 1"),
         (("serve", "--workers", "0"), "invalid --workers 0: must be at least 1"),
+        (("serve", "--max-queued-requests", "0"), "invalid --max-queued-requests 0: must be at least 1"),
         (("serve", "--scoring", "gpu"), "invalid --scoring 'gpu': use thread or inline"),
         (("serve", "--direct-below-ms", "-1"), "invalid --direct-below-ms -1.0: must be 0 or more"),
         (("serve", "--poll-interval", "0"), "must be positive"),

@@ -228,6 +228,50 @@ async def test_a_slow_model_does_not_stall_the_others(source: InMemorySource, sc
         assert (await slow).status_code == 200
 
 
+async def test_an_overloaded_version_sheds_new_requests_with_503(source: InMemorySource, schema: Any) -> None:
+    _info, inner = source.load("credit", 1)
+    blocking = BlockingScorer(inner)
+    source.add("slow", 1, blocking, schema)
+    source.set_alias("slow", "production", 1)
+    rows = sample_rows(400, seed=0)[:5]
+    async with serve(source, max_queued_requests=2) as s:
+        held = {**rows[0], "income": BlockingScorer.MARK}
+        first = asyncio.ensure_future(s.client.post("/models/slow@production/predict", json={"rows": [held]}))
+        deadline = time.monotonic() + 10
+        while not blocking.entered.is_set():  # the first request is being scored: nothing queued yet
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        try:
+            waiting = [
+                asyncio.ensure_future(s.client.post("/models/slow@production/predict", json={"rows": [r]}))
+                for r in rows[1:3]
+            ]
+            while app_pending(s.app, "slow") < 2:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            shed = await s.client.post("/v2/models/slow/infer", json=v2_body(rows[3]))
+            assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+            assert "slow@1 has 2 requests waiting (limit 2)" in shed.json()["error"]
+            assert shed.json()["code"] == "overloaded"
+            other = await s.client.post("/models/credit@production/predict", json={"rows": [rows[4]]})
+            assert other.status_code == 200  # the limit is per model version
+        finally:
+            blocking.release.set()
+        assert [(await f).status_code for f in [first, *waiting]] == [200, 200, 200]
+
+
+def app_pending(app: Any, name: str) -> int:
+    return app.state.table.served[(name, 1)].batcher.pending()
+
+
+def v2_body(row: dict[str, Any]) -> dict[str, Any]:
+    inputs = []
+    for key, value in row.items():
+        datatype = "BYTES" if isinstance(value, str) else ("INT64" if isinstance(value, int) else "FP64")
+        inputs.append({"name": key, "shape": [1], "datatype": datatype, "data": [value]})
+    return {"inputs": inputs}
+
+
 def test_graceful_drain_on_shutdown(source: InMemorySource, schema: Any, tmp_path: Path, threaded: Any) -> None:
     _info, inner = source.load("credit", 1)
     slow = InMemorySource()

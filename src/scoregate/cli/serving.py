@@ -22,6 +22,9 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes; each loads every model once.")] = 1,
     max_batch_rows: Annotated[int, typer.Option(help="Upper bound of one adaptive batch.")] = 256,
     max_body_mb: Annotated[float, typer.Option(help="Larger request bodies get 413.")] = 10.0,
+    max_queued_requests: Annotated[
+        int, typer.Option(help="Requests waiting for one model version before new ones get 503 (load shedding).")
+    ] = 1000,
     poll_interval: Annotated[float, typer.Option(help="Seconds between alias checks (hot swap).")] = 0.5,
     log_predictions: Annotated[bool, typer.Option(help="Write the prediction log.")] = True,
     log_flush_interval: Annotated[float, typer.Option(help="Seconds between prediction-log flushes.")] = 1.0,
@@ -40,7 +43,12 @@ def serve(
     """Serve models over HTTP: Open Inference Protocol V2 and plain JSON, with hot swap on alias moves."""
     from scoregate.serving import run
 
-    for name, value, low in (("--port", port, 1), ("--workers", workers, 1), ("--max-batch-rows", max_batch_rows, 1)):
+    for name, value, low in (
+        ("--port", port, 1),
+        ("--workers", workers, 1),
+        ("--max-batch-rows", max_batch_rows, 1),
+        ("--max-queued-requests", max_queued_requests, 1),
+    ):
         if value < low:
             raise InvalidInputError(f"invalid {name} {value}: must be at least {low}")
     if scoring not in ("thread", "inline"):
@@ -59,6 +67,7 @@ def serve(
         models=model or None,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_batch_rows=max_batch_rows,
+        max_queued_requests=max_queued_requests,
         poll_interval=poll_interval,
         log_predictions=log_predictions,
         log_flush_interval=log_flush_interval,

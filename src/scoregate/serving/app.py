@@ -35,6 +35,9 @@ from scoregate.serving.state import Route, Served, ServingState
 log = logging.getLogger("scoregate.serving")
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+#: Requests waiting for one model version before new ones get 503 (load shedding): past
+#: this a client is better served by a quick "retry later" than by a queue it cannot see.
+DEFAULT_MAX_QUEUED = 1000
 JSON = b"application/json"
 _perf = time.perf_counter
 
@@ -69,12 +72,14 @@ class ScoringApp:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         shadow_max_pending: int = 1000,
+        max_queued_requests: int = DEFAULT_MAX_QUEUED,
     ) -> None:
         self.state = state
         self.metrics = metrics
         self.log = prediction_log
         self.max_body_bytes = int(max_body_bytes)
         self.shadow_max_pending = shadow_max_pending
+        self.max_queued_requests = int(max_queued_requests)
         self._openapi: bytes | None = None
         # Request ids: a random per-process prefix and a counter. uuid4() per request reads
         # the OS random source each time, which cost 15% of the event loop's time under load.
@@ -181,6 +186,8 @@ class ScoringApp:
             return
         except ScoregateError as exc:
             status, payload, content_type = exc.status_code, _error_body(exc, request_id, v2_style=v2_style), JSON
+            if status == 503:
+                extra_headers.append((b"retry-after", b"1"))
             labels = (served.name, served.version_label) if served is not None else ("", "")
             self.metrics.child(self.metrics.errors, *labels, exc.code).inc()
         except Exception as exc:  # a model or server bug: report it, never hang the client
@@ -257,6 +264,13 @@ class ScoringApp:
             )
         served = route.pick(records[0])
         self._check(served, records)
+        queued = served.batcher.pending()
+        if queued >= self.max_queued_requests:
+            raise HTTPError(
+                503,
+                "overloaded",
+                f"{served.ref} has {queued} requests waiting (limit {self.max_queued_requests}); retry later",
+            )
         try:
             future = served.batcher.submit(records)
         except BatcherClosed:  # retired by a hot swap between lookup and submit: cannot happen
@@ -487,6 +501,7 @@ def create_app(
     log_flush_rows: int = 50_000,
     scorer_threads: int | None = None,
     shadow_max_pending: int = 1000,
+    max_queued_requests: int = DEFAULT_MAX_QUEUED,
     scoring: str = "thread",
     direct_below: float = 0.002,
 ) -> ScoringApp:
@@ -515,4 +530,11 @@ def create_app(
         from pathlib import Path
 
         plog = PredictionLog(Path(predictions_dir), flush_interval=log_flush_interval, flush_rows=log_flush_rows)
-    return ScoringApp(state, metrics, plog, max_body_bytes=max_body_bytes, shadow_max_pending=shadow_max_pending)
+    return ScoringApp(
+        state,
+        metrics,
+        plog,
+        max_body_bytes=max_body_bytes,
+        shadow_max_pending=shadow_max_pending,
+        max_queued_requests=max_queued_requests,
+    )

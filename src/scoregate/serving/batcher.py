@@ -184,7 +184,8 @@ class Batcher:
         return True
 
     def pending(self) -> int:
-        return len(self._pending) if self.inline else self._queue.qsize()
+        """Jobs waiting to be scored (not counting a batch being scored)."""
+        return len(self._pending) + (0 if self.inline else self._queue.qsize())
 
     def close(self) -> None:
         """Stop after the jobs already queued (in-flight requests finish on this version)."""

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scoregate.serving.app import DEFAULT_MAX_BODY, ScoringApp, create_app
+from scoregate.serving.app import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, ScoringApp, create_app
 from scoregate.serving.source import ModelSource, RegistrySource
 
 OPTIONS_ENV = "SCOREGATE_SERVE_OPTIONS"
@@ -57,6 +57,7 @@ def build_from_options(options: dict[str, Any]) -> ScoringApp:
         predictions_dir=predictions_dir,
         models=options.get("models"),
         max_body_bytes=options.get("max_body_bytes", DEFAULT_MAX_BODY),
+        max_queued_requests=options.get("max_queued_requests", DEFAULT_MAX_QUEUED),
         max_batch_rows=options.get("max_batch_rows", 256),
         poll_interval=options.get("poll_interval", 0.5),
         log_flush_interval=options.get("log_flush_interval", 1.0),
@@ -80,6 +81,7 @@ def run(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     max_batch_rows: int = 256,
+    max_queued_requests: int = DEFAULT_MAX_QUEUED,
     poll_interval: float = 0.5,
     log_predictions: bool = True,
     log_flush_interval: float = 1.0,
@@ -104,6 +106,7 @@ def run(
         "models": list(models) if models else None,
         "max_body_bytes": int(max_body_bytes),
         "max_batch_rows": int(max_batch_rows),
+        "max_queued_requests": int(max_queued_requests),
         "poll_interval": float(poll_interval),
         "log_predictions": bool(log_predictions),
         "log_flush_interval": float(log_flush_interval),
