@@ -138,13 +138,18 @@ async def test_a_model_that_turns_slow_leaves_the_loop_for_its_next_calls() -> N
     loop_thread = threading.current_thread().name
     try:
         assert (await batcher.submit([{"a": 1.0, "b": 0.0}])).columns == [[1.0]]
-        scorer.delay = 0.1  # e.g. a Python model whose dependency slowed down
-        await batcher.submit([{"a": 2.0, "b": 0.0}])  # measured fast before: still on the loop, once
+        scorer.delay = 0.1  # one slow call: the machine, maybe; stays on the loop
+        await batcher.submit([{"a": 2.0, "b": 0.0}])
+        scorer.delay = 0.0
+        for _ in range(3):
+            await batcher.submit([{"a": 3.0, "b": 0.0}])
+        scorer.delay = 0.1  # a second within 32 calls: the model (e.g. its dependency slowed down)
+        await batcher.submit([{"a": 4.0, "b": 0.0}])
         scorer.delay = 0.0
         for i in range(SLOW_CALL_MEMORY + 3):
             await batcher.submit([{"a": float(i), "b": 0.0}])
     finally:
         close(batcher)
-    assert scorer.threads[:2] == [loop_thread] * 2
-    assert scorer.threads[2 : 2 + SLOW_CALL_MEMORY] == ["scorer-m@1"] * SLOW_CALL_MEMORY
-    assert scorer.threads[2 + SLOW_CALL_MEMORY :] == [loop_thread] * 3  # fast again for 32 calls
+    assert scorer.threads[:6] == [loop_thread] * 6
+    assert scorer.threads[6 : 6 + SLOW_CALL_MEMORY] == ["scorer-m@1"] * SLOW_CALL_MEMORY
+    assert scorer.threads[6 + SLOW_CALL_MEMORY :] == [loop_thread] * 3  # fast again for 32 calls

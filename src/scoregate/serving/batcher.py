@@ -19,14 +19,14 @@ slow model would then delay every other model of the worker.
 
 Thread mode keeps one shortcut from inline mode, the *direct path*: a request that
 arrives alone, for a model whose calls take less than ``direct_below`` seconds
-(each of its last 32 calls was), while its scoring thread is idle, is scored on the
-event loop at the end of the loop iteration. Handing it to the thread and back costs two thread wake-ups
+(no two of its last 32 calls were slower), while its scoring thread is idle, is scored
+on the event loop at the end of the loop iteration. Handing it to the thread and back costs two thread wake-ups
 and GIL handoffs across cores, about 0.1-0.5 ms on a 2-core VM, which is most of
 the server's overhead on a lightly loaded fast model. Under load the scoring thread
 is busy or several requests are waiting, so they take the queue and batch as
-before; a slow model never takes the shortcut. The price: a model measured fast whose
-next call is suddenly slow delays the loop for that one call, then stays on its thread
-for its next 32 calls. A lock keeps the loop and the thread from ever calling the same
+before; a slow model never takes the shortcut (its warm-up calls show it). The price: a
+model measured fast that turns slow delays the loop for two calls, then stays on its
+thread for its next 32 calls. A lock keeps the loop and the thread from ever calling the same
 scorer at once.
 """
 
@@ -51,7 +51,7 @@ from scoregate.schema import FeatureType, RecordValidator
 log = logging.getLogger("scoregate.serving")
 
 _STOP = object()
-SLOW_CALL_MEMORY = 32  # calls a model stays off the direct path after a slow one
+SLOW_CALL_MEMORY = 32  # calls a model stays off the direct path after two slow ones in a row of 32
 
 
 class BatcherClosed(RuntimeError):
@@ -145,9 +145,11 @@ class Batcher:
         self.inline = inline
         self.direct_below = 0.0 if inline else float(direct_below)
         #: Calls left before the direct path may be used again: 1 until a call is measured,
-        #: SLOW_CALL_MEMORY after any call that took ``direct_below`` or longer, so a model
-        #: that turns slow leaves the event loop at once and must prove itself fast again.
+        #: SLOW_CALL_MEMORY after a second call within SLOW_CALL_MEMORY calls that took
+        #: ``direct_below`` or longer. One slow call alone is the machine (the process was
+        #: descheduled), not the model: on a busy 2-core VM it happens every few hundred calls.
         self.thread_only_calls = 1
+        self._calls_since_slow = SLOW_CALL_MEMORY
         self._scoring = threading.Lock()  # held by whoever is calling the scorer
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: list[_Job] = []  # inline mode: jobs waiting for the next drain
@@ -273,8 +275,12 @@ class Batcher:
 
     def _timed(self, seconds: float) -> None:
         if seconds >= self.direct_below:
-            self.thread_only_calls = SLOW_CALL_MEMORY
-        elif self.thread_only_calls:
+            if self._calls_since_slow < SLOW_CALL_MEMORY:
+                self.thread_only_calls = SLOW_CALL_MEMORY
+            self._calls_since_slow = 0
+            return
+        self._calls_since_slow += 1
+        if self.thread_only_calls:
             self.thread_only_calls -= 1
 
     def _run(self) -> None:
