@@ -290,3 +290,55 @@ def test_webhooks_deliver_watch_sends_as_events_happen_and_stops_on_sigterm(  # 
     assert "delivered 1, retrying 0, failed 0" in out and out.rstrip().endswith("stopped")
     assert len(receiver.received) == 1 and receiver.received[0]["signed"]
     assert json.loads(receiver.received[0]["body"])["action"] == "alias.set"
+
+
+def test_predictions_reads_the_log_by_ref_time_and_request(  # type: ignore[no-untyped-def]
+    run, registered: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from scoregate.registry import predictions as plog
+    from scoregate.serving.batcher import Outputs
+
+    log = plog.PredictionLog(home / "predictions")
+    row = {"income": 50.0, "age": 30, "debt_ratio": 0.2, "purpose": "car"}
+    now = time.time()
+    for request_id, at in (("old-1", now - 3 * 3600), ("r-1", now - 60), ("r-2", now - 30)):
+        monkeypatch.setattr(plog.time, "time", lambda at=at: at)
+        log.append("credit-risk", 1, request_id, [row], Outputs(["prediction"], ["i8"], [[1]]), 2.5, route="x")
+    monkeypatch.undo()  # the clock and the CLI's environment; set the latter again
+    monkeypatch.setenv("SCOREGATE_HOME", str(home))
+    log.flush()
+
+    code, out, err = run("predictions", registered)
+    assert code == 0, err
+    assert [r for r in ("old-1", "r-1", "r-2") if r in out] == ["old-1", "r-1", "r-2"]
+    code, out, _ = run("predictions", registered, "--last", "1h")
+    assert code == 0 and "r-1" in out and "r-2" in out and "old-1" not in out
+    code, out, _ = run("predictions", "credit-risk", "--limit", "1")
+    assert code == 0 and "r-2" in out and "r-1" not in out
+    assert run("alias", "set", registered, "staging")[0] == 0
+    code, out, _ = run("predictions", "credit-risk@staging", "--request-id", "r-1")
+    assert code == 0 and "r-1" in out and "r-2" not in out
+
+    code, out, _ = run("predictions", registered, "--format", "jsonl", "--output", tmp_path / "p.jsonl")
+    assert code == 0 and "wrote 3 rows" in out
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [x["request_id"] for x in lines] == ["old-1", "r-1", "r-2"]
+    assert lines[0]["inputs"] == row and lines[0]["outputs"] == {"prediction": 1} and lines[0]["version"] == 1
+    code, out, _ = run("predictions", registered, "--format", "csv", "--last", "2m")
+    assert code == 0 and out.splitlines()[0].startswith("timestamp,model,version,request_id")
+    assert len(out.splitlines()) == 3
+
+    bad = [
+        (("predictions", registered, "--last", "5x"), 3, "invalid --last '5x'"),
+        (("predictions", registered, "--limit", "0"), 3, "invalid --limit 0"),
+        (("predictions", registered, "--format", "xml"), 3, "invalid --format 'xml'"),
+        (("predictions", registered, "--output", tmp_path / "t.txt"), 3, "--output needs --format jsonl or csv"),
+        (("predictions", "nope@1"), 4, "model 'nope' not found"),
+        (("predictions", "bad ref!"), 2, "invalid model reference"),
+    ]
+    for args, expected_code, message in bad:
+        code, _, err = run(*args)
+        assert code == expected_code and message in " ".join(err.split()), (args, code, err)
+    assert not (tmp_path / "t.txt").exists()

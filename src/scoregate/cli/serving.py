@@ -1,12 +1,18 @@
-"""``scoregate serve``: the HTTP scoring server."""
+"""``scoregate serve``, the HTTP scoring server, and ``scoregate predictions``, what it logged."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
+import orjson
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-from scoregate.cli.app import app, state
+from scoregate.cli.app import app, get_registry, out, state
 from scoregate.config import Settings
 from scoregate.errors import InvalidInputError
 
@@ -75,3 +81,105 @@ def serve(
         direct_below=direct_below_ms / 1000.0,
         log_level=log_level,
     )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_COLUMNS = ["timestamp", "model", "version", "request_id", "row", "route", "shadow", "latency_ms"]
+
+
+def _duration(text: str) -> dt.timedelta:
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.isdigit() or int(number) == 0:
+        raise InvalidInputError(
+            f"invalid --last {text!r}: expected a positive whole number and a unit, e.g. 30m, 2h, 7d"
+        )
+    return dt.timedelta(seconds=int(number) * _UNITS[unit])
+
+
+@app.command(rich_help_panel="Serving")
+def predictions(
+    ref: Annotated[
+        str, typer.Argument(help="NAME (every version), NAME@VERSION or NAME@ALIAS (the version it names).")
+    ],
+    last: Annotated[str | None, typer.Option(help="Only rows logged in the last 30m, 2h, 7d, ...")] = None,
+    request_id: Annotated[str | None, typer.Option(help="Only the rows of one request (x-request-id).")] = None,
+    limit: Annotated[int, typer.Option(help="The most recent N rows.")] = 20,
+    output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of the terminal.")] = None,
+) -> None:
+    """Read the prediction log: what the server scored, newest last."""
+    from scoregate.refs import ModelRef
+    from scoregate.registry.predictions import read_predictions
+
+    if limit < 1:
+        raise InvalidInputError(f"invalid --limit {limit}: must be at least 1")
+    if output_format not in ("table", "jsonl", "csv"):
+        raise InvalidInputError(f"invalid --format {output_format!r}: use table, jsonl or csv")
+    parsed = ModelRef.parse(ref)
+    since = dt.datetime.now(dt.UTC) - _duration(last) if last else None
+    settings = state.settings or Settings.load()
+    version = None
+    if parsed.version is not None or parsed.alias is not None:
+        registry = get_registry()
+        try:
+            version = registry.resolve(parsed).version
+        finally:
+            registry.close()
+    rows = read_predictions(settings, parsed.name, version, since=since, request_id=request_id, decode=False)
+    rows = rows.tail(limit)
+    if output_format == "table" and output is None:
+        _print_table(rows)
+        return
+    if output_format == "table":
+        raise InvalidInputError("--output needs --format jsonl or csv")
+    columns = [
+        "timestamp",
+        "model",
+        "version",
+        "request_id",
+        "row",
+        "route",
+        "shadow",
+        "latency_ms",
+        "inputs",
+        "outputs",
+    ]
+    frame = rows[columns].assign(timestamp=rows["timestamp"].map(lambda t: t.isoformat()))
+    if output_format == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        records = frame.to_dict(orient="records")
+        text = "".join(
+            orjson.dumps({**r, "inputs": orjson.loads(r["inputs"]), "outputs": orjson.loads(r["outputs"])}).decode()
+            + "\n"
+            for r in records
+        )
+    if output is None:
+        sys.stdout.write(text)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(output)
+    out.print(f"wrote {len(frame)} rows to {escape(str(output))}", highlight=False)
+
+
+def _print_table(rows: Any) -> None:
+    if rows.empty:
+        out.print("no logged predictions match")
+        return
+    table = Table("time (UTC)", "version", "request id", "row", "latency ms", "inputs", "outputs")
+    for r in rows.itertuples():
+        table.add_row(
+            f"{r.timestamp:%Y-%m-%d %H:%M:%S}",
+            f"{r.version}{' (shadow)' if r.shadow else ''}",
+            escape(r.request_id),
+            str(r.row),
+            f"{r.latency_ms:.2f}",
+            escape(_short(r.inputs)),
+            escape(_short(r.outputs)),
+        )
+    out.print(table)
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

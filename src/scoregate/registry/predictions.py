@@ -222,12 +222,16 @@ def read_predictions(
     model: str | None = None,
     version: int | None = None,
     *,
+    since: dt.datetime | None = None,
+    request_id: str | None = None,
     decode: bool = True,
 ) -> Any:
     """Read the prediction log under ``home`` (a folder or :class:`~scoregate.config.Settings`).
 
     Returns a pandas DataFrame with the logged columns plus ``model``, ``version`` and
-    ``hour``; with ``decode`` the ``inputs`` and ``outputs`` JSON strings become dicts.
+    ``hour``, oldest first; ``since`` (timezone-aware) keeps rows logged at or after it,
+    ``request_id`` one request's rows. With ``decode`` the ``inputs`` and ``outputs`` JSON
+    strings become dicts.
     """
     import pandas as pd
     import pyarrow.dataset as ds
@@ -243,11 +247,19 @@ def read_predictions(
         schema=pa.unify_schemas([ROW_SCHEMA, PARTITION_SCHEMA]),
         partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
     )
-    condition = None
+    clauses = []
     if model is not None:
-        condition = ds.field("model") == model
+        clauses.append(ds.field("model") == model)
     if version is not None:
-        clause = ds.field("version") == int(version)
+        clauses.append(ds.field("version") == int(version))
+    if since is not None:
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        clauses.append(ds.field("timestamp") >= pa.scalar(since, type=ROW_SCHEMA.field("timestamp").type))
+    if request_id is not None:
+        clauses.append(ds.field("request_id") == request_id)
+    condition = None
+    for clause in clauses:
         condition = clause if condition is None else condition & clause
     frame = dataset.to_table(filter=condition).to_pandas()
     frame = frame.sort_values(["timestamp", "request_id", "row"], kind="stable").reset_index(drop=True)
