@@ -152,7 +152,7 @@ class Batcher:
         self._calls_since_slow = SLOW_CALL_MEMORY
         self._scoring = threading.Lock()  # held by whoever is calling the scorer
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending: list[_Job] = []  # inline mode: jobs waiting for the next drain
+        self._pending: list[_Job] = []  # waiting for the end of the loop turn (inline, direct path)
         self._drain_scheduled = False
         self._loop_initialised = False  # thread_init has run on the event loop's thread
         self._thread: threading.Thread | None = None
