@@ -134,16 +134,16 @@ async def test_requests_waiting_when_the_batcher_is_retired_are_still_answered()
 
 async def test_a_model_that_turns_slow_leaves_the_loop_for_its_next_calls() -> None:
     scorer = Recording()
-    batcher = make(scorer, direct_below=0.05)
+    batcher = make(scorer, direct_below=0.25)  # far above a fast call, even on a loaded machine
     loop_thread = threading.current_thread().name
     try:
         assert (await batcher.submit([{"a": 1.0, "b": 0.0}])).columns == [[1.0]]
-        scorer.delay = 0.1  # one slow call: the machine, maybe; stays on the loop
+        scorer.delay = 0.3  # one slow call: the machine, maybe; stays on the loop
         await batcher.submit([{"a": 2.0, "b": 0.0}])
         scorer.delay = 0.0
         for _ in range(3):
             await batcher.submit([{"a": 3.0, "b": 0.0}])
-        scorer.delay = 0.1  # a second within 32 calls: the model (e.g. its dependency slowed down)
+        scorer.delay = 0.3  # a second within 32 calls: the model (e.g. its dependency slowed down)
         await batcher.submit([{"a": 4.0, "b": 0.0}])
         scorer.delay = 0.0
         for i in range(SLOW_CALL_MEMORY + 3):
