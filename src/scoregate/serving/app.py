@@ -30,7 +30,7 @@ from scoregate.serving.batcher import BatcherClosed, Outputs
 from scoregate.serving.metrics import Metrics
 from scoregate.serving.openapi import openapi_document
 from scoregate.serving.source import ModelSource
-from scoregate.serving.state import Route, Served, ServingState
+from scoregate.serving.state import DEFAULT_DIRECT_BELOW, Route, Served, ServingState
 
 log = logging.getLogger("scoregate.serving")
 
@@ -503,7 +503,7 @@ def create_app(
     shadow_max_pending: int = 1000,
     max_queued_requests: int = DEFAULT_MAX_QUEUED,
     scoring: str = "thread",
-    direct_below: float = 0.002,
+    direct_below: float = DEFAULT_DIRECT_BELOW,
 ) -> ScoringApp:
     """Build the ASGI app. ``source`` is a :class:`ModelSource` or a zero-argument factory
     (called on the loader thread at startup, e.g. ``lambda: RegistrySource.open(settings)``).

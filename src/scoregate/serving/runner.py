@@ -23,6 +23,7 @@ from typing import Any
 
 from scoregate.serving.app import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, ScoringApp, create_app
 from scoregate.serving.source import ModelSource, RegistrySource
+from scoregate.serving.state import DEFAULT_DIRECT_BELOW
 
 OPTIONS_ENV = "SCOREGATE_SERVE_OPTIONS"
 log = logging.getLogger("scoregate.serving")
@@ -63,7 +64,7 @@ def build_from_options(options: dict[str, Any]) -> ScoringApp:
         log_flush_interval=options.get("log_flush_interval", 1.0),
         scorer_threads=options.get("scorer_threads"),
         scoring=options.get("scoring", "thread"),
-        direct_below=options.get("direct_below", 0.002),
+        direct_below=options.get("direct_below", DEFAULT_DIRECT_BELOW),
     )
 
 
@@ -88,7 +89,7 @@ def run(
     scorer_threads: int | None = 1,
     switch_interval: float | None = 0.001,
     scoring: str = "thread",
-    direct_below: float = 0.002,
+    direct_below: float = DEFAULT_DIRECT_BELOW,
     graceful_timeout: float = 30.0,
     log_level: str = "info",
     source: str | None = None,

@@ -109,6 +109,8 @@ class Table:
 
 
 SCORING_MODES = ("thread", "inline")
+#: Seconds under which a model's lone requests may be scored on the event loop (the direct path).
+DEFAULT_DIRECT_BELOW = 0.002
 
 
 def warmup_record(schema: ModelSchema) -> dict[str, Any]:
@@ -146,7 +148,7 @@ class ServingState:
         poll_interval: float = 0.5,
         scorer_threads: int | None = None,
         scoring: str = "thread",
-        direct_below: float = 0.002,
+        direct_below: float = DEFAULT_DIRECT_BELOW,
     ) -> None:
         self._source_factory = source_factory
         self.source: ModelSource | None = None
