@@ -72,10 +72,11 @@ class _Columns:
         self.shadow: list[bool] = []
         self.route: list[str] = []
 
-    def table(self) -> pa.Table:
+    def by_hour(self) -> list[tuple[str, pa.Table]]:
+        """The rows as Arrow tables, one per UTC hour (one unless the flush spans an hour)."""
         seconds = np.asarray(self.timestamp, dtype=np.float64)
         # orjson gives UTF-8 bytes: Arrow takes them as binary and checks them as text in one pass
-        return pa.table(
+        table = pa.table(
             [
                 pa.array((seconds * 1e6).astype(np.int64), type=ROW_SCHEMA.field("timestamp").type),
                 pa.array(self.request_id, type=pa.string()),
@@ -88,6 +89,10 @@ class _Columns:
             ],
             schema=ROW_SCHEMA,
         )
+        hours = (seconds // 3600).astype(np.int64)
+        if hours.min() == hours.max():
+            return [(_hour_name(int(hours[0])), table)]
+        return [(_hour_name(int(h)), table.filter(pa.array(hours == h))) for h in np.unique(hours)]
 
 
 class PredictionLog:
@@ -191,8 +196,7 @@ class PredictionLog:
                 self._rows = 0
             written = 0
             for (model, version), columns in buffers.items():
-                table = columns.table()
-                for hour, part in _by_hour(table, columns.timestamp):
+                for hour, part in columns.by_hour():
                     folder = self.root / f"model={model}" / f"version={version}" / f"hour={hour}"
                     folder.mkdir(parents=True, exist_ok=True)
                     name = f"part-{uuid.uuid4().hex}.parquet"
@@ -202,15 +206,6 @@ class PredictionLog:
                     written += part.num_rows
             self.rows_written += written
             return written
-
-
-def _by_hour(table: pa.Table, timestamps: list[float]) -> list[tuple[str, pa.Table]]:
-    """Split one version's rows by UTC hour (one piece unless the flush spans an hour)."""
-    hours = (np.asarray(timestamps, dtype=np.float64) // 3600).astype(np.int64)
-    first, last = int(hours.min()), int(hours.max())
-    if first == last:
-        return [(_hour_name(first), table)]
-    return [(_hour_name(int(h)), table.filter(pa.array(hours == h))) for h in np.unique(hours)]
 
 
 def _hour_name(hour_number: int) -> str:
