@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
 from scoregate.governance.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
+from scoregate.registry import Registry
 from scoregate.registry.database import make_engine, migrate
+from scoregate.serving import RegistrySource, create_app
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -70,3 +75,31 @@ def receiver() -> Iterator[Receiver]:
     yield state
     server.shutdown()
     server.server_close()
+
+
+def serve_requests(registry: Registry, ref: str, requests: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Score each body through the real ASGI app with the prediction log on; the log is flushed at shutdown."""
+
+    async def go() -> dict[str, Any]:
+        app = create_app(
+            RegistrySource(registry),
+            models=[ref],
+            predictions_dir=registry.settings.predictions_dir,
+            poll_interval=0.05,
+            log_flush_interval=60,
+        )
+        answers = {}
+        await app.startup()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                for request_id, body in requests.items():
+                    r = await client.post(
+                        f"/models/{ref}/predict", json={"rows": body}, headers={"x-request-id": request_id}
+                    )
+                    assert r.status_code == 200, r.text
+                    answers[request_id] = r.json()
+        finally:
+            await app.shutdown()
+        return answers
+
+    return asyncio.run(go())

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
 
 import scoregate.cli.audit  # noqa: F401  (registers `scoregate audit`, whatever cli/__init__ imports)
 from scoregate.config import Settings
 from scoregate.registry import Registry
-from scoregate.serving import RegistrySource, create_app
+from tests.governance.conftest import serve_requests
 
 
 @pytest.fixture
@@ -39,18 +37,10 @@ def evidence(home: Path, ref: str = "credit-risk@1") -> list[dict[str, Any]]:
         registry.close()
 
 
-def status(home: Path, ref: str = "credit-risk@1") -> str:
+def version(home: Path, ref: str = "credit-risk@1") -> Any:
     registry = Registry(Settings(home=home))
     try:
-        return registry.resolve(ref).status
-    finally:
-        registry.close()
-
-
-def digest(home: Path, ref: str = "credit-risk@1") -> str:
-    registry = Registry(Settings(home=home))
-    try:
-        return registry.resolve(ref).artifact_digest
+        return registry.resolve(ref)
     finally:
         registry.close()
 
@@ -64,17 +54,17 @@ def test_validate_attaches_its_report_and_marks_validated(run, registered: str, 
     assert code == 0, out + err
     report = json.loads((folder / "report.json").read_bytes())
     assert report["passed"] is True and report["ref"] == registered
-    assert report["artifact_digest"] == digest(home)
+    assert report["artifact_digest"] == version(home).artifact_digest
     [attached] = evidence(home)
     assert attached["kind"] == "validation" and attached["passed"] is True
-    assert attached["bound_digest"] == digest(home)
+    assert attached["bound_digest"] == version(home).artifact_digest
     assert f"validation evidence #{attached['id']}" in out and str(folder / "report.json") in out
-    assert status(home) == "registered"  # attaching alone does not mark it
+    assert version(home).status == "registered"  # attaching alone does not mark it
 
     code, out, err = run("validate", registered, "--output", tmp_path / "v2", "--mark-validated")
     assert code == 0, out + err
     assert "marked credit-risk@1 validated" in out
-    assert status(home) == "validated" and len(evidence(home)) == 2
+    assert version(home).status == "validated" and len(evidence(home)) == 2
 
     code, out, _ = run("validate", registered, "--output", tmp_path / "v3", "--reference", "none", "--no-attach")
     assert code == 0 and "evidence" not in out and len(evidence(home)) == 2
@@ -110,9 +100,13 @@ def test_profile_attaches_its_report(run, registered: str, home: Path, tmp_path:
     assert code == 0, out + err
     report = json.loads((tmp_path / "p" / "profile.json").read_bytes())
     assert report["passed"] is True and report["ref"] == registered
-    assert report["artifact_digest"] == digest(home)
+    assert report["artifact_digest"] == version(home).artifact_digest
     [attached] = evidence(home)
-    assert (attached["kind"], attached["passed"], attached["bound_digest"]) == ("profile", True, digest(home))
+    assert (attached["kind"], attached["passed"], attached["bound_digest"]) == (
+        "profile",
+        True,
+        version(home).artifact_digest,
+    )
     assert f"profile evidence #{attached['id']}" in out
 
 
@@ -120,12 +114,12 @@ def test_loadtest_attaches_its_report_with_the_budget_verdict(run, registered: s
     folder = tmp_path / "lt"
     code, out, err = run("loadtest", registered, "--rps", "20", "--duration", "2s", "--users", "2", "--output", folder)
     report = json.loads((folder / "report.json").read_bytes())
-    assert report["ref"] == registered and report["artifact_digest"] == digest(home)
+    assert report["ref"] == registered and report["artifact_digest"] == version(home).artifact_digest
     assert report["budget_ms"] == 300.0  # the version's registered budget
     assert report["within_budget"] is (report["overall"]["p95_ms"] <= 300 and report["overall"]["p99_ms"] <= 300)
     assert isinstance(report["passed"], bool) and code == (0 if report["passed"] else 1), out + err
     [attached] = evidence(home)
-    assert (attached["kind"], attached["bound_digest"]) == ("loadtest", digest(home))
+    assert (attached["kind"], attached["bound_digest"]) == ("loadtest", version(home).artifact_digest)
     assert attached["summary"]["within_budget"] is report["within_budget"]
     assert f"loadtest evidence #{attached['id']}" in out
 
@@ -145,24 +139,8 @@ def test_loadtest_attaches_its_report_with_the_budget_verdict(run, registered: s
 
 def serve(home: Path, ref: str, requests: dict[str, list[dict[str, Any]]]) -> None:
     registry = Registry(Settings(home=home))
-
-    async def go() -> None:
-        app = create_app(
-            RegistrySource(registry), models=[ref], predictions_dir=home / "predictions", log_flush_interval=60
-        )
-        await app.startup()
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                for request_id, body in requests.items():
-                    r = await client.post(
-                        f"/models/{ref}/predict", json={"rows": body}, headers={"x-request-id": request_id}
-                    )
-                    assert r.status_code == 200, r.text
-        finally:
-            await app.shutdown()
-
     try:
-        asyncio.run(go())
+        serve_requests(registry, ref, requests)
     finally:
         registry.close()
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import joblib
 import numpy as np
 import pandas as pd
@@ -22,7 +20,8 @@ from scoregate.config import Settings
 from scoregate.errors import NotFoundError
 from scoregate.governance.reproduce import package_differences, reproduce
 from scoregate.registry import Registry
-from scoregate.serving import RegistrySource, create_app, read_predictions
+from scoregate.serving import read_predictions
+from tests.governance.conftest import serve_requests
 
 FEATURES = ["income", "age", "debt_ratio", "purpose"]
 
@@ -52,34 +51,6 @@ def rows(n: int = 3, seed: int = 11) -> list[dict[str, Any]]:
         }
         for _ in range(n)
     ]
-
-
-def serve_requests(registry: Registry, ref: str, requests: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Score each body through the real ASGI app with the prediction log on; the log is flushed at shutdown."""
-
-    async def go() -> dict[str, Any]:
-        app = create_app(
-            RegistrySource(registry),
-            models=[ref],
-            predictions_dir=registry.settings.predictions_dir,
-            poll_interval=0.05,
-            log_flush_interval=60,
-        )
-        answers = {}
-        await app.startup()
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                for request_id, body in requests.items():
-                    r = await client.post(
-                        f"/models/{ref}/predict", json={"rows": body}, headers={"x-request-id": request_id}
-                    )
-                    assert r.status_code == 200, r.text
-                    answers[request_id] = r.json()
-        finally:
-            await app.shutdown()
-        return answers
-
-    return asyncio.run(go())
 
 
 def test_a_served_prediction_reproduces(registry: Registry, credit: Any) -> None:

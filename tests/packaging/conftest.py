@@ -8,6 +8,7 @@ Container tests are marked ``containers``. Without an engine or the base image (
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -53,6 +54,15 @@ def register_two_versions(home: Path, files: Path) -> Registry:
         joblib.dump(model, path)
         registry.register("credit-risk", path, flavor="sklearn", train_data=files / "train.parquet", target="default")
     return registry
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The packaging tests' registry: the two versions of :func:`register_two_versions`, once per module."""
+    root = tmp_path_factory.mktemp("two-versions")
+    registry = register_two_versions(root / "home", root / "files")
+    yield registry
+    registry.close()
 
 
 @pytest.fixture(scope="session")

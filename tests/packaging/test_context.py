@@ -13,13 +13,7 @@ import pytest
 from scoregate.errors import IntegrityError, NotFoundError
 from scoregate.packaging.bundle import BundleSource
 from scoregate.packaging.context import build_context, build_scoregate_wheel, pinned_requirements
-from tests.packaging.conftest import TEST_BASE, register_two_versions
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("context")
-    return register_two_versions(root / "home", root / "files")
+from tests.packaging.conftest import TEST_BASE
 
 
 def test_lock_is_the_recorded_closure_of_scoregate_and_the_flavor(registry) -> None:  # type: ignore[no-untyped-def]

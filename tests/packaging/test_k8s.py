@@ -5,17 +5,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pytest
 import yaml
 
 from scoregate.packaging import k8s
-from tests.packaging.conftest import register_two_versions
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("k8s")
-    return register_two_versions(root / "home", root / "files")
 
 
 def test_manifests_are_valid_and_complete(registry) -> None:  # type: ignore[no-untyped-def]
