@@ -115,6 +115,8 @@ def predictions(
         raise InvalidInputError(f"invalid --limit {limit}: must be at least 1")
     if output_format not in ("table", "jsonl", "csv"):
         raise InvalidInputError(f"invalid --format {output_format!r}: use table, jsonl or csv")
+    if output_format == "table" and output is not None:
+        raise InvalidInputError("--output needs --format jsonl or csv")
     parsed = ModelRef.parse(ref)
     since = dt.datetime.now(dt.UTC) - _duration(last) if last else None
     settings = state.settings or Settings.load()
@@ -127,33 +129,16 @@ def predictions(
             registry.close()
     rows = read_predictions(settings, parsed.name, version, since=since, request_id=request_id, decode=False)
     rows = rows.tail(limit)
-    if output_format == "table" and output is None:
+    if output_format == "table":
         _print_table(rows)
         return
-    if output_format == "table":
-        raise InvalidInputError("--output needs --format jsonl or csv")
-    columns = [
-        "timestamp",
-        "model",
-        "version",
-        "request_id",
-        "row",
-        "route",
-        "shadow",
-        "latency_ms",
-        "inputs",
-        "outputs",
-    ]
-    frame = rows[columns].assign(timestamp=rows["timestamp"].map(lambda t: t.isoformat()))
+    frame = rows[[*_COLUMNS, "inputs", "outputs"]].assign(timestamp=rows["timestamp"].map(lambda t: t.isoformat()))
     if output_format == "csv":
         text = frame.to_csv(index=False)
     else:
         records = frame.to_dict(orient="records")
-        text = "".join(
-            orjson.dumps({**r, "inputs": orjson.loads(r["inputs"]), "outputs": orjson.loads(r["outputs"])}).decode()
-            + "\n"
-            for r in records
-        )
+        decoded = ({**r, "inputs": orjson.loads(r["inputs"]), "outputs": orjson.loads(r["outputs"])} for r in records)
+        text = "".join(orjson.dumps(r).decode() + "\n" for r in decoded)
     if output is None:
         sys.stdout.write(text)
         return
