@@ -4,7 +4,7 @@ It lives with the registry because it is a store: the server writes it, and
 reproduction (governance) and monitoring read it.
 
 A handler appends its rows to the column buffers of its model version: the inputs and
-outputs are encoded as JSON there and then (orjson; about 3.5 us a row in all), the
+outputs are encoded as JSON there and then (orjson; a few microseconds a row in all), the
 other columns are plain list appends. A writer thread wakes every ``flush_interval``
 seconds (or as soon as ``flush_rows`` rows are waiting), takes the buffers in one swap
 and hands the columns to Arrow, which converts and compresses them in C++, then writes
