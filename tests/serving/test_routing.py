@@ -181,8 +181,10 @@ class SlowScorer(Scorer):
     def __init__(self, inner: Scorer, delay: float) -> None:
         self.inner = inner
         self.delay = delay
+        self.rows_taken = 0  # rows that reached the model (scored or being scored)
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        self.rows_taken += len(frame)
         time.sleep(self.delay)
         return self.inner.predict(frame)
 
@@ -275,7 +277,8 @@ def v2_body(row: dict[str, Any]) -> dict[str, Any]:
 def test_graceful_drain_on_shutdown(source: InMemorySource, schema: Any, tmp_path: Path, threaded: Any) -> None:
     _info, inner = source.load("credit", 1)
     slow = InMemorySource()
-    slow.add("slow", 1, SlowScorer(inner, 0.4), schema)
+    scorer = SlowScorer(inner, 0.4)
+    slow.add("slow", 1, scorer, schema)
     slow.set_alias("slow", "production", 1)
     app = create_app(slow, predictions_dir=tmp_path / "predictions", log_flush_interval=3600, max_batch_rows=4)
     server = threaded(app)
@@ -285,11 +288,13 @@ def test_graceful_drain_on_shutdown(source: InMemorySource, schema: Any, tmp_pat
         with httpx.Client(timeout=30) as client:
             return client.post(f"{server.url}/models/slow@production/predict", json={"rows": rows}).status_code
 
+    warmed = scorer.rows_taken  # warm-up rows, scored when the server started
     with ThreadPoolExecutor(12) as pool:
         futures = [pool.submit(call, i) for i in range(12)]
         batcher = app.state.table.served[("slow", 1)].batcher
         deadline = time.monotonic() + 20
-        while batcher.pending() < 8:  # the first batch is scoring, the rest are queued
+        # Stop only once all 12 requests reached the server: scored, being scored or queued.
+        while scorer.rows_taken - warmed + batcher.pending() < 12:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         stopper = threading.Thread(target=server.stop)
