@@ -118,16 +118,15 @@ def test_a_swapped_model_fails(built, engine, cli, tmp_path: Path) -> None:  # t
 
 
 def _load(port: int, stop_event: threading.Event, results: list[tuple[int | None, int | None]]) -> None:
-    while not stop_event.is_set():
-        try:
-            # a fresh connection per request: each one is routed by the proxy's current upstream
-            with httpx.Client(timeout=10.0) as client:
+    with httpx.Client(timeout=10.0) as client:  # one kept-alive connection, as pooled clients keep
+        while not stop_event.is_set():
+            try:
                 response = client.post(f"http://127.0.0.1:{port}/models/credit-risk/predict", json={"rows": [ROW]})
-            version = response.json().get("version") if response.status_code == 200 else None
-            results.append((response.status_code, version))
-        except httpx.HTTPError:
-            results.append((None, None))
-        time.sleep(0.02)
+                version = response.json().get("version") if response.status_code == 200 else None
+                results.append((response.status_code, version))
+            except httpx.HTTPError:
+                results.append((None, None))
+            time.sleep(0.02)
 
 
 def test_deploy_switches_with_zero_failed_requests_and_rolls_back(built, engine, cli) -> None:  # type: ignore[no-untyped-def]

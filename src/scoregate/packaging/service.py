@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -313,6 +314,8 @@ def run_image(
     registry: Any, ref: str, *, port: int = 8080, image: str | None = None, engine: Engine | None = None
 ) -> dict[str, Any]:
     """Start the version's container and serve it on ``port`` through the switchable proxy."""
+    if importlib.util.find_spec("aiohttp") is None:  # checked before a container is started
+        raise EngineError("the proxy in front of the container needs aiohttp: pip install 'scoregate[deploy]'")
     engine = engine or Engine.detect()
     version = registry.resolve(ref)
     _authorize(registry, Permission.MOVE_ALIAS, version.ref)
