@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,16 @@ class Proxy:
             options = ["--state", str(self.state), "--timeout", str(self.timeout)]
             self.process = subprocess.Popen([*command, *options])
         deadline = time.monotonic() + 20
-        while not (self.applied.exists() and int(self.applied.read_text() or -1) >= self.generation):
+        while self.status()["generation"] < self.generation:
             assert time.monotonic() < deadline, "the proxy did not apply the state"
             assert self.process.poll() is None, "the proxy exited"
             time.sleep(0.02)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.applied.read_text())
+        except (OSError, ValueError):
+            return {"generation": -1}
 
     @property
     def url(self) -> str:
@@ -217,3 +224,34 @@ def test_image_run_without_aiohttp_says_which_extra_before_starting_anything(mon
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
     with pytest.raises(EngineError, match=r"scoregate\[deploy\]"):
         service.run_image(object(), "credit-risk@1", engine=object())  # neither is touched
+
+
+def test_the_status_names_an_old_upstream_until_its_last_request_finishes(proxy: Proxy, upstreams: Any) -> None:
+    a, b = upstreams
+    proxy.point_at(a)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.get, f"{proxy.url}/slow", timeout=10)
+        time.sleep(0.2)  # on a now, for another 0.3 s
+        proxy.point_at(b)
+        assert proxy.status() == {"generation": 2, "draining": [f"127.0.0.1:{a.port}"]}
+        assert slow.result().json()["upstream"] == "a"
+    deadline = time.monotonic() + 5
+    while proxy.status()["draining"]:
+        assert time.monotonic() < deadline, proxy.status()
+        time.sleep(0.02)
+    proxy.point_at(a)  # back again: nothing in flight on b, so nothing to drain
+    assert proxy.status() == {"generation": 3, "draining": []}
+
+
+def test_deploy_waits_for_the_old_upstream_to_drain_at_most_the_drain_time(tmp_path: Path) -> None:
+    from scoregate.packaging.service import _wait_drained
+
+    state = tmp_path / "state.json"
+    applied = tmp_path / "state.json.applied"
+    applied.write_text(json.dumps({"generation": 2, "draining": ["127.0.0.1:1"]}))
+    started = time.monotonic()
+    assert _wait_drained(state, "127.0.0.1:1", 0.3) is False
+    assert time.monotonic() - started >= 0.3
+    threading.Timer(0.2, lambda: applied.write_text(json.dumps({"generation": 2, "draining": []}))).start()
+    assert _wait_drained(state, "127.0.0.1:1", 10) is True
+    assert _wait_drained(state, "127.0.0.1:2", 0) is True  # never draining: no wait

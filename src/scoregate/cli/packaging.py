@@ -121,13 +121,18 @@ def deploy_command(
     model: Annotated[str, typer.Argument(help="NAME@VERSION to deploy.")],
     replace: Annotated[str, typer.Option(help="NAME@VERSION currently serving (started with `image run`).")],
     image: Annotated[str | None, typer.Option(help="Image (default the version's tag).")] = None,
-    drain: Annotated[float, typer.Option(help="Seconds the old container keeps running after the switch.")] = 2.0,
+    drain: Annotated[
+        float,
+        typer.Option(help="Longest wait, in seconds, for requests in flight on the old container before it stops."),
+    ] = 30.0,
     engine: EngineOption = None,
     runtime: RuntimeOption = None,
 ) -> None:
     """Start MODEL beside the serving version, check health and parity, switch the port, stop the old one."""
     from scoregate.packaging import deploy
 
+    if drain < 0:
+        raise InvalidInputError(f"invalid --drain {drain:g}: must be 0 or more")
     result = deploy(
         get_registry(), model, replace=replace, image=image, engine=_engine(engine, runtime), drain_seconds=drain
     )
@@ -136,6 +141,8 @@ def deploy_command(
         out.print(f"{result.replaced} keeps serving on port {result.port}")
         raise typer.Exit(1)
     out.print(f"{result.ref} now serves on port {result.port}; {result.replaced} stopped")
+    if not result.drained:
+        out.print(f"[yellow]requests still in flight on {result.replaced} after {drain:g} s were cut off[/]")
     out.print(f"rollback: scoregate deploy {result.replaced} --replace {result.ref}")
 
 

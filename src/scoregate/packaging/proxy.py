@@ -3,8 +3,9 @@
 It runs as its own process (``python -m scoregate.packaging.proxy --listen PORT --state FILE``)
 so it outlives the command that started it. The upstream is read from the JSON state file
 (``{"upstream": "127.0.0.1:PORT", "generation": N}``, replaced atomically by the deployer)
-and re-read when the file changes; the generation applied is written to ``FILE.applied``,
-so the deployer knows when new requests go to the new container.
+and re-read when the file changes. The proxy's status is written to ``FILE.applied``
+(``{"generation": N, "draining": ["127.0.0.1:OLD", ...]}``): the deployer knows when new
+requests go to the new container, and when the old one has no request left in flight.
 
 Why HTTP and not TCP: clients keep connections alive (every pooled HTTP client does). A TCP
 proxy pins such a connection to the container it first reached, so the client keeps scoring
@@ -102,6 +103,8 @@ class SwitchableProxy:
         self.generation = -1
         self._mtime = -1
         self._retiring: set[asyncio.Task[None]] = set()
+        self._draining: list[Upstream] = []
+        self._published: dict[str, Any] | None = None
 
     def reload(self) -> None:
         """Apply the state file if it changed; a missing or bad file keeps the current upstream."""
@@ -123,12 +126,26 @@ class SwitchableProxy:
             self.upstream = Upstream(address, self.timeout)  # one assignment: a request sees old or new
             if previous is not None:
                 previous.retired = True
+                self._draining.append(previous)
                 self._close_later(previous)
         self.generation = generation
+        self.publish()
+
+    def status(self) -> dict[str, Any]:
+        """The generation applied and the old upstreams that still have requests in flight."""
+        self._draining = [u for u in self._draining if u.in_flight > 0]
+        return {"generation": self.generation, "draining": sorted(u.address for u in self._draining)}
+
+    def publish(self) -> None:
+        """Write the status next to the state file when it changed (atomically, like the state)."""
+        status = self.status()
+        if status == self._published:
+            return
         applied = self.state.with_name(self.state.name + ".applied")
         partial = applied.with_name(applied.name + ".partial")
-        partial.write_text(str(generation))
+        partial.write_text(json.dumps(status))
         os.replace(partial, applied)
+        self._published = status
 
     def _close_later(self, upstream: Upstream) -> None:
         """Close now if idle; otherwise the last request in flight on it closes it."""
@@ -139,6 +156,7 @@ class SwitchableProxy:
     async def watch(self, interval: float = 0.05) -> None:
         while True:
             self.reload()
+            self.publish()
             await asyncio.sleep(interval)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

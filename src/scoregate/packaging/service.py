@@ -286,17 +286,32 @@ def _start_proxy(state_path: Path, port: int) -> int:
     return proc.pid
 
 
+def _proxy_status(state_path: Path) -> dict[str, Any]:
+    """What the proxy last wrote: the generation it applied and the upstreams still draining."""
+    try:
+        status = json.loads(state_path.with_name(state_path.name + ".applied").read_text())
+        return {"generation": int(status["generation"]), "draining": list(status.get("draining", []))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"generation": -1, "draining": []}
+
+
 def _wait_applied(state_path: Path, generation: int, timeout: float = 10.0) -> None:
-    applied = state_path.with_name(state_path.name + ".applied")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if int(applied.read_text().strip() or -1) >= generation:
-                return
-        except (OSError, ValueError):
-            pass
+        if _proxy_status(state_path)["generation"] >= generation:
+            return
         time.sleep(0.05)
     raise EngineError(f"the proxy did not apply generation {generation} within {timeout:g} s")
+
+
+def _wait_drained(state_path: Path, upstream: str, timeout: float) -> bool:
+    """Wait until no request is in flight on ``upstream`` (True), or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while upstream in _proxy_status(state_path)["draining"]:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _wait_listening(port: int, timeout: float = 10.0) -> None:
@@ -368,6 +383,12 @@ class DeployResult:
     reason: str | None = None
     report: Any = None
     state: dict[str, Any] | None = None
+    drained: bool = True  # False: requests still in flight on the old container when it stopped
+
+
+#: Longest wait, after the switch, for requests in flight on the old container to finish.
+#: Only as long as they take: a deploy of a model answering in milliseconds waits milliseconds.
+DEFAULT_DRAIN = 30.0
 
 
 def deploy(
@@ -377,7 +398,7 @@ def deploy(
     replace: str,
     image: str | None = None,
     engine: Engine | None = None,
-    drain_seconds: float = 2.0,
+    drain_seconds: float = DEFAULT_DRAIN,
 ) -> DeployResult:
     """Start ``ref`` beside the serving ``replace``; health, parity, switch, stop the old one.
 
@@ -424,7 +445,8 @@ def deploy(
         _write_state(state_path, {**current, "generation": state["generation"] + 1})
         engine.remove(running.container)
         return DeployResult(False, version.ref, old.ref, port, reason=str(exc), report=report)
-    time.sleep(drain_seconds)  # connections opened before the switch finish on the old container
+    # requests that reached the old container before the switch finish there first
+    drained = _wait_drained(state_path, current["upstream"], drain_seconds)
     engine.stop(current["container"])
     engine.remove(current["container"])
     _audit(
@@ -432,9 +454,9 @@ def deploy(
         Permission.MOVE_PROTECTED_ALIAS,
         "image.deploy",
         version.ref,
-        {"replaced": old.ref, "port": port, "image": image},
+        {"replaced": old.ref, "port": port, "image": image, "drained": drained},
     )
-    return DeployResult(True, version.ref, old.ref, port, report=report, state=state)
+    return DeployResult(True, version.ref, old.ref, port, report=report, state=state, drained=drained)
 
 
 def stop(registry: Any, name: str, *, engine: Engine | None = None) -> dict[str, Any] | None:
