@@ -186,6 +186,22 @@ async def test_bad_inputs_never_500(source: InMemorySource) -> None:
             r = await post(path, json={"rows": [good]})
             assert r.status_code == 404, path
         assert (await s.client.get("/nothing/here")).status_code == 404
+        assert (await s.client.get("/v2/models/credit/versions/1/nothing")).status_code == 404
+        # 405: a route that exists, with a method it does not take, says which it does
+        for method, path, allow in (
+            ("GET", "/models/credit@1/predict", "POST"),
+            ("PUT", "/v2/models/credit/infer", "POST"),
+            ("POST", "/v2/health/ready", "GET, HEAD"),
+            ("DELETE", "/v2/models/credit", "GET, HEAD"),
+        ):
+            r = await s.client.request(method, path)
+            assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path)
+            body = r.json()  # V2 errors carry the message in "error" and the code in "code"
+            assert body.get("code", body["error"]) == "method_not_allowed"
+            assert allow in body.get("message", body["error"])
+        # 400: a reference with nothing after the "@"
+        r = await post("/models/credit@/predict", json={"rows": [good]})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_reference"
         # 400: malformed JSON
         r = await post("/models/credit@1/predict", content=b"{not json")
         assert r.status_code == 400 and r.json()["error"] == "bad_request"

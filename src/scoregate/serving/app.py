@@ -18,11 +18,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-from scoregate.errors import InvalidInputError, NotFoundError, ScoregateError
+from scoregate.errors import InvalidInputError, InvalidReferenceError, NotFoundError, ScoregateError
 from scoregate.registry.predictions import PredictionLog
 from scoregate.schema import MAX_REPORTED_VIOLATIONS, Violation, raise_for
 from scoregate.serving import v2
@@ -43,10 +43,27 @@ _perf = time.perf_counter
 
 
 class HTTPError(ScoregateError):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.status_code = status
         self.code = code
+        self.headers = headers
+
+
+_GET_PATHS = frozenset(
+    {"/v2/health/live", "/v2/health/ready", "/v2", "/metrics", "/openapi.json", "/models", "/models/"}
+)
+
+
+def allowed_methods(path: str) -> bytes | None:
+    """The methods a route takes (the ``Allow`` header of a 405), or None for no such route."""
+    if (path.startswith("/models/") and path.endswith("/predict")) or (
+        path.startswith("/v2/models/") and path.endswith("/infer")
+    ):
+        return b"POST"
+    if path in _GET_PATHS or path.startswith("/v2/models/"):
+        return b"GET, HEAD"
+    return None
 
 
 class _Disconnected(Exception):
@@ -186,6 +203,7 @@ class ScoringApp:
             return
         except ScoregateError as exc:
             status, payload, content_type = exc.status_code, _error_body(exc, request_id, v2_style=v2_style), JSON
+            extra_headers.extend(getattr(exc, "headers", ()))
             if status == 503:
                 extra_headers.append((b"retry-after", b"1"))
             labels = (served.name, served.version_label) if served is not None else ("", "")
@@ -238,8 +256,12 @@ class ScoringApp:
         return b"".join(chunks)
 
     @staticmethod
-    def _unknown_route(path: str, method: str) -> None:
-        raise HTTPError(404 if method in ("GET", "POST", "HEAD") else 405, "no_route", f"no route {method} {path}")
+    def _unknown_route(path: str, method: str) -> NoReturn:
+        allow = allowed_methods(path)
+        if allow is None or method.encode() in allow.split(b", "):
+            raise HTTPError(404, "no_route", f"no route {method} {path}")
+        message = f"{method} is not allowed on {path}: use {allow.decode()}"
+        raise HTTPError(405, "method_not_allowed", message, headers=((b"allow", allow),))
 
     # --- scoring --------------------------------------------------------------------------------
 
@@ -322,7 +344,9 @@ class ScoringApp:
         shadow.batcher.submit_callback(records, done)
 
     async def _plain(self, ref_text: str, body: bytes, request_id: str, started: float) -> tuple[int, bytes, Any]:
-        name, _, selector = ref_text.partition("@")
+        name, at, selector = ref_text.partition("@")
+        if at and not selector:
+            raise InvalidReferenceError(f"{ref_text!r}: after '@' comes a version or an alias")
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -428,7 +452,7 @@ class ScoringApp:
                     return 404, orjson.dumps({"name": name, "ready": False}), JSON
                 return 200, orjson.dumps({"name": name, "ready": True}), JSON
             if action:
-                raise HTTPError(404, "no_route", f"no route GET {path}")
+                self._unknown_route(path, "GET")
             route = state.route(name, version)
             entry = state.table.models[name]
             s = route.primary
@@ -436,7 +460,7 @@ class ScoringApp:
             if version is not None:
                 meta["versions"] = [str(s.version)]
             return 200, orjson.dumps(meta), JSON
-        raise HTTPError(404, "no_route", f"no route GET {path}")
+        self._unknown_route(path, "GET")
 
     def _listing(self) -> dict[str, Any]:
         out = []
