@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scoregate.packaging.engine import free_port
+
 LUA = r"""
 request = function()
   return wrk.format("POST", "/models/bench@production/predict", {["Content-Type"] = "application/json"},
@@ -50,12 +52,6 @@ async def upstream_app(scope: dict, receive, send) -> None:  # type: ignore[no-u
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": ANSWER})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, timeout: float = 30) -> None:
