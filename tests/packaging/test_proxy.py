@@ -244,7 +244,7 @@ def test_the_status_names_an_old_upstream_until_its_last_request_finishes(proxy:
 
 
 def test_deploy_waits_for_the_old_upstream_to_drain_at_most_the_drain_time(tmp_path: Path) -> None:
-    from scoregate.packaging.service import _wait_drained
+    from scoregate.packaging.service import _proxy_status, _wait_drained
 
     state = tmp_path / "state.json"
     applied = tmp_path / "state.json.applied"
@@ -255,3 +255,5 @@ def test_deploy_waits_for_the_old_upstream_to_drain_at_most_the_drain_time(tmp_p
     threading.Timer(0.2, lambda: applied.write_text(json.dumps({"generation": 2, "draining": []}))).start()
     assert _wait_drained(state, "127.0.0.1:1", 10) is True
     assert _wait_drained(state, "127.0.0.1:2", 0) is True  # never draining: no wait
+    applied.write_text("7")  # what a proxy of an earlier release, still running, writes
+    assert _proxy_status(state) == {"generation": 7, "draining": []}

@@ -290,6 +290,8 @@ def _proxy_status(state_path: Path) -> dict[str, Any]:
     """What the proxy last wrote: the generation it applied and the upstreams still draining."""
     try:
         status = json.loads(state_path.with_name(state_path.name + ".applied").read_text())
+        if isinstance(status, int):  # the TCP proxy of earlier releases, still running: no draining report
+            return {"generation": status, "draining": []}
         return {"generation": int(status["generation"]), "draining": list(status.get("draining", []))}
     except (OSError, ValueError, KeyError, TypeError):
         return {"generation": -1, "draining": []}
