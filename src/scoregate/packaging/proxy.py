@@ -265,8 +265,9 @@ async def _error(send: Send, status: int, code: str, message: str) -> None:
 def listening_socket(host: str, port: int) -> socket.socket:
     """Bind before the state is applied: the ``.applied`` file then also means "listening".
 
-    The protocol is named: asyncio turns Nagle's algorithm off only on sockets that say they
-    are TCP, and without that a response written in several pieces waits 40 ms for an ACK.
+    The protocol is named: asyncio's own loop turns Nagle's algorithm off only on sockets that
+    say they are TCP (uvloop always does), and with it on, a response written in several
+    pieces waits 40 ms for an ACK.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
