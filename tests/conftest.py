@@ -122,6 +122,22 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(autouse=True)
+def _close_registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every registry a test opened, so no database connection outlives its test."""
+    opened: list[Registry] = []
+    init = Registry.__init__
+
+    def tracked(self: Registry, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    monkeypatch.setattr(Registry, "__init__", tracked)
+    yield
+    for registry in opened:
+        registry.close()
+
+
 @pytest.fixture
 def sqlite_settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home")
