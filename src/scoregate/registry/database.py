@@ -9,6 +9,8 @@ beyond a row lock, which the registry takes itself.
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -56,15 +58,32 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
+        _use_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
         immediate = connection.get_execution_options().get("scoregate_write")
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _use_wal(cursor: sqlite3.Cursor, attempts: int = 100) -> None:
+    """Switch the file to WAL (it stays so), retrying while another process holds it.
+
+    Switching needs the file to itself for a moment, and when two processes open a new
+    registry at once, SQLite answers "database is locked" at once rather than through the
+    busy timeout. Once the file is in WAL mode the statement needs no lock.
+    """
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 + 0.01 * attempt)  # at most about 50 s in all
 
 
 def migrate(engine: Engine) -> None:
