@@ -21,8 +21,16 @@ import pytest
 from tests.serving.conftest import ThreadedServer, free_port
 
 
-def echo_app(name: str) -> Any:
-    """An upstream that says who it is and what it received; ``/slow`` takes half a second."""
+class Gate:
+    """Holds an upstream's ``/slow`` requests: ``started`` once one arrives, until ``release``."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+
+def echo_app(name: str, gate: Gate) -> Any:
+    """An upstream that says who it is and what it received; ``/slow`` waits for its gate."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -34,7 +42,8 @@ def echo_app(name: str) -> Any:
             if not message.get("more_body"):
                 break
         if scope["path"] == "/slow":
-            await asyncio.sleep(0.5)
+            gate.started.set()
+            await asyncio.get_running_loop().run_in_executor(None, gate.release.wait, 20)
         answer = {
             "upstream": name,
             "method": scope["method"],
@@ -61,7 +70,7 @@ class Proxy:
         self.timeout = timeout
         self.state = tmp_path / "state.json"
         self.applied = tmp_path / "state.json.applied"
-        self.port = free_port()
+        self.port = 0  # the proxy takes a free port itself and reports it: no race with other binds
         self.generation = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -72,7 +81,7 @@ class Proxy:
         partial.write_text(json.dumps({"upstream": address, "generation": self.generation}))
         os.replace(partial, self.state)
         if self.process is None:
-            command = [sys.executable, "-m", "scoregate.packaging.proxy", "--listen", str(self.port)]
+            command = [sys.executable, "-m", "scoregate.packaging.proxy", "--listen", "0"]
             options = ["--state", str(self.state), "--timeout", str(self.timeout)]
             self.process = subprocess.Popen([*command, *options])
         deadline = time.monotonic() + 20
@@ -80,6 +89,7 @@ class Proxy:
             assert time.monotonic() < deadline, "the proxy did not apply the state"
             assert self.process.poll() is None, "the proxy exited"
             time.sleep(0.02)
+        self.port = self.status()["port"]
 
     def status(self) -> dict[str, Any]:
         try:
@@ -104,9 +114,19 @@ def proxy(tmp_path: Path) -> Iterator[Proxy]:
     proxy.stop()
 
 
+class Upstream(ThreadedServer):
+    def __init__(self, name: str) -> None:
+        self.gate = Gate()
+        super().__init__(echo_app(name, self.gate))
+
+    def stop(self) -> None:
+        self.gate.release.set()
+        super().stop()
+
+
 @pytest.fixture
-def upstreams() -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
-    with ThreadedServer(echo_app("a"), free_port()) as a, ThreadedServer(echo_app("b"), free_port()) as b:
+def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
+    with Upstream("a") as a, Upstream("b") as b:
         yield a, b
 
 
@@ -149,16 +169,19 @@ def test_a_kept_alive_client_follows_the_switch_and_never_fails(proxy: Proxy, up
         worker = threading.Thread(target=load)
         worker.start()
         try:
-            time.sleep(0.3)
+            wait_for(lambda: len(seen) >= 5)
             in_flight: list[str] = []
             slow = threading.Thread(target=lambda: in_flight.append(slow_client.get(f"{proxy.url}/slow").text))
             slow.start()
-            time.sleep(0.1)  # the slow request is now on a
+            assert a.gate.started.wait(10)  # the slow request is on a
             proxy.point_at(b)
             switched_at = len(seen)
+            wait_for(lambda: len(seen) >= switched_at + 5)
+            a.gate.release.set()
             slow.join(10)
             a.stop()  # the old upstream goes away, as the old container does after a deploy
-            time.sleep(0.3)
+            stopped_at = len(seen)
+            wait_for(lambda: len(seen) >= stopped_at + 5)
         finally:
             stop.set()
             worker.join(10)
@@ -168,6 +191,13 @@ def test_a_kept_alive_client_follows_the_switch_and_never_fails(proxy: Proxy, up
     assert seen == sorted(seen), "a request went back to the old upstream after the switch"
     assert set(seen[switched_at + 1 :]) == {"b"}  # at most the request in flight at the switch ends on a
     assert json.loads(in_flight[0])["upstream"] == "a"  # in flight at the switch: finished where it started
+
+
+def wait_for(condition: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_an_unreachable_upstream_is_a_502_naming_it(proxy: Proxy) -> None:
@@ -207,8 +237,9 @@ def test_a_slow_upstream_is_a_504_and_the_proxy_keeps_serving(tmp_path: Path, up
     proxy = Proxy(tmp_path, timeout=0.2)
     try:
         proxy.point_at(upstreams[0])
-        response = httpx.get(f"{proxy.url}/slow")  # the upstream takes 0.5 s
+        response = httpx.get(f"{proxy.url}/slow")  # held at the upstream
         assert response.status_code == 504 and response.json()["code"] == "upstream_timeout"
+        upstreams[0].gate.release.set()
         assert httpx.get(f"{proxy.url}/x").json()["upstream"] == "a"
     finally:
         proxy.stop()
@@ -231,16 +262,16 @@ def test_the_status_names_an_old_upstream_until_its_last_request_finishes(proxy:
     proxy.point_at(a)
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(httpx.get, f"{proxy.url}/slow", timeout=10)
-        time.sleep(0.2)  # on a now, for another 0.3 s
+        assert a.gate.started.wait(10)  # on a now, and held there
         proxy.point_at(b)
-        assert proxy.status() == {"generation": 2, "draining": [f"127.0.0.1:{a.port}"]}
+        assert proxy.status() == {"generation": 2, "draining": [f"127.0.0.1:{a.port}"], "port": proxy.port}
+        time.sleep(0.2)  # several status intervals: still in flight, still draining
+        assert proxy.status()["draining"] == [f"127.0.0.1:{a.port}"]
+        a.gate.release.set()
         assert slow.result().json()["upstream"] == "a"
-    deadline = time.monotonic() + 5
-    while proxy.status()["draining"]:
-        assert time.monotonic() < deadline, proxy.status()
-        time.sleep(0.02)
+    wait_for(lambda: not proxy.status()["draining"])
     proxy.point_at(a)  # back again: nothing in flight on b, so nothing to drain
-    assert proxy.status() == {"generation": 3, "draining": []}
+    assert proxy.status() == {"generation": 3, "draining": [], "port": proxy.port}
 
 
 def test_deploy_waits_for_the_old_upstream_to_drain_at_most_the_drain_time(tmp_path: Path) -> None:
@@ -248,12 +279,20 @@ def test_deploy_waits_for_the_old_upstream_to_drain_at_most_the_drain_time(tmp_p
 
     state = tmp_path / "state.json"
     applied = tmp_path / "state.json.applied"
-    applied.write_text(json.dumps({"generation": 2, "draining": ["127.0.0.1:1"]}))
+
+    def publish(text: str) -> None:  # atomically, as the proxy does
+        partial = tmp_path / "applied.partial"
+        partial.write_text(text)
+        os.replace(partial, applied)
+
+    publish(json.dumps({"generation": 2, "draining": ["127.0.0.1:1"]}))
     started = time.monotonic()
     assert _wait_drained(state, "127.0.0.1:1", 0.3) is False
     assert time.monotonic() - started >= 0.3
-    threading.Timer(0.2, lambda: applied.write_text(json.dumps({"generation": 2, "draining": []}))).start()
+    drained = threading.Timer(0.2, publish, args=(json.dumps({"generation": 2, "draining": []}),))
+    drained.start()
     assert _wait_drained(state, "127.0.0.1:1", 10) is True
+    drained.join()
     assert _wait_drained(state, "127.0.0.1:2", 0) is True  # never draining: no wait
-    applied.write_text("7")  # what a proxy of an earlier release, still running, writes
+    publish("7")  # what a proxy of an earlier release, still running, writes
     assert _proxy_status(state) == {"generation": 7, "draining": []}

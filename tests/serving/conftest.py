@@ -119,7 +119,8 @@ def serve(source: Any, **kwargs: Any) -> Served:
 class ThreadedServer:
     """uvicorn on a real loopback socket, in a thread of the test process."""
 
-    def __init__(self, app: Any, port: int) -> None:
+    def __init__(self, app: Any, port: int = 0) -> None:
+        """``port`` 0 lets the kernel pick a free one at bind time (no race with other binds)."""
         import uvicorn
 
         self.port = port
@@ -144,6 +145,7 @@ class ThreadedServer:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("server did not start")
             time.sleep(0.02)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
@@ -180,7 +182,7 @@ def threaded() -> Iterator[Any]:
     servers: list[ThreadedServer] = []
 
     def start(app: Any) -> ThreadedServer:
-        server = ThreadedServer(app, free_port()).__enter__()
+        server = ThreadedServer(app).__enter__()
         servers.append(server)
         return server
 

@@ -4,8 +4,9 @@ It runs as its own process (``python -m scoregate.packaging.proxy --listen PORT 
 so it outlives the command that started it. The upstream is read from the JSON state file
 (``{"upstream": "127.0.0.1:PORT", "generation": N}``, replaced atomically by the deployer)
 and re-read when the file changes. The proxy's status is written to ``FILE.applied``
-(``{"generation": N, "draining": ["127.0.0.1:OLD", ...]}``): the deployer knows when new
-requests go to the new container, and when the old one has no request left in flight.
+(``{"generation": N, "draining": ["127.0.0.1:OLD", ...], "port": P}``): the deployer knows
+when new requests go to the new container, when the old one has no request left in
+flight, and (after ``--listen 0``) which port the proxy took.
 
 Why HTTP and not TCP: clients keep connections alive (every pooled HTTP client does). A TCP
 proxy pins such a connection to the container it first reached, so the client keeps scoring
@@ -96,9 +97,10 @@ class Upstream:
 class SwitchableProxy:
     """ASGI app: forwards each request to the upstream current when it arrives."""
 
-    def __init__(self, state: Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, state: Path, *, timeout: float = DEFAULT_TIMEOUT, port: int | None = None) -> None:
         self.state = Path(state)
         self.timeout = timeout
+        self.port = port
         self.upstream: Upstream | None = None
         self.generation = -1
         self._mtime = -1
@@ -134,7 +136,8 @@ class SwitchableProxy:
     def status(self) -> dict[str, Any]:
         """The generation applied and the old upstreams that still have requests in flight."""
         self._draining = [u for u in self._draining if u.in_flight > 0]
-        return {"generation": self.generation, "draining": sorted(u.address for u in self._draining)}
+        draining = sorted(u.address for u in self._draining)
+        return {"generation": self.generation, "draining": draining, "port": self.port}
 
     def publish(self) -> None:
         """Write the status next to the state file when it changed (atomically, like the state)."""
@@ -282,7 +285,7 @@ def serve(host: str, port: int, state: Path, *, timeout: float = DEFAULT_TIMEOUT
 
     sock = listening_socket(host, port)
     config = uvicorn.Config(
-        SwitchableProxy(state, timeout=timeout),
+        SwitchableProxy(state, timeout=timeout, port=sock.getsockname()[1]),
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -299,7 +302,7 @@ def serve(host: str, port: int, state: Path, *, timeout: float = DEFAULT_TIMEOUT
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scoregate-proxy")
-    parser.add_argument("--listen", type=int, required=True)
+    parser.add_argument("--listen", type=int, required=True, help="port; 0 takes a free one (see the status)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds an upstream may take")
