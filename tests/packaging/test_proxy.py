@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving.conftest import ThreadedServer, free_port
+from scoregate.packaging.service import _proxy_status, _wait_drained
+from tests.serving.conftest import ThreadedServer, free_port, wait_for
 
 
 class Gate:
@@ -69,7 +70,6 @@ class Proxy:
     def __init__(self, tmp_path: Path, timeout: float = 5.0) -> None:
         self.timeout = timeout
         self.state = tmp_path / "state.json"
-        self.applied = tmp_path / "state.json.applied"
         self.port = 0  # the proxy takes a free port itself and reports it: no race with other binds
         self.generation = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -92,10 +92,7 @@ class Proxy:
         self.port = self.status()["port"]
 
     def status(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.applied.read_text())
-        except (OSError, ValueError):
-            return {"generation": -1}
+        return _proxy_status(self.state)  # what `deploy` reads
 
     @property
     def url(self) -> str:
@@ -193,13 +190,6 @@ def test_a_kept_alive_client_follows_the_switch_and_never_fails(proxy: Proxy, up
     assert json.loads(in_flight[0])["upstream"] == "a"  # in flight at the switch: finished where it started
 
 
-def wait_for(condition: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_an_unreachable_upstream_is_a_502_naming_it(proxy: Proxy) -> None:
     dead = f"127.0.0.1:{free_port()}"
     proxy.point_at(dead)
@@ -275,8 +265,6 @@ def test_the_status_names_an_old_upstream_until_its_last_request_finishes(proxy:
 
 
 def test_deploy_waits_for_the_old_upstream_to_drain_at_most_the_drain_time(tmp_path: Path) -> None:
-    from scoregate.packaging.service import _proxy_status, _wait_drained
-
     state = tmp_path / "state.json"
     applied = tmp_path / "state.json.applied"
 

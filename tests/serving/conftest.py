@@ -160,6 +160,19 @@ class ThreadedServer:
         return f"http://127.0.0.1:{self.port}"
 
 
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it is true; a server not listening yet counts as false."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     import socket
 

@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -18,19 +16,7 @@ import pytest
 from scoregate.config import Settings
 from scoregate.registry import Registry
 from scoregate.serving import read_predictions
-from tests.serving.conftest import FEATURES, free_port, sample_rows
-
-
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.serving.conftest import FEATURES, free_port, sample_rows, wait_for
 
 
 @pytest.mark.slow

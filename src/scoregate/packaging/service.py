@@ -287,12 +287,12 @@ def _start_proxy(state_path: Path, port: int) -> int:
 
 
 def _proxy_status(state_path: Path) -> dict[str, Any]:
-    """What the proxy last wrote: the generation it applied and the upstreams still draining."""
+    """What the proxy last wrote: the generation it applied, the upstreams still draining (and its port)."""
     try:
         status = json.loads(state_path.with_name(state_path.name + ".applied").read_text())
         if isinstance(status, int):  # the TCP proxy of earlier releases, still running: no draining report
             return {"generation": status, "draining": []}
-        return {"generation": int(status["generation"]), "draining": list(status.get("draining", []))}
+        return {**status, "generation": int(status["generation"]), "draining": list(status.get("draining", []))}
     except (OSError, ValueError, KeyError, TypeError):
         return {"generation": -1, "draining": []}
 
