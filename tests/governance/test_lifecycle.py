@@ -20,6 +20,7 @@ from scoregate.errors import (
 )
 from scoregate.governance.service import Governance
 from scoregate.registry import Registry
+from tests.governance.runs import loadtest_document, validation_document
 
 
 class Team:
@@ -30,6 +31,7 @@ class Team:
         self.tokens = {"admin": Governance(Registry(settings)).init("admin")}
         admin = self.gov("admin")
         for name, role in [
+            ("root2", "admin"),
             ("dave", "developer"),
             ("val", "validator"),
             ("vera", "validator"),
@@ -44,6 +46,11 @@ class Team:
     def gov(self, user: str) -> Governance:
         return Governance(self.reg(user))
 
+    def set_policy(self, document: str, reason: str) -> int:
+        """Put ``document`` in force: proposed by one admin, approved by the second."""
+        change = self.gov("admin").set_policy(document, reason=reason)
+        return self.gov("root2").approve_policy(change.proposal, reason="second admin").version
+
 
 @pytest.fixture
 def team(settings: Settings) -> Team:
@@ -56,11 +63,8 @@ def register(registry: Registry, files, tier: str = "high"):  # type: ignore[no-
     )
 
 
-def report(version, *, passed: bool = True, within_budget: bool | None = None, digest: str | None = None) -> bytes:  # type: ignore[no-untyped-def]
-    body = {"passed": passed, "artifact_digest": digest or version.artifact_digest}
-    if within_budget is not None:
-        body["within_budget"] = within_budget
-    return json.dumps(body).encode()
+def record_validation(gov: Governance, version, **changes):  # type: ignore[no-untyped-def]
+    return gov.record_run(version.ref, "validation", validation_document(gov.registry, version, **changes))
 
 
 def state(registry: Registry) -> tuple:
@@ -153,21 +157,23 @@ def test_lifecycle_with_four_eyes_and_gates(team: Team, credit_files) -> None:
     assert state(dep) == before
 
     dave = team.gov("dave")
-    with pytest.raises(PolicyViolationError, match="no passing validation report"):
-        dave.validate(v.ref)
-    dave.attach_evidence(v.ref, "validation", report(v, passed=False))
-    dave.attach_evidence(v.ref, "validation", report(v, digest="0" * 64), summary=None)
+    with pytest.raises(PolicyViolationError, match="no recorded validation run"):
+        dave.mark_validated(v.ref)
+    failed = validation_document(dave.registry, v)
+    failed["cases"][0]["status"] = "fail"
+    dave.record_run(v.ref, "validation", failed)
+    record_validation(dave, v, settings={"reference": "none"})
     with pytest.raises(PolicyViolationError):
-        dave.validate(v.ref)  # failing, or bound to another artifact, does not count
-    dave.attach_evidence(v.ref, "validation", report(v))
-    assert dave.validate(v.ref, reason="suite passed") == "validated"
+        dave.mark_validated(v.ref)  # a failing run, or one with a weaker reference, does not count
+    record_validation(dave, v)
+    assert dave.mark_validated(v.ref, reason="suite passed") == "validated"
 
     with pytest.raises(ForbiddenError, match="may not approve"):
         dave.approve(v.ref, reason="mine")  # developer role cannot approve anyway
     team.gov("admin").add_user("dana", ["developer", "validator"])
-    # four-eyes: a validator who authored the validation evidence may not approve
+    # four-eyes: a validator who ran a validation of it may not approve
     val = team.gov("val")
-    val.attach_evidence(v.ref, "validation", report(v) + b" ")
+    record_validation(val, v)
     with pytest.raises(ForbiddenError, match="four-eyes rule, the approver may not be an author"):
         val.approve(v.ref, reason="looks good")
     assert team.gov("vera").approve(v.ref, reason="independent review") == "approved"
@@ -175,10 +181,10 @@ def test_lifecycle_with_four_eyes_and_gates(team: Team, credit_files) -> None:
     with pytest.raises(PolicyViolationError) as refused:
         dep.set_alias("credit-risk", "production", 1)
     assert [d["rule"] for d in refused.value.details] == ["evidence:loadtest"]
-    dave.attach_evidence(v.ref, "loadtest", report(v, within_budget=False))
-    with pytest.raises(PolicyViolationError, match="within-latency-budget loadtest"):
+    dave.record_run(v.ref, "loadtest", loadtest_document(v, p99_ms=900.0))
+    with pytest.raises(PolicyViolationError, match=r"its p99 latency was 900\.0 ms against a 300 ms budget"):
         dep.set_alias("credit-risk", "production", 1)
-    dave.attach_evidence(v.ref, "loadtest", report(v, within_budget=True))
+    dave.record_run(v.ref, "loadtest", loadtest_document(v))
     with pytest.raises(ForbiddenError, match="requires the role deployer"):
         team.reg("dave").set_alias("credit-risk", "production", 1)
     dep.set_alias("credit-risk", "production", 1, reason="go live")
@@ -193,8 +199,8 @@ def test_four_eyes_registrant_may_not_approve(team: Team, credit_files) -> None:
     both_token = team.gov("admin").issue_token("both")
     both = Registry(team.settings, token=both_token)
     v = register(both, credit_files)
-    team.gov("dave").attach_evidence(v.ref, "validation", report(v))
-    team.gov("dave").validate(v.ref)
+    record_validation(team.gov("dave"), v)
+    team.gov("dave").mark_validated(v.ref)
     with pytest.raises(ForbiddenError, match="may not be its registrant"):
         Governance(both).approve(v.ref, reason="self")
 
@@ -211,14 +217,11 @@ def test_policy_change_is_versioned_and_exceptions_expire(team: Team, credit_fil
     stricter = document.replace(
         "  low:\n    evidence: []\n    approvals: 0", "  low:\n    evidence: []\n    approvals: 1"
     )
-    assert admin.set_policy(stricter, reason="low tier needs an approval") == 1
+    assert team.set_policy(stricter, reason="low tier needs an approval") == 1
     with pytest.raises(PolicyViolationError, match="needs 1 approval"):
         team.reg("dave").set_alias("credit-risk", "production", 1)
     admin.grant_exception(
         v.ref, "approvals", reason="regulator waiver", expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    )
-    admin.grant_exception(
-        v.ref, "revalidation", reason="new model", expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     )
     team.reg("dave").set_alias("credit-risk", "production", 1)  # low tier: developer may move it
 
@@ -313,8 +316,8 @@ def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) ->
     dave = team.reg("dave")
     v = register(dave, credit_files, tier="medium")  # medium: one validation, one approval, 24 months
     dave_gov = team.gov("dave")
-    dave_gov.attach_evidence(v.ref, "validation", report(v))
-    dave_gov.validate(v.ref)
+    record_validation(dave_gov, v)
+    dave_gov.mark_validated(v.ref)
     team.gov("val").approve(v.ref, reason="ok")
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=800)
     with dave.transaction() as session:
@@ -323,7 +326,7 @@ def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) ->
     assert row["overdue"] is True and row["next_review"] < dt.date.today().isoformat()
     admin = team.gov("admin")
     _, document = admin.policy()
-    admin.set_policy(
+    team.set_policy(
         document.replace(
             "    revalidate_months: 24\n    block_when_overdue: false",
             "    revalidate_months: 24\n    block_when_overdue: true",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from scoregate.cli.app import alias_app, app, get_registry, out
@@ -22,7 +23,7 @@ from scoregate.refs import ModelRef
 
 users_app = typer.Typer(no_args_is_help=True, help="Users and their roles.")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens: issue, list, revoke.")
-evidence_app = typer.Typer(no_args_is_help=True, help="Evidence documents attached to versions.")
+evidence_app = typer.Typer(no_args_is_help=True, help="Evidence: recorded runs and attached documents.")
 policy_app = typer.Typer(no_args_is_help=True, help="The governance policy in force.")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds (block deletion).")
 env_app = typer.Typer(no_args_is_help=True, help="Recorded environments.")
@@ -115,34 +116,51 @@ def tokens_list() -> None:
 @evidence_app.command("attach")
 def evidence_attach(
     ref: Annotated[str, typer.Argument()],
-    kind: Annotated[str, typer.Argument(help="validation, loadtest, profile, parity, image or document.")],
+    kind: Annotated[str, typer.Argument(help="document or external (runs record validation, loadtest, profile).")],
     file: Annotated[Path, typer.Argument()],
 ) -> None:
-    """Attach a document (a JSON report's passed/artifact_digest/within_budget are read)."""
+    """Attach a document; it counts only where the policy names its kind and a validator accepted it."""
     record = governance().attach_evidence(ref, kind, file)
-    out.print(f"attached {record['kind']} #{record['id']} sha256:{record['digest'][:12]} to {ref}")
+    out.print(
+        f"attached {record['kind']} #{record['id']} sha256:{record['digest'][:12]} to {escape(ref)} (uploaded)",
+        highlight=False,
+    )
+
+
+@evidence_app.command("accept")
+def evidence_accept(
+    ref: Annotated[str, typer.Argument()],
+    evidence_id: Annotated[int, typer.Argument(help="The id `scoregate evidence list` shows.")],
+    reason: Annotated[str, typer.Option()],
+) -> None:
+    """Accept an uploaded document as evidence (a validator other than its uploader)."""
+    record = governance().accept_evidence(ref, evidence_id, reason=reason)
+    out.print(f"accepted {record['kind']} #{record['id']} on {escape(ref)}", highlight=False)
 
 
 @evidence_app.command("list")
 def evidence_list(ref: Annotated[str, typer.Argument()]) -> None:
-    table = Table("id", "kind", "passed", "bound digest", "author", "date", "document")
+    """The version's evidence: recorded runs and uploads, and whether each counts under the policy."""
+    table = Table("id", "kind", "origin", "counts", "author", "date", "document", "why not")
     for e in governance().evidence(ref):
+        origin = e["origin"] + (f", accepted by {e['accepted_by']}" if e["accepted_by"] else "")
         table.add_row(
             str(e["id"]),
             e["kind"],
-            str(e["passed"]),
-            (e["bound_digest"] or "-")[:12],
-            e["author"],
+            escape(origin),
+            "yes" if e["counts"] else "no",
+            escape(e["author"]),
             f"{e['created_at']:%Y-%m-%d %H:%M}",
-            f"{e['name']} sha256:{e['digest'][:12]}",
+            f"{escape(e['name'])} sha256:{e['digest'][:12]}",
+            escape("; ".join(e["problems"][:2])),
         )
     out.print(table)
 
 
 @app.command("mark-validated", rich_help_panel="Governance")
 def mark_validated(ref: Annotated[str, typer.Argument()], reason: Annotated[str | None, typer.Option()] = None) -> None:
-    """Record that a version is validated, on its passing validation report."""
-    status = governance().validate(ref, reason=reason)
+    """Record that a version is validated, on a recorded validation run that meets its tier's rules."""
+    status = governance().mark_validated(ref, reason=reason)
     out.print(f"{ref}: {status}")
 
 
@@ -190,12 +208,52 @@ def policy_show() -> None:
 
 @policy_app.command("set")
 def policy_set(file: Annotated[Path, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
-    """Put a new policy in force (admin); the change is versioned and audited."""
+    """Put a new policy in force, or propose it when the policy asks for a second admin (admin)."""
     try:
-        document = file.read_text()
+        document = file.read_bytes().decode("utf-8")
     except OSError as exc:
         raise InvalidInputError(f"cannot read policy file {file}: {exc.strerror}") from None
-    out.print(f"policy version {governance().set_policy(document, reason=reason)} in force")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"policy file {file} is not UTF-8 text (a YAML document is expected)") from None
+    change = governance().set_policy(document, reason=reason)
+    if change.version is None:
+        out.print(
+            f"policy proposal {change.proposal} awaits a second admin: `scoregate policy approve {change.proposal} "
+            "--reason ...`"
+        )
+    else:
+        out.print(f"policy version {change.version} in force")
+
+
+@policy_app.command("approve")
+def policy_approve(proposal: Annotated[int, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    """Put a proposed policy in force (an admin other than its author)."""
+    change = governance().approve_policy(proposal, reason=reason)
+    out.print(f"policy proposal {proposal} approved: policy version {change.version} in force")
+
+
+@policy_app.command("reject")
+def policy_reject(proposal: Annotated[int, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
+    """Turn a proposed policy down (any admin; its author withdraws it this way)."""
+    governance().reject_policy(proposal, reason=reason)
+    out.print(f"policy proposal {proposal} rejected")
+
+
+@policy_app.command("proposals")
+def policy_proposals(all_: Annotated[bool, typer.Option("--all", help="Decided proposals too.")] = False) -> None:
+    """Policy changes waiting for a second admin."""
+    table = Table("id", "status", "author", "proposed", "reason", "digest", "decided by")
+    for p in governance().policy_proposals(pending_only=not all_):
+        table.add_row(
+            str(p["id"]),
+            p["status"],
+            escape(p["author"]),
+            f"{p['created_at']:%Y-%m-%d %H:%M}",
+            escape(p["reason"]),
+            p["digest"][:12],
+            escape(p["decided_by"] or ""),
+        )
+    out.print(table)
 
 
 @app.command("exception", rich_help_panel="Governance")

@@ -1,10 +1,11 @@
 """``scoregate validate``, ``profile``, ``loadtest`` and ``reproduce``.
 
 Registered on the main Typer app by ``register_commands(app, get_registry)``. Each
-check writes its report folder, attaches the report to the version as governance
-evidence (``--no-attach`` to skip; the caller's token must allow it), prints a
-summary and exits 1 when the check fails (validation failures, latency budget
-exceeded, a prediction that does not reproduce), so CI can gate on it.
+check writes its report folder, records its run on the version as governance evidence
+(``--no-record`` to skip; the caller's token must allow it), prints a summary and exits
+1 when the check fails (validation failures, latency budget exceeded, a prediction that
+does not reproduce), so CI can gate on it. The gates judge a recorded run again under
+the policy; ``scoregate check`` says whether it counts.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _default_folder(kind: str, ref: str) -> Path:
     return Path("scoregate-reports") / f"{kind}-{ref.replace('@', '-')}"
 
 
-def _may_attach(registry: Any, ref: str, *, validate: bool = False) -> None:
-    """Refuse before the (long) run when the caller may not attach the evidence afterwards."""
+def _may_record(registry: Any, ref: str, *, validate: bool = False) -> None:
+    """Refuse before the (long) run when the caller may not record the evidence afterwards."""
     from scoregate.governance.access import Permission
 
     caller = registry.whoami()
@@ -38,16 +39,22 @@ def _may_attach(registry: Any, ref: str, *, validate: bool = False) -> None:
         caller.require(Permission.VALIDATE, subject=ref)
 
 
-def _attach(registry: Any, ref: str, kind: str, report: Path) -> dict[str, Any]:
-    """Attach ``report`` to ``ref`` as ``kind`` evidence and say so."""
+def _record(registry: Any, ref: str, kind: str, document: dict[str, Any], name: str) -> dict[str, Any]:
+    """Record this run's ``document`` on ``ref`` as ``kind`` evidence and say whether it counts."""
     from scoregate.governance.service import Governance
 
-    record = Governance(registry).attach_evidence(ref, kind, report)
-    bound = (record["bound_digest"] or "-")[:12]
+    record = Governance(registry).record_run(ref, kind, document, name=name)
     out.print(
-        f"attached {kind} evidence #{record['id']} to {escape(ref)} "
-        f"(sha256:{record['digest'][:12]}, passed={record['passed']}, bound to artifact sha256:{bound})"
+        f"recorded {kind} run #{record['id']} on {escape(ref)} (sha256:{record['digest'][:12]}, "
+        f"bound to artifact sha256:{record['bound_digest'][:12]} and its contract)",
+        highlight=False,
     )
+    if record["problems"]:
+        out.print(
+            f"it does not count for the policy: {escape('; '.join(record['problems'][:3]))}",
+            highlight=False,
+            soft_wrap=True,
+        )
     return record
 
 
@@ -70,8 +77,8 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         atol: Annotated[float, typer.Option(help="Parity tolerance, absolute.")] = 1e-6,
         rtol: Annotated[float, typer.Option(help="Parity tolerance, relative.")] = 1e-6,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder.")] = None,
-        attach: Annotated[
-            bool, typer.Option("--attach/--no-attach", help="Attach report.json to the version as validation evidence.")
+        record: Annotated[
+            bool, typer.Option("--record/--no-record", help="Record this run on the version as validation evidence.")
         ] = True,
         mark_validated: Annotated[
             bool, typer.Option("--mark-validated", help="When it passes, also mark the version validated.")
@@ -83,12 +90,12 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         from scoregate.validation import validate as run_validation
 
         ModelRef.parse(ref)
-        if mark_validated and not attach:
-            raise typer.BadParameter("--mark-validated needs the report attached", param_hint="--no-attach")
+        if mark_validated and not record:
+            raise typer.BadParameter("--mark-validated needs the run recorded", param_hint="--no-record")
         registry = get_registry()
         version = registry.resolve(ref)
-        if attach:
-            _may_attach(registry, version.ref, validate=mark_validated)
+        if record:
+            _may_record(registry, version.ref, validate=mark_validated)
         chosen = None
         if target != "python":
             if not target.startswith(("http://", "https://")):
@@ -123,18 +130,19 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             f"{p.rows_compared} rows, {p.mismatches} mismatches, largest difference {p.max_difference:.3g}"
         )
         out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
-        if attach:
-            _attach(registry, version.ref, "validation", folder / "report.json")
-        if mark_validated:
-            if report.passed:
+        recorded = _record(registry, version.ref, "validation", report.to_dict(), "report.json") if record else None
+        marked = False
+        if mark_validated and recorded is not None:
+            if not recorded["problems"]:
                 from scoregate.governance.service import Governance
 
-                status = Governance(registry).validate(version.ref)
+                status = Governance(registry).mark_validated(version.ref)
                 out.print(f"marked {escape(version.ref)} validated (status {status})")
+                marked = True
             else:
-                out.print(f"not marked validated: the validation of {escape(version.ref)} failed")
+                out.print(f"not marked validated: this run of {escape(version.ref)} does not meet the policy")
         out.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")
-        if not report.passed:
+        if not report.passed or (mark_validated and not marked):
             raise typer.Exit(CHECK_FAILED)
 
     @app.command(rich_help_panel="Validation and performance")
@@ -146,8 +154,8 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Folder for .prof, SVG/HTML graphs.")
         ] = None,
-        attach: Annotated[
-            bool, typer.Option("--attach/--no-attach", help="Attach profile.json to the version as profile evidence.")
+        record: Annotated[
+            bool, typer.Option("--record/--no-record", help="Record this run on the version as profile evidence.")
         ] = True,
     ) -> None:
         """Profile the scoring path (JSON parsing, validation, frame, framework call, serialization)."""
@@ -155,8 +163,8 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
 
         registry = get_registry()
         version = registry.resolve(ref)
-        if attach:
-            _may_attach(registry, version.ref)
+        if record:
+            _may_record(registry, version.ref)
         folder = output or _default_folder("profile", version.ref)
         report = profile_version(registry, version.ref, requests=requests, rows_per_request=rows, out_dir=folder)
         out.print(escape(report.render_text(top)), highlight=False)
@@ -165,8 +173,8 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         for note in report.notes:
             out.print(f"note: {escape(note)}")
         out.print(f"report: {folder / 'profile.json'}")
-        if attach:
-            _attach(registry, version.ref, "profile", folder / "profile.json")
+        if record:
+            _record(registry, version.ref, "profile", report.to_dict(), "profile.json")
 
     @app.command(rich_help_panel="Validation and performance")
     def loadtest(
@@ -183,9 +191,9 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = None,
         interval: Annotated[float | None, typer.Option(help="Seconds per reporting interval.")] = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (CSV, HTML, JSON).")] = None,
-        attach: Annotated[
+        record: Annotated[
             bool,
-            typer.Option("--attach/--no-attach", help="Attach report.json to the version as loadtest evidence."),
+            typer.Option("--record/--no-record", help="Record this run on the version as loadtest evidence."),
         ] = True,
     ) -> None:
         """Load-test an endpoint with Locust; exits 1 when p95/p99 exceed the latency budget."""
@@ -195,8 +203,8 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         registry = get_registry()
         named = model or (ref_from_url(target) if target.startswith("http") else target)
         name = named or "endpoint"
-        if attach and named:
-            _may_attach(registry, registry.resolve(named).ref)
+        if record and named:
+            _may_record(registry, registry.resolve(named).ref)
         folder = output or _default_folder("loadtest", name)
         report = run_loadtest(
             registry,
@@ -213,8 +221,8 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         )
         out.print(escape(report.render_text()), highlight=False)
         out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
-        if attach and report.artifact_digest is not None:
-            _attach(registry, report.model, "loadtest", folder / "report.json")
+        if record and report.artifact_digest is not None:
+            _record(registry, report.model, "loadtest", report.to_dict(), "report.json")
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
 

@@ -137,6 +137,17 @@ def models_show(
     out.print(f"[bold]outputs[/]: {outputs}")
 
 
+@models_app.command("set-tier")
+def models_set_tier(
+    name: Annotated[str, typer.Argument()],
+    tier: Annotated[str, typer.Argument(help="low, medium or high.")],
+    reason: Annotated[str, typer.Option()],
+) -> None:
+    """Move a model to another risk tier (admin): every version is then held to that tier's gates."""
+    get_registry().set_risk_tier(name, tier, reason=reason)
+    out.print(f"{name}: risk tier {tier}")
+
+
 @models_app.command("versions")
 def models_versions(name: Annotated[str, typer.Argument()]) -> None:
     """List the versions of one model."""

@@ -84,15 +84,19 @@ def render_markdown(facts: dict[str, Any]) -> str:
     lines += [f"- {k}: {val:g}" for k, val in v.metrics.items()] or ["_none recorded_"]
     lines += ["", "## Validation and evidence", ""]
     if facts["evidence"]:
-        lines += ["| kind | passed | bound to artifact | author | date | document |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| kind | origin | counts for the policy | author | date | document |",
+            "|---|---|---|---|---|---|",
+        ]
         for e in facts["evidence"]:
-            bound = "yes" if e["bound_digest"] == v.artifact_digest else "no"
+            counts = "yes" if e["counts"] else "no: " + "; ".join(e["problems"][:2])
+            origin = "recorded run" if e["origin"] == "run" else f"uploaded, accepted by {e['accepted_by'] or 'nobody'}"
             lines.append(
-                f"| {e['kind']} | {e['passed']} | {bound} | {e['author']} | {e['created_at']:%Y-%m-%d} "
+                f"| {e['kind']} | {origin} | {counts} | {e['author']} | {e['created_at']:%Y-%m-%d} "
                 f"| sha256:`{e['digest'][:16]}` |"
             )
     else:
-        lines.append("_no evidence attached_")
+        lines.append("_no evidence recorded_")
     lines += ["", "## Decisions", ""]
     if facts["decisions"]:
         lines += ["| date | action | status | by | reason |", "|---|---|---|---|---|"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from scoregate.errors import (
     ConflictError,
@@ -23,21 +26,69 @@ from scoregate.errors import (
     PolicyViolationError,
 )
 from scoregate.governance.access import Permission, Principal, Role, hash_token, new_token, parse_roles
-from scoregate.governance.policy import Policy, is_overdue, missing_items, next_review
+from scoregate.governance.policy import (
+    EvidenceKind,
+    EvidenceOrigin,
+    EvidenceRequirement,
+    Policy,
+    counts_for,
+    is_overdue,
+    missing_items,
+    next_review,
+)
 from scoregate.governance.tables import (
     DecisionRow,
     EvidenceRow,
     LegalHoldRow,
     PolicyExceptionRow,
+    PolicyProposalRow,
     PolicyRow,
     TokenRow,
     UserRow,
 )
-from scoregate.refs import ModelRef, validate_model_name
+from scoregate.refs import ModelRef, validate_alias, validate_model_name
 from scoregate.registry import Registry
+from scoregate.registry.service import contract_digest
 from scoregate.registry.tables import ModelRow, VersionRow, utcnow
 
-EVIDENCE_KINDS = ("validation", "loadtest", "profile", "document", "image", "parity")
+EVIDENCE_KINDS = tuple(kind.value for kind in EvidenceKind)
+#: The largest document ``evidence attach`` keeps.
+MAX_UPLOAD_BYTES = 64 * 2**20
+#: The command whose run produces each kind of evidence.
+_RUN_COMMAND = {
+    EvidenceKind.VALIDATION: "validate",
+    EvidenceKind.LOADTEST: "loadtest",
+    EvidenceKind.PROFILE: "profile",
+    EvidenceKind.IMAGE: "image build",
+}
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What ``set_policy`` did: put a version in force, or opened a proposal for a second admin."""
+
+    proposal: int | None
+    version: int | None
+
+
+def _evidence_kind(kind: EvidenceKind | str) -> EvidenceKind:
+    try:
+        return EvidenceKind(kind)
+    except ValueError:
+        raise InvalidInputError(
+            f"invalid evidence kind {str(kind)[:40]!r}: choose one of {', '.join(EVIDENCE_KINDS)}"
+        ) from None
+
+
+def _run_summary(kind: EvidenceKind, document: Mapping[str, Any]) -> dict[str, Any]:
+    """A few headline figures of a run, for listings (never read by a gate)."""
+    keep = {
+        EvidenceKind.VALIDATION: ("counts", "target", "duration_s"),
+        EvidenceKind.LOADTEST: ("within_budget", "budget_ms", "elapsed_s", "url"),
+        EvidenceKind.PROFILE: ("requests", "rate_limiting_step", "mean_request_ms"),
+        EvidenceKind.IMAGE: ("image_id", "tag", "base"),
+    }[kind]
+    return {key: document[key] for key in keep if key in document}
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -141,36 +192,119 @@ class Governance:
 
     # -- evidence ------------------------------------------------------------------------------
 
+    def record_run(
+        self,
+        ref: str | ModelRef,
+        kind: EvidenceKind | str,
+        document: Mapping[str, Any],
+        *,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Record the result of one of scoregate's own runs (validate, loadtest, profile, image).
+
+        Called by those commands with the document they produced; the document is kept by
+        digest, and its row, bound to the version, its artifact and its contract, is written
+        in the transaction of its ``evidence.record`` event. The gates later judge the run
+        again under the policy in force (``governance.evidence``); its own ``passed`` is shown,
+        never trusted.
+        """
+        kind = _evidence_kind(kind)
+        if not kind.produced:
+            raise InvalidInputError(f"{kind.value} evidence is a document: attach it with `scoregate evidence attach`")
+        parsed_ref = _ref(ref)
+        content = orjson.dumps(
+            dict(document),
+            default=str,
+            option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+        )
+        digest = self.registry.artifacts.put_bytes(content)
+        settings = document.get("settings") if isinstance(document.get("settings"), Mapping) else {}
+        case_set = document.get("case_set") if isinstance(document.get("case_set"), Mapping) else {}
+        with self.registry.mutation(Permission.REGISTER, str(parsed_ref)) as (session, actor):
+            model, row = self.registry.find(session, parsed_ref)
+            if session.scalars(
+                select(EvidenceRow).where(EvidenceRow.version_id == row.id, EvidenceRow.digest == digest)
+            ).first():
+                raise ConflictError(f"this {kind.value} run (sha256:{digest[:12]}) is already recorded")
+            contract = contract_digest(row)
+            ran_on = document.get("artifact_digest")
+            if ran_on != row.artifact_digest:
+                raise InvalidInputError(
+                    f"this {kind.value} run was made on artifact sha256:{str(ran_on)[:12]}, not on the artifact "
+                    f"sha256:{row.artifact_digest[:12]} of {model.name}@{row.version}"
+                )
+            if document.get("schema_digest") not in (None, contract):
+                raise InvalidInputError(
+                    f"this {kind.value} run was made against another input/output contract than "
+                    f"{model.name}@{row.version}'s"
+                )
+            evidence = EvidenceRow(
+                version_id=row.id,
+                kind=kind.value,
+                origin=EvidenceOrigin.RUN.value,
+                name=name or f"{kind.value}.json",
+                digest=digest,
+                size=len(content),
+                bound_digest=row.artifact_digest,
+                schema_digest=contract,
+                settings=dict(settings),
+                case_set_digest=str(case_set["digest"]) if case_set.get("digest") else None,
+                passed=document.get("passed") if isinstance(document.get("passed"), bool) else None,
+                summary=_run_summary(kind, document),
+                author=actor.name,
+                created_at=utcnow(),
+            )
+            session.add(evidence)
+            session.flush()
+            self.registry.record_event(
+                session,
+                actor,
+                "evidence.record",
+                f"{model.name}@{row.version}",
+                after={
+                    "id": evidence.id,
+                    "kind": kind.value,
+                    "origin": evidence.origin,
+                    "digest": digest,
+                    "artifact_digest": row.artifact_digest,
+                    "schema_digest": contract,
+                    "settings": evidence.settings,
+                    "case_set_digest": evidence.case_set_digest,
+                },
+            )
+            return self._evidence_dict(session, model, row, evidence)
+
     def attach_evidence(
         self,
         ref: str | ModelRef,
-        kind: str,
+        kind: EvidenceKind | str,
         content: bytes | Path,
         *,
         name: str | None = None,
-        summary: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Attach an immutable document to a version.
+        """Attach a document (a review memo, an external validator's report) to a version.
 
-        A JSON report may say ``passed``, ``artifact_digest`` (what it was computed on) and
-        ``within_budget``; those facts are what the policy gates read.
+        It is kept by digest and shown as uploaded; it counts for a gate only where the
+        policy names its kind and a validator other than the uploader has accepted it. What
+        a run must prove (validation, load test, profile, image) cannot be uploaded.
         """
-        if kind not in EVIDENCE_KINDS:
-            raise InvalidInputError(f"invalid evidence kind {kind!r}: choose one of {', '.join(EVIDENCE_KINDS)}")
+        kind = _evidence_kind(kind)
+        if kind.produced:
+            raise InvalidInputError(
+                f"{kind.value} evidence is recorded by scoregate's own run (`scoregate {_RUN_COMMAND[kind]}`), "
+                "not attached from a file; attach an outside report as kind 'external'"
+            )
         if isinstance(content, Path):
             name = name or content.name
             try:
                 content = content.read_bytes()
             except OSError as exc:
                 raise InvalidInputError(f"cannot read evidence file {content}: {exc.strerror}") from None
-        facts = dict(summary or {})
-        if not facts:
-            try:
-                parsed = json.loads(content)
-                if isinstance(parsed, dict):
-                    facts = {k: parsed[k] for k in ("passed", "artifact_digest", "within_budget") if k in parsed}
-            except (ValueError, UnicodeDecodeError):
-                pass
+        if not content:
+            raise InvalidInputError("the evidence file is empty")
+        if len(content) > MAX_UPLOAD_BYTES:
+            raise InvalidInputError(f"the evidence file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+        name = (name or f"{kind.value}.bin")[:255]
         digest = self.registry.artifacts.put_bytes(content)
         parsed_ref = _ref(ref)
         with self.registry.mutation(Permission.REGISTER, str(parsed_ref)) as (session, actor):
@@ -178,16 +312,19 @@ class Governance:
             if session.scalars(
                 select(EvidenceRow).where(EvidenceRow.version_id == row.id, EvidenceRow.digest == digest)
             ).first():
-                raise ConflictError(f"this {kind} document (sha256:{digest[:12]}) is already attached")
+                raise ConflictError(f"this {kind.value} document (sha256:{digest[:12]}) is already attached")
             evidence = EvidenceRow(
                 version_id=row.id,
-                kind=kind,
-                name=name or f"{kind}.json",
+                kind=kind.value,
+                origin=EvidenceOrigin.UPLOAD.value,
+                name=name,
                 digest=digest,
                 size=len(content),
-                bound_digest=facts.get("artifact_digest"),
-                passed=facts.get("passed"),
-                summary=facts,
+                bound_digest=row.artifact_digest,
+                schema_digest=contract_digest(row),
+                settings={},
+                passed=None,
+                summary={},
                 author=actor.name,
                 created_at=utcnow(),
             )
@@ -198,53 +335,97 @@ class Governance:
                 actor,
                 "evidence.attach",
                 f"{model.name}@{row.version}",
-                after={
-                    "id": evidence.id,
-                    "kind": kind,
-                    "digest": digest,
-                    "passed": evidence.passed,
-                    "bound_digest": evidence.bound_digest,
-                },
+                after={"id": evidence.id, "kind": kind.value, "origin": evidence.origin, "digest": digest},
             )
-            return _evidence_dict(evidence)
+            return self._evidence_dict(session, model, row, evidence)
+
+    def accept_evidence(self, ref: str | ModelRef, evidence_id: int, *, reason: str) -> dict[str, Any]:
+        """A validator accepts an uploaded document as evidence (not its uploader: four eyes)."""
+        if not reason or not reason.strip():
+            raise InvalidInputError("accepting evidence needs a reason (--reason)")
+        parsed = _ref(ref)
+        with self.registry.mutation(Permission.APPROVE, str(parsed)) as (session, actor):
+            model, row = self.registry.find(session, parsed)
+            evidence = session.get(EvidenceRow, evidence_id)
+            if evidence is None or evidence.version_id != row.id:
+                raise NotFoundError(f"{parsed} has no evidence #{evidence_id}")
+            if evidence.origin != EvidenceOrigin.UPLOAD.value:
+                raise ConflictError(f"evidence #{evidence_id} is a recorded run: the gates judge it themselves")
+            if evidence.accepted_by is not None:
+                raise ConflictError(f"evidence #{evidence_id} was already accepted by {evidence.accepted_by}")
+            if actor.name == evidence.author:
+                raise ForbiddenError(
+                    f"{actor.name} may not accept evidence #{evidence_id}: four-eyes rule, not its uploader"
+                )
+            evidence.accepted_by = actor.name
+            evidence.accepted_at = utcnow()
+            evidence.accept_reason = reason.strip()
+            self.registry.record_event(
+                session,
+                actor,
+                "evidence.accept",
+                f"{model.name}@{row.version}",
+                after={"id": evidence.id, "accepted_by": actor.name},
+                reason=reason.strip(),
+            )
+            return self._evidence_dict(session, model, row, evidence)
 
     def evidence(self, ref: str | ModelRef) -> list[dict[str, Any]]:
+        """The version's evidence, each with what the policy in force finds wrong with it."""
         with self.registry.reading() as session:
-            _, row = self.registry.find(session, _ref(ref))
+            model, row = self.registry.find(session, _ref(ref))
+            verdicts = self._verdicts(session, model, row)
             return [
-                _evidence_dict(e)
+                _evidence_dict(e, verdicts.get(e.id, []))
                 for e in session.scalars(
                     select(EvidenceRow).where(EvidenceRow.version_id == row.id).order_by(EvidenceRow.id)
                 )
             ]
+
+    def _evidence_dict(
+        self, session: Session, model: ModelRow, row: VersionRow, evidence: EvidenceRow
+    ) -> dict[str, Any]:
+        return _evidence_dict(evidence, self._verdicts(session, model, row).get(evidence.id, []))
+
+    def _verdicts(self, session: Session, model: ModelRow, row: VersionRow) -> dict[int, list[str]]:
+        """Why each piece of the version's evidence does not count, under the policy in force."""
+        facts = self.registry.facts(session, model, row)
+        return {
+            fact.id: counts_for(EvidenceRequirement(kind=EvidenceKind(fact.kind)), fact, facts)
+            for fact in facts.evidence
+        }
 
     def read_evidence(self, digest: str) -> bytes:
         return self.registry.artifacts.read_bytes(digest)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def validate(self, ref: str | ModelRef, *, reason: str | None = None) -> str:
-        """Mark a version validated on a passing validation report bound to its artifact."""
+    def mark_validated(self, ref: str | ModelRef, *, reason: str | None = None) -> str:
+        """Mark a version validated on a recorded validation run that meets its tier's rules."""
         parsed = _ref(ref)
         with self.registry.mutation(Permission.VALIDATE, str(parsed)) as (session, actor):
-            _model, row = self.registry.find(session, parsed)
+            model, row = self.registry.find(session, parsed)
             if row.status in ("retired", "deleted"):
                 raise ConflictError(f"{parsed} is {row.status}")
-            reports = [
-                e
-                for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id))
-                if e.kind == "validation" and e.passed and e.bound_digest == row.artifact_digest
-            ]
-            if not reports:
+            facts = self.registry.facts(session, model, row)
+            requirement = EvidenceRequirement(kind=EvidenceKind.VALIDATION)
+            verdicts = [(e, counts_for(requirement, e, facts)) for e in facts.evidence if e.kind == "validation"]
+            good = [e.id for e, problems in verdicts if not problems]
+            if not good:
+                why = ""
+                if verdicts:
+                    latest, problems = verdicts[-1]
+                    why = f"; the latest, #{latest.id}: " + "; ".join(problems[:3])
                 raise PolicyViolationError(
-                    f"{parsed} cannot be marked validated: no passing validation report bound to its artifact "
-                    f"sha256:{row.artifact_digest[:12]} (run `scoregate validate {parsed}`)",
-                    details=[{"rule": "evidence:validation", "message": "missing passing validation report"}],
+                    f"{parsed} cannot be marked validated: no recorded validation run meets the "
+                    f"{model.risk_tier or self.registry.policy_in_force(session).default_tier} tier's rules{why} "
+                    f"(run `scoregate validate {parsed}`)",
+                    details=[{"rule": "evidence:validation", "message": "no validation run meets the tier's rules"}],
                 )
             to_status = "validated" if row.status == "registered" else row.status
-            self.registry.decide(session, actor, row, "validate", to_status, reason, [e.id for e in reports])
+            self.registry.decide(session, actor, row, "validate", to_status, reason, good)
             self.registry.record_event(
-                session, actor, "validate", str(parsed), after={"status": to_status}, reason=reason
+                session, actor, "validate", str(parsed), after={"status": to_status, "evidence": good}, reason=reason
             )
             return to_status
 
@@ -306,7 +487,7 @@ class Governance:
         with self.registry.reading() as session:
             model, row = self.registry.find(session, _ref(ref))
             policy = self.registry.policy_in_force(session)
-            if alias not in policy.protected_aliases:
+            if policy.protection(validate_alias(alias)) is None:
                 return []
             return missing_items(policy.tier(model.risk_tier), self.registry.facts(session, model, row), utcnow())
 
@@ -322,47 +503,172 @@ class Governance:
                 return 0, DEFAULT_POLICY
             return row.id, row.document
 
-    def set_policy(self, document: str, *, reason: str) -> int:
+    def set_policy(self, document: str, *, reason: str) -> PolicyChange:
+        """Put a new policy in force, or, when the policy in force asks for a second admin's
+        approval, propose it (``approve_policy`` by another admin puts it in force)."""
         Policy.parse(document)  # refuse a policy that would not load
         if not reason or not reason.strip():
             raise InvalidInputError("a policy change needs a reason (--reason)")
         digest = hashlib.sha256(document.encode()).hexdigest()
         with self.registry.mutation(Permission.MANAGE_POLICY, "policy") as (session, actor):
-            previous = session.scalars(select(PolicyRow).order_by(PolicyRow.id.desc()).limit(1)).one_or_none()
-            row = PolicyRow(
-                document=document, digest=digest, author=actor.name, reason=reason.strip(), created_at=utcnow()
+            needed = self.registry.policy_in_force(session).policy_changes.approvals
+            if needed and actor.authenticated:
+                proposal = PolicyProposalRow(
+                    document=document,
+                    digest=digest,
+                    author=actor.name,
+                    reason=reason.strip(),
+                    created_at=utcnow(),
+                    status="pending",
+                )
+                session.add(proposal)
+                session.flush()
+                self.registry.record_event(
+                    session,
+                    actor,
+                    "policy.propose",
+                    "policy",
+                    after={"proposal": proposal.id, "digest": digest},
+                    reason=reason.strip(),
+                )
+                return PolicyChange(proposal=proposal.id, version=None)
+            version = self._put_in_force(session, actor, document, digest, reason.strip())
+            return PolicyChange(proposal=None, version=version)
+
+    def approve_policy(self, proposal_id: int, *, reason: str) -> PolicyChange:
+        """A second admin puts a proposed policy in force (not its author: four eyes)."""
+        if not reason or not reason.strip():
+            raise InvalidInputError("approving a policy change needs a reason (--reason)")
+        with self.registry.mutation(Permission.MANAGE_POLICY, "policy") as (session, actor):
+            proposal = self._pending_proposal(session, proposal_id)
+            if actor.name == proposal.author:
+                raise ForbiddenError(
+                    f"{actor.name} may not approve policy proposal {proposal_id}: four-eyes rule, a second admin "
+                    "approves a policy change"
+                )
+            Policy.parse(proposal.document)
+            proposal.status = "approved"
+            proposal.decided_by = actor.name
+            proposal.decided_at = utcnow()
+            proposal.decision_reason = reason.strip()
+            version = self._put_in_force(
+                session, actor, proposal.document, proposal.digest, proposal.reason, proposal=proposal
             )
-            session.add(row)
-            session.flush()
+            return PolicyChange(proposal=proposal.id, version=version)
+
+    def reject_policy(self, proposal_id: int, *, reason: str) -> None:
+        """Turn a proposed policy down (any admin; its author withdraws it this way)."""
+        if not reason or not reason.strip():
+            raise InvalidInputError("rejecting a policy change needs a reason (--reason)")
+        with self.registry.mutation(Permission.MANAGE_POLICY, "policy") as (session, actor):
+            proposal = self._pending_proposal(session, proposal_id)
+            proposal.status = "rejected"
+            proposal.decided_by = actor.name
+            proposal.decided_at = utcnow()
+            proposal.decision_reason = reason.strip()
             self.registry.record_event(
-                session,
-                actor,
-                "policy.set",
-                "policy",
-                before={"digest": previous.digest} if previous else None,
-                after={"version": row.id, "digest": digest},
-                reason=reason.strip(),
+                session, actor, "policy.reject", "policy", after={"proposal": proposal.id}, reason=reason.strip()
             )
-            return row.id
+
+    def policy_proposals(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
+        with self.registry.reading() as session:
+            query = select(PolicyProposalRow).order_by(PolicyProposalRow.id)
+            if pending_only:
+                query = query.where(PolicyProposalRow.status == "pending")
+            return [
+                {
+                    "id": p.id,
+                    "digest": p.digest,
+                    "author": p.author,
+                    "reason": p.reason,
+                    "created_at": _aware(p.created_at),
+                    "status": p.status,
+                    "decided_by": p.decided_by,
+                }
+                for p in session.scalars(query)
+            ]
+
+    @staticmethod
+    def _pending_proposal(session: Session, proposal_id: int) -> PolicyProposalRow:
+        proposal = session.get(PolicyProposalRow, proposal_id)
+        if proposal is None:
+            raise NotFoundError(f"policy proposal {proposal_id} not found")
+        if proposal.status != "pending":
+            raise ConflictError(f"policy proposal {proposal_id} is already {proposal.status}")
+        return proposal
+
+    def _put_in_force(
+        self,
+        session: Session,
+        actor: Principal,
+        document: str,
+        digest: str,
+        reason: str,
+        *,
+        proposal: PolicyProposalRow | None = None,
+    ) -> int:
+        previous = session.scalars(select(PolicyRow).order_by(PolicyRow.id.desc()).limit(1)).one_or_none()
+        row = PolicyRow(
+            document=document,
+            digest=digest,
+            author=proposal.author if proposal is not None else actor.name,
+            reason=reason,
+            created_at=utcnow(),
+            approved_by=actor.name if proposal is not None else None,
+            proposal_id=proposal.id if proposal is not None else None,
+        )
+        session.add(row)
+        session.flush()
+        self.registry.record_event(
+            session,
+            actor,
+            "policy.set",
+            "policy",
+            before={"digest": previous.digest} if previous else None,
+            after={
+                "version": row.id,
+                "digest": digest,
+                "proposal": row.proposal_id,
+                "author": row.author,
+                "approved_by": row.approved_by,
+            },
+            reason=reason,
+        )
+        return row.id
 
     def grant_exception(self, ref: str | ModelRef, rule: str, *, reason: str, expires_at: dt.datetime) -> None:
+        """A recorded, expiring waiver of one rule the version's tier has, for at most the
+        number of days the policy allows."""
         parsed = _ref(ref)
         expires_at = _aware(expires_at)
-        if expires_at <= utcnow():
+        now = utcnow()
+        if expires_at <= now:
             raise InvalidInputError("an exception's expiry must be in the future")
         if not reason or not reason.strip():
             raise InvalidInputError("an exception needs a reason (--reason)")
-        if not (rule.startswith("evidence:") or rule in ("approvals", "revalidation")):
-            raise InvalidInputError(f"invalid rule {rule!r}: use evidence:<kind>, approvals or revalidation")
         with self.registry.mutation(Permission.GRANT_EXCEPTION, str(parsed)) as (session, actor):
-            _model, row = self.registry.find(session, parsed)
+            model, row = self.registry.find(session, parsed)
+            policy = self.registry.policy_in_force(session)
+            tier_name = model.risk_tier or policy.default_tier
+            rules = policy.tier(model.risk_tier).rules()
+            if rule not in rules:
+                listing = ", ".join(rules) if rules else "none"
+                raise InvalidInputError(
+                    f"invalid rule {rule[:64]!r}: the {tier_name} tier has no such rule to waive (its rules: {listing})"
+                )
+            latest = now + dt.timedelta(days=policy.exceptions.max_days)
+            if expires_at > latest:
+                raise InvalidInputError(
+                    f"an exception may last at most {policy.exceptions.max_days} days under the policy: "
+                    f"expire it by {latest:%Y-%m-%d}"
+                )
             session.add(
                 PolicyExceptionRow(
                     version_id=row.id,
                     rule=rule,
                     reason=reason.strip(),
                     approver=actor.name,
-                    created_at=utcnow(),
+                    created_at=now,
                     expires_at=expires_at,
                 )
             )
@@ -579,18 +885,25 @@ def _expiry(days: int | None) -> dt.datetime | None:
     return utcnow() + dt.timedelta(days=days)
 
 
-def _evidence_dict(e: EvidenceRow) -> dict[str, Any]:
+def _evidence_dict(e: EvidenceRow, problems: list[str]) -> dict[str, Any]:
     return {
         "id": e.id,
         "kind": e.kind,
+        "origin": e.origin,
         "name": e.name,
         "digest": e.digest,
         "size": e.size,
         "bound_digest": e.bound_digest,
+        "schema_digest": e.schema_digest,
+        "settings": e.settings,
+        "case_set_digest": e.case_set_digest,
         "passed": e.passed,
         "summary": e.summary,
         "author": e.author,
         "created_at": _aware(e.created_at),
+        "accepted_by": e.accepted_by,
+        "counts": not problems,
+        "problems": problems,
     }
 
 

@@ -53,7 +53,10 @@ class DecisionRow(Base):
 
 
 class EvidenceRow(Base):
-    """An immutable, content-addressed document attached to a version."""
+    """An immutable, content-addressed document about a version: the result of one of
+    scoregate's own runs (``origin`` run: its settings, case set and the contract it ran
+    against are kept beside it) or a file somebody attached (``origin`` upload), which
+    counts only where the policy names its kind and a validator has accepted it."""
 
     __tablename__ = "evidence"
     __table_args__ = (UniqueConstraint("version_id", "digest", name="uq_evidence_version_digest"),)
@@ -69,6 +72,13 @@ class EvidenceRow(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     author: Mapped[str] = mapped_column(String(128), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    origin: Mapped[str] = mapped_column(String(16), nullable=False, default="upload")  # run | upload
+    schema_digest: Mapped[str | None] = mapped_column(String(64))  # the input/output contract it ran against
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)  # how the run was made
+    case_set_digest: Mapped[str | None] = mapped_column(String(64))
+    accepted_by: Mapped[str | None] = mapped_column(String(128))  # uploads: the validator who accepted it
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    accept_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class PolicyRow(Base):
@@ -82,6 +92,25 @@ class PolicyRow(Base):
     author: Mapped[str] = mapped_column(String(128), nullable=False)
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    approved_by: Mapped[str | None] = mapped_column(String(128))  # the second admin, where the policy asks
+    proposal_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class PolicyProposalRow(Base):
+    """A policy change waiting for a second admin (when the policy in force asks for one)."""
+
+    __tablename__ = "policy_proposals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document: Mapped[str] = mapped_column(Text, nullable=False)
+    digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    author: Mapped[str] = mapped_column(String(128), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending|approved|rejected
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class PolicyExceptionRow(Base):

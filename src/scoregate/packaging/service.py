@@ -87,17 +87,9 @@ def build_image(
         notes=ctx.notes,
     )
     if record:
-        document = json.dumps(built.document(), indent=2, sort_keys=True).encode()
-        try:
-            built.evidence = Governance(registry).attach_evidence(
-                ctx.ref,
-                "image",
-                document,
-                name=f"image-{image_id[:12]}.json",
-                summary={"image_id": image_id, "tag": ctx.tag, "base": base},
-            )
-        except ConflictError:  # the same image, already recorded
-            built.evidence = None
+        built.evidence = Governance(registry).record_run(
+            ctx.ref, "image", built.document(), name=f"image-{image_id[:12]}.json"
+        )
     return built
 
 
@@ -200,13 +192,9 @@ def test_image(
         document["container"] = measured
     evidence = None
     if attach:
-        content = json.dumps(document, indent=2, default=str).encode()
-        try:
-            evidence = Governance(registry).attach_evidence(
-                version.ref, "validation", content, name=f"image-validation-{version.version}.json"
-            )
-        except ConflictError:
-            evidence = None
+        evidence = Governance(registry).record_run(
+            version.ref, "validation", document, name=f"image-validation-{version.version}.json"
+        )
     return ImageTestResult(version.ref, image, report, problem is None, problem, evidence, measured)
 
 

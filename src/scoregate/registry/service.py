@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -322,10 +323,14 @@ class Registry:
                 session.add(model)
                 session.flush()
             else:
+                if risk_tier is not None and risk_tier != model.risk_tier:
+                    # the tier chooses the gates: a registration must not lower them for every version
+                    raise ConflictError(
+                        f"model {name!r} is in risk tier {model.risk_tier or 'unset (the default tier)'}; an admin "
+                        f"changes it with `scoregate models set-tier {name} {risk_tier} --reason ...`"
+                    )
                 if owner is not None:
                     model.owner = owner
-                if risk_tier is not None:
-                    model.risk_tier = risk_tier
                 if description is not None and model.description is None:
                     model.description = description
                 model.updated_at = now
@@ -487,7 +492,14 @@ class Registry:
         model, row = self.find(session, ModelRef(name, version=version))
         subject = f"{name}@{alias}"
         policy = self.policy_in_force(session)
-        protected = alias in policy.protected_aliases
+        protection = policy.protection(alias)
+        if protection is not None and protection != alias:
+            raise InvalidInputError(
+                f"alias {alias!r} looks like the protected alias {protection!r} (compared without case, separators, "
+                f"abbreviations or digit look-alikes): use {protection!r}, which the policy gates, or a clearly "
+                "different name"
+            )
+        protected = protection is not None
         if protected:
             tier = policy.tier(model.risk_tier)
             required = tier.protected_alias_role
@@ -549,7 +561,8 @@ class Registry:
         with self.mutation(None, f"{name}@{alias}") as (session, actor):
             model = self.model_row(session, name)
             policy = self.policy_in_force(session)
-            if alias in policy.protected_aliases:
+            protected = policy.protection(alias) is not None  # look-alikes made before they were refused too
+            if protected:
                 actor.require(Permission.MOVE_PROTECTED_ALIAS, subject=f"{name}@{alias}")
             else:
                 actor.require(Permission.MOVE_ALIAS, subject=f"{name}@{alias}")
@@ -563,7 +576,7 @@ class Registry:
             policy_row = session.get(TrafficPolicyRow, (model.id, alias))
             if policy_row is not None:
                 session.delete(policy_row)
-            if held is not None and held.status == "production" and alias in policy.protected_aliases:
+            if held is not None and held.status == "production" and protected:
                 self.decide(session, actor, held, "step down", "approved", reason or f"{alias} deleted")
             session.add(
                 AliasHistoryRow(
@@ -711,6 +724,29 @@ class Registry:
                 session, actor, "tag.set", f"{model.name}@{row.version}", before={key: before}, after={key: str(value)}
             )
 
+    def set_risk_tier(self, name: str, risk_tier: str, *, reason: str) -> None:
+        """Move a model to another risk tier (admin): it changes which gates all its versions meet."""
+        if risk_tier not in RISK_TIERS:
+            raise InvalidInputError(f"invalid risk tier {risk_tier[:20]!r}: choose one of {', '.join(RISK_TIERS)}")
+        if not reason or not reason.strip():
+            raise InvalidInputError("changing a risk tier needs a reason (--reason)")
+        with self.mutation(Permission.MANAGE_POLICY, name) as (session, actor):
+            model = self.model_row(session, name)
+            before = model.risk_tier
+            if before == risk_tier:
+                raise ConflictError(f"model {name!r} is already in risk tier {risk_tier}")
+            model.risk_tier = risk_tier
+            model.updated_at = utcnow()
+            self.record_event(
+                session,
+                actor,
+                "model.set_tier",
+                name,
+                before={"risk_tier": before},
+                after={"risk_tier": risk_tier},
+                reason=reason.strip(),
+            )
+
     # -- governance facts --------------------------------------------------------------------------
 
     def policy_in_force(self, session: Session) -> Policy:
@@ -718,18 +754,42 @@ class Registry:
         return Policy.parse(row.document if row is not None else DEFAULT_POLICY)
 
     def facts(self, session: Session, model: ModelRow, row: VersionRow) -> VersionFacts:
-        evidence = [
-            EvidenceFact(
-                id=e.id,
-                kind=e.kind,
-                bound_digest=e.bound_digest,
-                passed=e.passed,
-                within_budget=e.summary.get("within_budget"),
-                author=e.author,
-                created_at=_aware(e.created_at),
+        """What the gates look at, with each recorded run judged again under the tier in force."""
+        from scoregate.governance.evidence import judge
+
+        tier = self.policy_in_force(session).tier(model.risk_tier)
+        schema = contract_schema(row)
+        evidence = []
+        for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id).order_by(EvidenceRow.id)):
+            problems: list[str] = []
+            if e.origin == "run":
+                try:
+                    document = orjson.loads(self.artifacts.read_bytes(e.digest))
+                except (ScoregateError, orjson.JSONDecodeError) as exc:
+                    problems = [f"its recorded document cannot be read: {getattr(exc, 'message', exc)}"]
+                else:
+                    problems = judge(
+                        e.kind,
+                        document if isinstance(document, dict) else {},
+                        tier=tier,
+                        schema=schema,
+                        artifact_digest=row.artifact_digest,
+                        has_reference=row.reference_digest is not None,
+                        version_budget_ms=row.latency_budget_ms,
+                    )
+            evidence.append(
+                EvidenceFact(
+                    id=e.id,
+                    kind=e.kind,
+                    origin=e.origin,
+                    bound_digest=e.bound_digest,
+                    schema_digest=e.schema_digest,
+                    author=e.author,
+                    created_at=_aware(e.created_at),
+                    problems=tuple(problems),
+                    accepted_by=e.accepted_by,
+                )
             )
-            for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id))
-        ]
         decisions = session.scalars(select(DecisionRow).where(DecisionRow.version_id == row.id)).all()
         validated = [_aware(d.at) for d in decisions if d.action == "validate"]
         now = utcnow()
@@ -742,6 +802,7 @@ class Registry:
             ref=f"{model.name}@{row.version}",
             artifact_digest=row.artifact_digest,
             registrant=row.created_by,
+            schema_digest=schema.digest(),
             evidence=evidence,
             approvers=[d.actor for d in decisions if d.action == "approve"],
             last_validated=max(validated) if validated else None,
@@ -777,7 +838,7 @@ class Registry:
 
     def _to_record(self, session: Session, row: VersionRow, model: ModelRow) -> ModelVersion:
         aliases = session.scalars(select(AliasRow.alias).where(AliasRow.version_id == row.id)).all()
-        schema = ModelSchema.model_validate({**row.input_schema, "outputs": row.output_schema})
+        schema = contract_schema(row)
         return ModelVersion(
             name=model.name,
             version=row.version,
@@ -810,6 +871,17 @@ class Registry:
             parent_version=row.parent_version,
             environment=row.environment,
         )
+
+
+def contract_schema(row: VersionRow) -> ModelSchema:
+    """The version's whole contract: its input features and the outputs it promises."""
+    return ModelSchema.model_validate({**row.input_schema, "outputs": row.output_schema})
+
+
+def contract_digest(row: VersionRow) -> str:
+    """The digest evidence is bound to besides the artifact: the same artifact registered
+    again with another contract (looser ranges, nullable features) is another version."""
+    return contract_schema(row).digest()
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
