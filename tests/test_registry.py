@@ -269,10 +269,11 @@ def test_concurrent_registration_from_two_processes(settings: Settings, credit_f
 def test_traffic_policy_round_trip_bumps_revision(sqlite_settings: Settings, credit_files) -> None:
     registry = Registry(sqlite_settings)
     register(registry, credit_files)
+    register(registry, credit_files)
     registry.set_alias("credit-risk", "production", 1)
     before = registry.alias_revision()
-    registry.set_traffic_policy("credit-risk", "production", {"shadow": {"version": 1}})
-    assert registry.traffic_policies() == {("credit-risk", "production"): {"shadow": {"version": 1}}}
+    registry.set_traffic_policy("credit-risk", "production", {"shadow": {"version": 2}})
+    assert registry.traffic_policies() == {("credit-risk", "production"): {"shadow": {"version": 2, "sample": 1.0}}}
     assert registry.alias_revision() != before
     registry.delete_alias("credit-risk", "production")  # a policy goes with its alias
     assert registry.traffic_policies() == {}

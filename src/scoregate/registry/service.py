@@ -68,6 +68,7 @@ from scoregate.registry.tables import (
     utcnow,
 )
 from scoregate.schema import ModelSchema, infer_outputs, infer_schema, prepare_frame
+from scoregate.traffic import TrafficPolicy
 
 #: Rows of training data kept with a version for validation and monitoring.
 REFERENCE_ROWS = 1000
@@ -652,30 +653,98 @@ class Registry:
 
     # -- traffic policies ------------------------------------------------------------------------
 
-    def set_traffic_policy(self, name: str, alias: str, policy: Mapping[str, Any] | None) -> None:
-        """Store the serving policy (canary, shadow) of ``name@alias``; ``None`` removes it."""
+    def set_traffic_policy(
+        self,
+        name: str,
+        alias: str,
+        policy: TrafficPolicy | Mapping[str, Any] | None,
+        *,
+        reason: str | None = None,
+    ) -> TrafficPolicy | None:
+        """Split ``name@alias``'s traffic (a canary, a shadow); ``None`` or an empty policy clears it.
+
+        Checked when written, not when served: the alias must exist, the versions must be
+        other live versions of the same model, a sticky field must be an input of both. A
+        canary of a protected alias answers customers, so its version must meet the same
+        gates as moving the alias to it, and only the role the tier names may set it.
+        """
         validate_alias(alias)
-        with self.mutation(Permission.MOVE_PROTECTED_ALIAS, f"{name}@{alias}") as (session, actor):
+        parsed = (
+            None if policy is None else policy if isinstance(policy, TrafficPolicy) else TrafficPolicy.parse(policy)
+        )
+        if parsed is not None and parsed.empty:
+            parsed = None
+        subject = f"{name}@{alias}"
+        with self.mutation(None, subject) as (session, actor):
             model = self.model_row(session, name)
-            row = session.get(TrafficPolicyRow, (model.id, alias))
-            before = dict(row.policy) if row is not None else None
-            if policy is None:
-                if row is not None:
-                    session.delete(row)
-            elif row is None:
-                session.add(TrafficPolicyRow(model_id=model.id, alias=alias, policy=dict(policy), updated_at=utcnow()))
+            rules = self.policy_in_force(session)
+            protected = rules.protection(alias) is not None
+            if protected:
+                required = rules.tier(model.risk_tier).protected_alias_role
+                if required not in actor.roles and Role.ADMIN not in actor.roles:
+                    raise ForbiddenError(
+                        f"{actor.name} may not split {subject}'s traffic: policy rule for risk tier "
+                        f"{model.risk_tier or rules.default_tier!r} requires the role {required.value}"
+                    )
             else:
-                row.policy = dict(policy)
+                actor.require(Permission.MOVE_ALIAS, subject=subject)
+            current = session.scalars(
+                select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias)
+            ).one_or_none()
+            row = session.get(TrafficPolicyRow, (model.id, alias))
+            if parsed is not None:
+                if current is None:
+                    raise NotFoundError(
+                        f"alias {alias!r} of model {name!r} not found: a traffic policy splits an alias"
+                    )
+                self._check_split(session, model, current, parsed, protected)
+            before = dict(row.policy) if row is not None else None
+            after = parsed.model_dump(mode="json", exclude_none=True) if parsed is not None else None
+            if after is None:
+                if row is None:
+                    raise NotFoundError(f"{subject} has no traffic policy")
+                session.delete(row)
+            elif row is None:
+                session.add(TrafficPolicyRow(model_id=model.id, alias=alias, policy=after, updated_at=utcnow()))
+            else:
+                row.policy = after
                 row.updated_at = utcnow()
             self._bump(session)
-            self.record_event(
-                session,
-                actor,
-                "traffic_policy.set",
-                f"{name}@{alias}",
-                before=before,
-                after=dict(policy) if policy is not None else None,
-            )
+            self.record_event(session, actor, "traffic_policy.set", subject, before=before, after=after, reason=reason)
+            return parsed
+
+    def _check_split(
+        self, session: Session, model: ModelRow, current: AliasRow, policy: TrafficPolicy, protected: bool
+    ) -> None:
+        held = session.get(VersionRow, current.version_id)
+        assert held is not None
+        for role, target in (("canary", policy.canary), ("shadow", policy.shadow)):
+            if target is None:
+                continue
+            _, row = self.find(session, ModelRef(model.name, version=target.version))
+            if row.status in ("retired", "deleted"):
+                raise ConflictError(f"the {role} {model.name}@{row.version} is {row.status}")
+            if row.id == held.id:
+                raise InvalidInputError(
+                    f"the {role} {model.name}@{row.version} is the version {model.name}@{current.alias} already serves"
+                )
+            if role == "canary" and target.sticky_field is not None:
+                for version in (held, row):
+                    if target.sticky_field not in contract_schema(version).feature_names:
+                        raise InvalidInputError(
+                            f"the sticky field {target.sticky_field[:64]!r} is not an input of "
+                            f"{model.name}@{version.version}"
+                        )
+            if role == "canary" and protected:
+                tier = self.policy_in_force(session).tier(model.risk_tier)
+                missing = missing_items(tier, self.facts(session, model, row), utcnow())
+                if missing:
+                    listing = "; ".join(m["message"] for m in missing)
+                    raise PolicyViolationError(
+                        f"{model.name}@{row.version} may not take a canary share of {model.name}@{current.alias}: it "
+                        f"answers customers, so it must meet the same policy: {listing}",
+                        details=missing,
+                    )
 
     def traffic_policies(self) -> dict[tuple[str, str], dict[str, Any]]:
         with self.reading() as session:

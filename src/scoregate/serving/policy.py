@@ -1,7 +1,7 @@
-"""Traffic policies per alias: a canary split and a shadow challenger.
+"""Routing by traffic policy: which version a request goes to, and whether it is shadowed.
 
-The registry stores a policy as opaque JSON (``Registry.set_traffic_policy``); this
-module owns its shape and its rules. Example::
+The policy's shape and its rules live in :mod:`scoregate.traffic` (the registry checks a
+policy there when it is written); this module applies one to requests. Example::
 
     {"canary": {"version": 4, "percent": 10, "sticky_field": "customer_id"},
      "shadow": {"version": 5, "sample": 1.0}}
@@ -19,55 +19,9 @@ import random
 import zlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scoregate.traffic import CanarySplit, ShadowTarget, TrafficPolicy
 
-from scoregate.errors import InvalidInputError
-
-
-class CanarySplit(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: int = Field(ge=1, description="The challenger version that receives `percent` of the traffic.")
-    percent: float = Field(gt=0, le=100, description="Share of requests (0-100] routed to the challenger.")
-    sticky_field: str | None = Field(default=None, description="Route by a stable hash of this input field.")
-
-
-class ShadowTarget(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: int = Field(ge=1, description="The version that scores a copy of the traffic.")
-    sample: float = Field(default=1.0, gt=0, le=1, description="Fraction of requests copied to the shadow.")
-
-
-class TrafficPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    canary: CanarySplit | None = None
-    shadow: ShadowTarget | None = None
-
-    @classmethod
-    def parse(cls, data: Any) -> TrafficPolicy:
-        """Validate stored or submitted JSON, raising :class:`InvalidInputError` naming the rule."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "<policy>"
-            raise InvalidInputError(
-                f"invalid traffic policy: {where}: {first['msg']}",
-                details=[
-                    {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
-                    for e in exc.errors()
-                ],
-            ) from None
-
-    def versions(self) -> set[int]:
-        out: set[int] = set()
-        if self.canary is not None:
-            out.add(self.canary.version)
-        if self.shadow is not None:
-            out.add(self.shadow.version)
-        return out
+__all__ = ["CanarySplit", "ShadowTarget", "TrafficPolicy", "choose_canary", "sticky_bucket"]
 
 
 def sticky_bucket(value: Any) -> float:
