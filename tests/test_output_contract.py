@@ -11,10 +11,13 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from scoregate.errors import InvalidInputError, NotFoundError, SchemaViolationError
 from scoregate.registry import Registry
+from scoregate.registry.tables import VersionRow
 from scoregate.schema import FeatureType, OutputContract, OutputField
+from scoregate.validation import validate
 from tests.conftest import make_credit_data
 
 #: proba_1 is NaN where income is missing: a defect unless someone declares it intended
@@ -66,6 +69,12 @@ def test_nan_outputs_are_refused_unless_declared(registry: Registry, train_with_
     )
     assert version.input_schema.output_contract is OutputContract.DECLARED
     assert version.output_schema == DECLARED
+    # declared NaN is part of the contract: the null-income cases pass
+    report = validate(registry, version.ref, reference="none")
+    by_id = {c.case.id: c for c in report.cases}
+    assert by_id["income:null"].status == "pass", by_id["income:null"].reason
+    assert by_id["income:missing"].status == "pass"
+    assert report.check("output_contract").details["contract"] == "declared"
 
 
 def test_declared_outputs_are_checked_against_the_model(
@@ -128,6 +137,29 @@ def test_flavors_give_no_nan_for_rows_with_nulls(
     assert version.input_schema.feature("income").nullable
     assert version.input_schema.output_contract is OutputContract.INFERRED
     assert not any(o.nullable for o in version.output_schema)
+
+
+def test_stored_versions_keep_their_outputs_but_undeclared_nan_fails_validation(
+    registry: Registry, train_with_nulls: Path, tmp_path: Path
+) -> None:
+    version = registry.register(
+        "nanny", nan_scorer(tmp_path), flavor="python", train_data=train_with_nulls, target="default", outputs=DECLARED
+    )
+    # a version stored before the contract was recorded: nullable learned silently, no output_contract
+    with registry.transaction() as session:
+        row = session.scalars(select(VersionRow)).one()
+        row.input_schema = {k: v for k, v in row.input_schema.items() if k != "output_contract"}
+    legacy = registry.resolve(version.ref)
+    assert legacy.input_schema.output_contract is None
+    assert legacy.output_schema == DECLARED  # kept as stored
+    assert legacy.input_schema.digest() == version.input_schema.digest()  # the input digest did not move
+    assert legacy.input_schema.contract_digest() != version.input_schema.contract_digest()
+    report = validate(registry, version.ref, reference="none")
+    failed = {c.case.id: c.reason for c in report.failures}
+    assert "NaN in output 'proba_1' where the output schema forbids it" in failed["income:null"]
+    contract = report.check("output_contract")
+    assert contract.status == "fail" and contract.details["contract"] == "unrecorded"
+    assert contract.details["nullable_not_declared"] == ["proba_1"]
 
 
 def test_outputs_declared_twice_are_refused(registry: Registry, credit_files: dict[str, Path]) -> None:

@@ -41,10 +41,17 @@ class Reply:
 
 @runtime_checkable
 class Target(Protocol):
-    """Somewhere to send rows. ``json_only``: inputs must survive JSON (no NaN/inf)."""
+    """Somewhere to send rows.
+
+    ``kind``: python, http or v2 (recorded in the report). ``json_only``: inputs must
+    survive JSON (no NaN/inf). ``in_process``: the model runs in this process, so checks
+    that measure the process (memory) can run.
+    """
 
     description: str
+    kind: str
     json_only: bool
+    in_process: bool
 
     def score(self, rows: list[Any], timeout: float) -> Reply: ...
 
@@ -64,7 +71,9 @@ class PythonTarget:
     scorer costs one timeout, not the run.
     """
 
+    kind = "python"
     json_only = False
+    in_process = True
 
     def __init__(self, loaded: LoadedModel, description: str | None = None) -> None:
         self.loaded = loaded
@@ -143,6 +152,7 @@ class HttpTarget:
     """A running scoring endpoint: plain JSON (``/models/{ref}/predict``) or V2 (``/v2/models/...``)."""
 
     json_only = True
+    in_process = False
 
     def __init__(
         self,
@@ -161,6 +171,7 @@ class HttpTarget:
         self.version = str(version)
         self.schema = schema
         self.protocol = protocol
+        self.kind = "http" if protocol == "json" else "v2"
         self.client = httpx.Client(headers=headers or {})
         if protocol == "json":
             self.url = f"{self.base_url}/models/{name}@{version}/predict"
