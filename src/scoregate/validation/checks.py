@@ -459,33 +459,32 @@ def latency(ctx: CheckContext) -> Verdict:
     timed = [r for r in ctx.results if r.outcome in (SCORED, REFUSED)]
     if not timed:
         return skipped("no case was answered")
-    over: list[dict[str, Any]] = []
-    for r in sorted(timed, key=lambda r: r.elapsed_ms, reverse=True):
+    best = {r.case.id: r.elapsed_ms for r in timed}
+    runs: dict[str, list[float]] = {}
+    for r in timed:
         if r.elapsed_ms <= budget:
-            break
-        runs = [r.elapsed_ms]
+            continue
+        runs[r.case.id] = [r.elapsed_ms]
         for _ in range(LATENCY_RETRIES):
             reply = ctx.call(r.case.rows)
-            runs.append(reply.elapsed_ms)
+            runs[r.case.id].append(reply.elapsed_ms)
             if reply.elapsed_ms <= budget:
                 break
-        if min(runs) > budget:
-            over.append(
-                {
-                    "case": r.case.id,
-                    "rows": len(r.case.rows),
-                    "best_ms": round(min(runs), 1),
-                    "runs_ms": [round(t, 1) for t in runs],
-                }
-            )
-    slowest = sorted(timed, key=lambda r: r.elapsed_ms, reverse=True)[:5]
+        best[r.case.id] = min(runs[r.case.id])
+    rows = {r.case.id: len(r.case.rows) for r in timed}
+    over = [
+        {"case": case, "rows": rows[case], "best_ms": round(best[case], 1), "runs_ms": [round(t, 1) for t in times]}
+        for case, times in runs.items()
+        if best[case] > budget
+    ]
+    retimed = [case for case in runs if best[case] <= budget]
+    slowest = sorted(best, key=lambda case: best[case], reverse=True)[:5]
     details = {
         "budget_ms": budget,
         "cases_timed": len(timed),
         "over_budget": over,
-        "slowest": [
-            {"case": r.case.id, "rows": len(r.case.rows), "elapsed_ms": round(r.elapsed_ms, 1)} for r in slowest
-        ],
+        "retimed_within_budget": [{"case": case, "runs_ms": [round(t, 1) for t in runs[case]]} for case in retimed],
+        "slowest": [{"case": case, "rows": rows[case], "elapsed_ms": round(best[case], 1)} for case in slowest],
     }
     if over:
         first = over[0]
@@ -494,8 +493,9 @@ def latency(ctx: CheckContext) -> Verdict:
             f"at best of {len(first['runs_ms'])} runs",
             **details,
         )
+    note = f"; {len(retimed)} slow run(s) re-timed within it ({', '.join(retimed[:3])})" if retimed else ""
     return passed(
-        f"every one of {len(timed)} cases answered within {budget:g} ms (slowest {slowest[0].elapsed_ms:.1f} ms)",
+        f"every one of {len(timed)} cases answered within {budget:g} ms (slowest {best[slowest[0]]:.1f} ms{note})",
         **details,
     )
 
