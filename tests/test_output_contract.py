@@ -169,6 +169,8 @@ def test_outputs_declared_twice_are_refused(registry: Registry, credit_files: di
     schema = infer_schema(frame, target="default").model_copy(update={"outputs": DECLARED})
     with pytest.raises(InvalidInputError, match="declared twice"):
         registry.register("twice", credit_files["model"], flavor="sklearn", schema=schema, outputs=DECLARED)
+    with pytest.raises(InvalidInputError, match="the declared outputs name proba_1 more than once"):
+        registry.register("twice", credit_files["model"], flavor="sklearn", outputs=[*DECLARED, DECLARED[1]])
 
 
 def test_cli_register_outputs_file(run, tmp_path: Path, train_with_nulls: Path) -> None:  # type: ignore[no-untyped-def]

@@ -111,6 +111,54 @@ def test_a_scorer_that_disagrees_fails_parity(
     assert any("differs from the scorer reference by 0.001" in c.reason for c in report.failures)
 
 
+NOISY_SCORER = """
+import json
+import math
+from pathlib import Path
+
+print("loading the reference scorer")  # on stdout: must not corrupt the answer
+PARAMS = json.loads((Path(__file__).parent / "params.json").read_text())
+
+
+def score(rows):
+    print("scoring", len(rows), "rows")
+    if any(r["age"] == 79 for r in rows) and PARAMS.get("crash"):
+        raise ZeroDivisionError("the validator's scorer divided by zero")
+    return [{"proba_1": 1 / (1 + math.exp(-(PARAMS["intercept"])))} for r in rows]
+"""
+
+
+def test_a_scorer_that_prints_or_crashes(
+    registry: Any, good: Any, credit_files: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "validator"
+    export_parameters(credit_files["model"], folder)
+    (folder / "reference.py").write_text(NOISY_SCORER)
+    report = validate(registry, good.ref, reference="scorer", reference_scorer=folder / "reference.py")
+    assert report.parity.available and report.parity.mismatches > 0  # compared: the prints went to stderr
+    params = json.loads((folder / "params.json").read_text())
+    (folder / "params.json").write_text(json.dumps({**params, "crash": True}))
+    report = validate(registry, good.ref, reference="scorer", reference_scorer=folder / "reference.py")
+    p = report.parity
+    assert p.failed and not p.available and not report.passed
+    assert p.error == (
+        "the scorer reference failed: scoring raised ZeroDivisionError: the validator's scorer divided by zero"
+    )
+
+
+def test_a_scorer_file_changed_during_the_run_is_caught(registry: Any, good: Any, tmp_path: Path) -> None:
+    from scoregate.validation.reference import score_reference
+    from scoregate.validation.settings import Clock, ValidationSettings
+
+    path = tmp_path / "reference.py"
+    path.write_text("def score(rows):\n    return [{} for r in rows]\n")
+    settings = ValidationSettings(reference="scorer", reference_scorer=path)
+    rows = [{"income": 50000.0, "age": 40, "debt_ratio": 0.3, "purpose": "car"}]
+    recorded = hashlib.sha256(b"what the run recorded before the file changed").hexdigest()
+    answer = score_reference(registry, good, rows, settings, Clock(60), scorer_digest=recorded)
+    assert answer.failed and "changed during the run" in (answer.error or "")
+
+
 def test_onnx_reference_converts_the_pipeline(registry: Any, good: Any) -> None:
     report = validate(registry, good.ref, reference="onnx")
     p = report.parity

@@ -232,6 +232,10 @@ class Registry:
         if outputs and schema is not None and schema.outputs:
             raise InvalidInputError("the outputs are declared twice (outputs and the schema's outputs): give one")
         declared = list(outputs or (schema.outputs if schema is not None else []))
+        names = [o.name for o in declared]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise InvalidInputError(f"the declared outputs name {', '.join(twice)} more than once")
         tags = {str(k): str(v) for k, v in (tags or {}).items()}
         flavor_impl = get_flavor(flavor)
         scorer = flavor_impl.load(artifact)
