@@ -28,7 +28,7 @@ from scoregate.schema import infer_schema
 from scoregate.validation.cases import frame_to_rows
 from scoregate.validation.independent import Unavailable, onnx_scorer
 from scoregate.validation.settings import DEFAULT_INDEPENDENT_ATOL, DEFAULT_INDEPENDENT_RTOL
-from scoregate.validation.targets import _records
+from scoregate.validation.targets import output_records
 
 ROWS = 5_000
 CATEGORIES = ["employment", "purpose"]
@@ -66,7 +66,7 @@ def measure(name: str, model: Any, target: str, frame: pd.DataFrame) -> str:
     model.fit(x, y)
     schema = infer_schema(frame, target=target)
     rows = frame_to_rows(schema, frame)
-    expected = _records(SklearnScorer(model).predict(x.reset_index(drop=True)))
+    expected = output_records(SklearnScorer(model).predict(x.reset_index(drop=True)))
     try:
         score, details = onnx_scorer(LoadedModel(_Version(schema), SklearnScorer(model)))  # type: ignore[arg-type]
     except Unavailable as exc:

@@ -239,3 +239,20 @@ def test_checks_needing_the_process_are_skipped_for_http(registry: Any, good: An
     assert report.settings.target == "http"
     assert {c.id for c in report.checks if c.status == "fail"} == set()
     assert report.check("batch_invariance").status == "pass" and report.check("determinism").status == "pass"
+
+
+#: every probability above 1: each case fails, and the check still sees them
+ABOVE_ONE = scorer("""
+    p = self.scores(frame)
+    return pd.DataFrame({"prediction": (p > 0.5).astype(int), "proba_0": 1 - p, "proba_1": p + 1.0})
+""")
+
+
+def test_probabilities_outside_0_1_fail_the_cases_and_the_check(
+    registry: Any, tmp_path: Path, credit_files: dict[str, Path]
+) -> None:
+    report = run(registry, tmp_path, credit_files, "above", ABOVE_ONE)
+    assert {"probabilities", "output_contract"} <= failed_checks(report)
+    check = report.check("probabilities")
+    assert check.details["out_of_range"] == check.details["rows_checked"] > 2000
+    assert all("is outside [0, 1]" in c.reason for c in report.failures)

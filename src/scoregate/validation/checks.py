@@ -116,9 +116,9 @@ class CheckContext:
         return self.target.score(rows, timeout)
 
     def scored(self) -> Iterator[tuple[str, int, dict[str, Any]]]:
-        """(case id, row, outputs) of every row a case scored within the output contract."""
+        """(case id, row, outputs) of every row of valid input that was scored, within the contract or not."""
         for r in self.results:
-            if r.conforms and r.outputs:
+            if r.outcome == SCORED and r.case.expect == SCORE and r.outputs:
                 for i, out in enumerate(r.outputs):
                     yield r.case.id, i, out
 

@@ -27,6 +27,7 @@ import numpy as np
 from scoregate.errors import ScoregateError
 from scoregate.flavors._outputs import one_line, to_output_frame
 from scoregate.schema import NUMERIC_TYPES, FeatureType, ModelSchema, prepare_records
+from scoregate.validation.targets import output_records
 
 #: rows in, one output object per row out (``None`` for a row the reference cannot score)
 RowScorer = Callable[[list[dict[str, Any]]], list[dict[str, Any] | None]]
@@ -36,12 +37,6 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 class Unavailable(Exception):
     """This reference cannot be built for this model; the message says why, in one line."""
-
-
-def _records(frame: Any) -> list[dict[str, Any]]:
-    from scoregate.validation.targets import _records as records
-
-    return records(frame)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +95,7 @@ def _function_scorer(function: Callable[..., Any], schema: ModelSchema) -> RowSc
 def _class_scorer(instance: Any, schema: ModelSchema) -> RowScorer:
     def score(rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         frame = prepare_records(schema, rows)
-        return list(_records(to_output_frame(instance.predict(frame), len(frame), "reference scorer")))
+        return list(output_records(to_output_frame(instance.predict(frame), len(frame), "reference scorer")))
 
     return score
 
@@ -171,7 +166,7 @@ def onnx_scorer(loaded: Any) -> tuple[RowScorer, dict[str, Any]]:
         if not keep:
             return out
         frame = prepare_records(schema, [rows[i] for i in keep])[columns]
-        for i, values in zip(keep, _records(scorer.predict(frame)), strict=True):
+        for i, values in zip(keep, output_records(scorer.predict(frame)), strict=True):
             out[i] = values
         return out
 

@@ -265,10 +265,10 @@ def _build(request: dict[str, Any]) -> tuple[Any, dict[str, Any], str | None]:
             return score, details, None
     except Unavailable as exc:
         raise _Unavailable(str(exc)) from None
-    from scoregate.validation.targets import _records
+    from scoregate.validation.targets import output_records
 
     def artifact(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return _records(loaded.predict(rows))
+        return output_records(loaded.predict(rows))
 
     return artifact, {"artifact_digest": loaded.version.artifact_digest}, None
 

@@ -101,7 +101,7 @@ class PythonTarget:
             return Reply(REFUSED, http_status=exc.status_code, message=exc.message, details=_refusal_details(exc))
         except Exception as exc:
             return Reply(ERROR, message=f"{type(exc).__name__}: {exc}", details=[{"traceback": _short_tb()}])
-        return Reply(SCORED, outputs=_records(frame))
+        return Reply(SCORED, outputs=output_records(frame))
 
     def score(self, rows: list[Any], timeout: float) -> Reply:
         box: list[Reply] = []
@@ -131,7 +131,8 @@ def _short_tb() -> str:
     return "".join(traceback.format_exc(limit=6))[-2000:]
 
 
-def _records(frame: Any) -> list[dict[str, Any]]:
+def output_records(frame: Any) -> list[dict[str, Any]]:
+    """An output frame as JSON-like rows (numpy scalars made plain), as every target answers."""
     out = []
     columns = [str(c) for c in frame.columns]
     for values in frame.itertuples(index=False, name=None):
