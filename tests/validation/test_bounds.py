@@ -150,3 +150,31 @@ def test_settings_are_checked_in_python_too() -> None:
     with pytest.raises(InvalidInputError, match="unknown validation setting"):
         ValidationSettings.from_keywords(tolerance=1)
     assert ValidationSettings.from_keywords(timeout=3).timeout_s == 3  # the older keyword
+
+
+def test_cli_validate_with_a_reference_that_hangs(
+    run: Any, credit_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+    import textwrap
+
+    from tests.validation.test_references import HANGS_IN_REFERENCE_ONLY
+
+    folder = tmp_path / "hang"
+    folder.mkdir()
+    (folder / "scorer.py").write_text(textwrap.dedent(HANGS_IN_REFERENCE_ONLY))
+    shutil.copy(credit_files["model"], folder / "model.joblib")
+    monkeypatch.setenv("SG_TEST_HOST_PID", str(os.getpid()))
+    monkeypatch.setenv("SG_TEST_HANG", "score")
+    monkeypatch.setenv("SG_TEST_PIDS", str(tmp_path / "pids"))
+    code, _, err = run(
+        "register", "hangs", folder, "--flavor", "python", "--train-data", credit_files["train"], "--target", "default"
+    )
+    assert code == 0, err
+    code, out, _ = run("validate", "hangs@1", "--timeout", "1", "-o", tmp_path / "out", "--no-attach")
+    assert code == 1
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the subprocess reference process did not answer within 3 s of scoring: killed"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["parity"]["outcome"] == "failed" and report["counts"]["fail"] == 0
