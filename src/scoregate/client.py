@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pandas as pd
 from scoregate.config import Settings
 from scoregate.refs import ModelRef
 from scoregate.registry import AliasRecord, LoadedModel, ModelSummary, ModelVersion, Registry
-from scoregate.schema import ModelSchema
+from scoregate.schema import ModelSchema, OutputField
 
 
 class Client:
@@ -44,6 +44,7 @@ class Client:
         train_data: str | Path | None = None,
         target: str | None = None,
         schema: ModelSchema | Mapping[str, Any] | None = None,
+        outputs: Sequence[OutputField | Mapping[str, Any]] | None = None,
         metrics: Mapping[str, float] | None = None,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
@@ -62,6 +63,7 @@ class Client:
             train_data=train_data,
             target=target,
             schema=schema,
+            outputs=[OutputField.model_validate(o) for o in outputs] if outputs else None,
             metrics=metrics,
             params=params,
             tags=tags,

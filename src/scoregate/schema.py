@@ -67,11 +67,26 @@ class Feature(BaseModel):
 
 
 class OutputField(BaseModel):
+    """One output column; ``nullable`` (NaN or null allowed) only counts when the outputs were declared."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     type: FeatureType
     nullable: bool = False
+
+
+class OutputContract(StrEnum):
+    """How a version's outputs were set at registration.
+
+    ``declared``: written by the user (``--outputs`` or the ``outputs`` of ``--schema``) and
+    checked against what the model returned. ``inferred``: learned from the model's outputs
+    on reference rows and accepted only because none of them was NaN or null, so every
+    inferred output is non-nullable. Versions stored before this was recorded have none.
+    """
+
+    DECLARED = "declared"
+    INFERRED = "inferred"
 
 
 class ModelSchema(BaseModel):
@@ -82,6 +97,8 @@ class ModelSchema(BaseModel):
     features: list[Feature]
     outputs: list[OutputField] = Field(default_factory=list)
     target: str | None = None
+    #: how ``outputs`` were set (None: a version stored before this was recorded)
+    output_contract: OutputContract | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelSchema:
@@ -104,9 +121,35 @@ class ModelSchema(BaseModel):
         raise KeyError(name)
 
     def digest(self) -> str:
-        """A stable hash of the input contract (used by lineage and monitoring)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """A stable hash of the input contract (used by lineage and monitoring).
+
+        ``output_contract`` is left out, so the digest of a schema is what it was before
+        that field existed.
+        """
+        return _sha256_json(self.model_dump(mode="json", exclude={"output_contract"}))
+
+    def contract_digest(self) -> str:
+        """A hash of the whole contract: input features, target, outputs and how the outputs were set.
+
+        What a validation report names as the contract it checked, so a gate can tell a
+        report computed against another contract from one computed against this one.
+        """
+        return _sha256_json(self.model_dump(mode="json"))
+
+    def trusted_outputs(self) -> list[OutputField]:
+        """The outputs, with ``nullable`` kept only where the user declared it.
+
+        A version stored before the output contract was recorded may have learned
+        ``nullable`` from NaN its own model returned; that is not a promise anyone made.
+        """
+        if self.output_contract is OutputContract.DECLARED:
+            return list(self.outputs)
+        return [o.model_copy(update={"nullable": False}) if o.nullable else o for o in self.outputs]
+
+
+def _sha256_json(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 NUMERIC_TYPES = frozenset({FeatureType.FLOAT, FeatureType.INT})
@@ -203,6 +246,77 @@ def infer_outputs(predictions: pd.DataFrame) -> list[OutputField]:
             kind = FeatureType.STRING
         fields.append(OutputField(name=str(name), type=kind, nullable=bool(column.isna().any())))
     return fields
+
+
+def output_row_problem(fields: Sequence[OutputField], row: Mapping[str, Any]) -> str | None:
+    """Why one output row (JSON-like values) breaks ``fields``, or ``None``.
+
+    The one rule for outputs, used at registration (the model's outputs on reference rows
+    against the declared contract) and by validation (every scored case).
+    """
+    for f in fields:
+        if f.name not in row:
+            return f"output {f.name!r} is missing"
+        value = row[f.name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if not f.nullable:
+                shown = "NaN" if value is not None else "null"
+                return f"{shown} in output {f.name!r} where the output schema forbids it"
+            continue
+        problem = _output_type_problem(f, value)
+        if problem:
+            return f"output {f.name!r}: {problem}"
+    return None
+
+
+def _output_type_problem(f: OutputField, value: Any) -> str | None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if f.type is FeatureType.FLOAT:
+        if not number:
+            return f"expected a number, got {value!r}"
+        if math.isinf(value):
+            return f"value {value!r} is not finite"
+    elif f.type is FeatureType.INT:
+        if not number or (isinstance(value, float) and not value.is_integer()):
+            return f"expected an integer, got {value!r}"
+    elif f.type is FeatureType.BOOL:
+        if not isinstance(value, bool):
+            return f"expected true or false, got {value!r}"
+    elif not isinstance(value, str):
+        return f"expected a string, got {value!r}"
+    return None
+
+
+def settle_outputs(
+    predictions: pd.DataFrame, declared: Sequence[OutputField] | None
+) -> tuple[list[OutputField], OutputContract]:
+    """The output contract of a new version, from what its model returned on reference rows.
+
+    Declared outputs are checked against those predictions. Undeclared ones are inferred,
+    but never as nullable: a NaN the model returned is a defect until someone declares it
+    intended, so it is refused here rather than written into the contract the model is
+    later validated against.
+    """
+    records = predictions.to_dict(orient="records")
+    if declared:
+        fields = list(declared)
+        for i, row in enumerate(records):
+            problem = output_row_problem(fields, row)
+            if problem:
+                raise SchemaViolationError(
+                    f"the model's outputs do not match the declared outputs: row {i} of the reference rows: {problem}"
+                )
+        return fields, OutputContract.DECLARED
+    fields = infer_outputs(predictions)
+    for f in fields:
+        if f.nullable:
+            count = int(predictions[f.name].isna().sum())
+            raise SchemaViolationError(
+                f"the model returned NaN or null in output {f.name!r} for {count} of {len(predictions)} reference "
+                "rows: declare the outputs (--outputs FILE or the outputs of --schema) with nullable: true "
+                "where NaN is intended"
+            )
+    return fields, OutputContract.INFERRED
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from scoregate.validation.cases import generate_cases
 _STARTS = (f"2026-12-01T00:00:{n:06d}" for n in itertools.count())
 
 CHECKS = (
+    "output_contract",
     "probabilities",
     "label_consistency",
     "batch_invariance",
@@ -62,7 +63,7 @@ def validation_document(registry: Registry, version: ModelVersion, **changes: An
         "format": 2,
         "ref": version.ref,
         "artifact_digest": version.artifact_digest,
-        "schema_digest": version.input_schema.digest(),
+        "schema_digest": version.input_schema.contract_digest(),
         "settings": settings,
         "case_set": {"digest": "0" * 64, "cases": len(cases), "by_kind": {}},
         "cases": cases,

@@ -195,7 +195,7 @@ def check(ref: Annotated[str, typer.Argument()], alias: Annotated[str, typer.Opt
         out.print(f"{ref} meets the policy for {alias}")
         return
     for item in missing:
-        out.print(f"- [{item['rule']}] {item['message']}")
+        out.print(escape(f"- [{item['rule']}] {item['message']}"), highlight=False, soft_wrap=True)
     raise typer.Exit(5)
 
 

@@ -19,6 +19,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from scoregate.validation.settings import (
+    DEFAULT_ATOL,
+    DEFAULT_INDEPENDENT_ATOL,
+    DEFAULT_INDEPENDENT_RTOL,
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_RTOL,
+)
+
 out = Console()
 
 #: Exit code when a check ran but did not pass (errors a user causes keep the CLI's own codes).
@@ -68,14 +76,38 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         protocol: Annotated[str, typer.Option(help="For a URL target: json or v2.")] = "json",
         seed: Annotated[int, typer.Option(help="Seed for sampled rows (same seed, same cases).")] = 0,
         timeout: Annotated[float, typer.Option(help="Seconds one case may take before it counts as hung.")] = 10.0,
+        max_duration: Annotated[
+            float, typer.Option(help="Seconds the whole run may take; what is left is reported as not run.")
+        ] = DEFAULT_MAX_DURATION_S,
         reference: Annotated[
-            str, typer.Option(help="Parity reference: 'subprocess' (artifact loaded in a separate process) or 'none'.")
+            str,
+            typer.Option(
+                help="Parity reference: 'subprocess' (the artifact in a separate process), 'scorer' (your "
+                "--reference-scorer file), 'onnx' (the sklearn model converted, scored by onnxruntime) or 'none'."
+            ),
         ] = "subprocess",
+        reference_scorer: Annotated[
+            Path | None, typer.Option(help="For --reference scorer: a .py file with score(rows) or predict(frame).")
+        ] = None,
         golden: Annotated[
             Path | None, typer.Option(help="Golden file of inputs and expected outputs (.json/.jsonl/.csv/.parquet).")
         ] = None,
-        atol: Annotated[float, typer.Option(help="Parity tolerance, absolute.")] = 1e-6,
-        rtol: Annotated[float, typer.Option(help="Parity tolerance, relative.")] = 1e-6,
+        atol: Annotated[float, typer.Option(help="Parity tolerance, absolute (subprocess, golden).")] = DEFAULT_ATOL,
+        rtol: Annotated[float, typer.Option(help="Parity tolerance, relative (subprocess, golden).")] = DEFAULT_RTOL,
+        independent_atol: Annotated[
+            float, typer.Option(help="Parity tolerance, absolute, for scorer and onnx references.")
+        ] = DEFAULT_INDEPENDENT_ATOL,
+        independent_rtol: Annotated[
+            float, typer.Option(help="Parity tolerance, relative, for scorer and onnx references.")
+        ] = DEFAULT_INDEPENDENT_RTOL,
+        latency_budget_ms: Annotated[
+            float | None, typer.Option(help="Latency budget per case; default the version's latency_budget_ms.")
+        ] = None,
+        memory_calls: Annotated[int, typer.Option(help="Repeated calls the memory check measures.")] = 20,
+        memory_limit_mb: Annotated[
+            float, typer.Option(help="Resident-memory growth over those calls that fails the memory check.")
+        ] = 50.0,
+        reference_rows: Annotated[int, typer.Option(help="Reference rows sampled into one case.")] = 100,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder.")] = None,
         record: Annotated[
             bool, typer.Option("--record/--no-record", help="Record this run on the version as validation evidence.")
@@ -86,10 +118,26 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
     ) -> None:
         """Validate a version before deployment: generated edge cases, refusals, parity; JSON + HTML report."""
         from scoregate.refs import ModelRef
-        from scoregate.validation import HttpTarget
+        from scoregate.validation import HttpTarget, ValidationSettings
         from scoregate.validation import validate as run_validation
 
         ModelRef.parse(ref)
+        settings = ValidationSettings(
+            reference=reference,
+            reference_scorer=reference_scorer,
+            golden=golden,
+            atol=atol,
+            rtol=rtol,
+            independent_atol=independent_atol,
+            independent_rtol=independent_rtol,
+            timeout_s=timeout,
+            max_duration_s=max_duration,
+            latency_budget_ms=latency_budget_ms,
+            memory_calls=memory_calls,
+            memory_limit_mb=memory_limit_mb,
+            seed=seed,
+            reference_rows=reference_rows,
+        )
         if mark_validated and not record:
             raise typer.BadParameter("--mark-validated needs the run recorded", param_hint="--no-record")
         registry = get_registry()
@@ -103,32 +151,16 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             chosen = HttpTarget(target, version.name, version.version, version.input_schema, protocol=protocol)
         folder = output or _default_folder("validation", version.ref)
         try:
-            report = run_validation(
-                registry,
-                version.ref,
-                target=chosen,
-                seed=seed,
-                timeout=timeout,
-                reference=reference,
-                golden=golden,
-                atol=atol,
-                rtol=rtol,
-                out_dir=folder,
-            )
+            report = run_validation(registry, version.ref, target=chosen, settings=settings, out_dir=folder)
         finally:
             if chosen is not None:
                 chosen.close()
-        counts = report.counts()
         table = Table("case", "expected", "outcome", "reason", title=f"{report.model}: failed cases")
         for c in report.failures[:40]:
             table.add_row(escape(c.case.id), c.case.expect, c.outcome, escape(c.reason[:160]))
         if report.failures:
             out.print(table)
-        p = report.parity
-        out.print(
-            f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped; parity ({p.reference}): "
-            f"{p.rows_compared} rows, {p.mismatches} mismatches, largest difference {p.max_difference:.3g}"
-        )
+        _show_validation(report)
         out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
         recorded = _record(registry, version.ref, "validation", report.to_dict(), "report.json") if record else None
         marked = False
@@ -249,6 +281,29 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             _show_reproduction(result)
         if not result.matched:
             raise typer.Exit(CHECK_FAILED)
+
+
+def _show_validation(report: Any) -> None:
+    """The checks, the parity line and, for a run that stopped or a reference that failed, one error line each."""
+    checks = Table("check", "result", "reason", title=f"{report.model}: checks")
+    for c in report.checks:
+        colour = {"pass": "green", "fail": "red"}.get(c.status, "dim")
+        checks.add_row(c.id, f"[{colour}]{c.status}[/]", escape(c.reason[:200]))
+    out.print(checks)
+    counts = report.counts()
+    p = report.parity
+    tolerance = f"atol={p.atol:g}, rtol={p.rtol:g}"
+    out.print(
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped; parity ({p.reference}, "
+        f"{p.outcome}, {tolerance}): {p.rows_compared} rows, {p.mismatches} mismatches, "
+        f"largest difference {p.comparison.max_observed:.3g}"
+        + (f"; golden: {p.golden.rows_compared} rows, {p.golden.mismatches} mismatches" if p.golden else "")
+    )
+    if p.error:
+        style = "red" if p.failed else "yellow"
+        out.print(f"[{style}]{'error' if p.failed else 'note'}:[/] {escape(p.error)}", highlight=False)
+    if report.stopped:
+        out.print(f"[red]error:[/] stopped early: {escape(report.stopped)}", highlight=False)
 
 
 def _size(value: float) -> str:

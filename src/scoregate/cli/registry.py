@@ -23,6 +23,10 @@ def register(
     train_data: Annotated[Path | None, typer.Option(help="Training data (csv, parquet, json, jsonl).")] = None,
     target: Annotated[str | None, typer.Option(help="Target column in the training data.")] = None,
     schema: Annotated[Path | None, typer.Option(help="Input schema JSON (overrides inference).")] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option(help="Declared outputs JSON: [{name, type, nullable}] (default: inferred, and NaN refused)."),
+    ] = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric NAME=VALUE (repeatable).")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Parameter NAME=VALUE (repeatable).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Tag KEY=VALUE (repeatable).")] = None,
@@ -43,6 +47,7 @@ def register(
             raise InvalidInputError(f"cannot read schema file {schema}: {exc.strerror}") from None
         except ValueError as exc:
             raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
+    declared = _read_outputs(outputs) if outputs is not None else None
     version = get_registry().register(
         name,
         artifact,
@@ -50,6 +55,7 @@ def register(
         train_data=train_data,
         target=target,
         schema=model_schema,
+        outputs=declared,
         metrics=pairs(metric, "--metric", numeric=True),
         params=pairs(param, "--param"),
         tags=pairs(tag, "--tag"),
@@ -63,6 +69,28 @@ def register(
         f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "
         f"{len(version.input_schema.features)} features)"
     )
+
+
+def _read_outputs(path: Path) -> list[Any]:
+    """The ``--outputs`` file: a JSON list of output fields, or an object with an ``outputs`` list."""
+    from pydantic import TypeAdapter
+
+    from scoregate.schema import OutputField
+
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read outputs file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid outputs file {path}: not JSON ({exc})") from None
+    if isinstance(document, dict):
+        document = document.get("outputs")
+    if not isinstance(document, list) or not document:
+        raise InvalidInputError(f"invalid outputs file {path}: expected a non-empty list of {{name, type, nullable}}")
+    try:
+        return TypeAdapter(list[OutputField]).validate_python(document)
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid outputs file {path}: {first_error(exc)}") from None
 
 
 @models_app.command("list")
@@ -133,8 +161,9 @@ def models_show(
             detail = ""
         features.add_row(f.name, f.type.value, "yes" if f.nullable else "no", detail)
     out.print(features)
-    outputs = ", ".join(f"{o.name} ({o.type.value})" for o in version.output_schema) or "-"
-    out.print(f"[bold]outputs[/]: {outputs}")
+    shown = ", ".join(f"{o.name} ({o.type.value}{', nullable' if o.nullable else ''})" for o in version.output_schema)
+    contract = version.input_schema.output_contract
+    out.print(f"[bold]outputs[/]: {shown or '-'}" + (f" ({contract.value})" if contract else ""))
 
 
 @models_app.command("set-tier")
@@ -170,7 +199,7 @@ def models_versions(name: Annotated[str, typer.Argument()]) -> None:
 def schema_show(ref: Annotated[str, typer.Argument()]) -> None:
     """Print a version's input schema as JSON (edit it and pass it to register --schema)."""
     version = get_registry().resolve(ref)
-    sys.stdout.write(version.input_schema.model_dump_json(indent=2, exclude={"outputs"}) + "\n")
+    sys.stdout.write(version.input_schema.model_dump_json(indent=2, exclude={"outputs", "output_contract"}) + "\n")
 
 
 @alias_app.command("set")

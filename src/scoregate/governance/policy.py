@@ -50,8 +50,8 @@ tiers:
       min_reference_rows: 100
       max_memory_growth_mb: 64
       min_memory_calls: 20
-      checks: [probabilities, label_consistency, batch_invariance, determinism, sensitivity, latency, memory,
-               reference_performance]
+      checks: [output_contract, probabilities, label_consistency, batch_invariance, determinism, sensitivity,
+               latency, memory, reference_performance]
     loadtest:
       min_duration_s: 5
       min_requests: 100
@@ -72,7 +72,7 @@ tiers:
       max_timeout_s: 10
       latency_budget_ms: 500
       min_reference_rows: 100
-      checks: [probabilities, label_consistency, batch_invariance, determinism, latency]
+      checks: [output_contract, probabilities, label_consistency, batch_invariance, determinism, latency]
     approvals: 1
     protected_alias_role: deployer
     revalidate_months: 24

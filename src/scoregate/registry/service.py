@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from scoregate.registry.tables import (
     VersionRow,
     utcnow,
 )
-from scoregate.schema import ModelSchema, infer_outputs, infer_schema, prepare_frame
+from scoregate.schema import ModelSchema, OutputContract, OutputField, infer_schema, prepare_frame, settle_outputs
 from scoregate.traffic import TrafficPolicy
 
 #: Rows of training data kept with a version for validation and monitoring.
@@ -204,6 +204,7 @@ class Registry:
         train_data: Path | str | None = None,
         target: str | None = None,
         schema: ModelSchema | None = None,
+        outputs: Sequence[OutputField] | None = None,
         metrics: Mapping[str, float] | None = None,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
@@ -214,7 +215,12 @@ class Registry:
         latency_budget_ms: float = 300.0,
         code_dir: Path | None = None,
     ) -> ModelVersion:
-        """Register a new immutable version of ``name``; the model is created on first use."""
+        """Register a new immutable version of ``name``; the model is created on first use.
+
+        ``outputs`` (or the ``outputs`` of ``schema``) declares the output contract; without
+        it the outputs are inferred from the model's scores on reference rows, and a NaN
+        or null among them is refused rather than recorded as nullable.
+        """
         validate_model_name(name)
         self.whoami().require(Permission.REGISTER, subject=name)  # fail before the expensive work
         artifact = Path(artifact).expanduser()
@@ -225,6 +231,13 @@ class Registry:
         if not (latency_budget_ms > 0):
             raise InvalidInputError(f"invalid latency budget {latency_budget_ms!r}: must be a positive number of ms")
         metrics = _check_metrics(metrics or {})
+        if outputs and schema is not None and schema.outputs:
+            raise InvalidInputError("the outputs are declared twice (outputs and the schema's outputs): give one")
+        declared = list(outputs or (schema.outputs if schema is not None else []))
+        names = [o.name for o in declared]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise InvalidInputError(f"the declared outputs name {', '.join(twice)} more than once")
         tags = {str(k): str(v) for k, v in (tags or {}).items()}
         flavor_impl = get_flavor(flavor)
         scorer = flavor_impl.load(artifact)
@@ -251,16 +264,20 @@ class Registry:
             reference = sample.sort_index().reset_index(drop=True)
             inputs = prepare_frame(schema, reference)
             try:
-                outputs = scorer.predict(inputs.head(100))
+                predictions = scorer.predict(inputs.head(100))
             except ScoregateError:
                 raise
             except Exception as exc:
                 raise FlavorError(
                     f"the {flavor} model could not score rows of its training data: {type(exc).__name__}: {exc}"
                 ) from None
-            if len(outputs) != len(inputs.head(100)):
-                raise FlavorError(f"the {flavor} model returned {len(outputs)} rows for {len(inputs.head(100))}")
-            schema = schema.model_copy(update={"outputs": infer_outputs(outputs)})
+            if len(predictions) != len(inputs.head(100)):
+                raise FlavorError(f"the {flavor} model returned {len(predictions)} rows for {len(inputs.head(100))}")
+            fields, contract = settle_outputs(predictions, declared)
+            schema = schema.model_copy(update={"outputs": fields, "output_contract": contract})
+        else:
+            contract = OutputContract.DECLARED if declared else None
+            schema = schema.model_copy(update={"outputs": declared, "output_contract": contract})
 
         digest, size, kind = self.artifacts.put(artifact)
         reference_digest = None
@@ -871,7 +888,7 @@ class Registry:
             ref=f"{model.name}@{row.version}",
             artifact_digest=row.artifact_digest,
             registrant=row.created_by,
-            schema_digest=schema.digest(),
+            schema_digest=schema.contract_digest(),
             evidence=evidence,
             approvers=[d.actor for d in decisions if d.action == "approve"],
             last_validated=max(validated) if validated else None,
@@ -950,7 +967,7 @@ def contract_schema(row: VersionRow) -> ModelSchema:
 def contract_digest(row: VersionRow) -> str:
     """The digest evidence is bound to besides the artifact: the same artifact registered
     again with another contract (looser ranges, nullable features) is another version."""
-    return contract_schema(row).digest()
+    return contract_schema(row).contract_digest()
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -9,7 +9,10 @@ a report can be rerun exactly.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -354,3 +357,71 @@ def generate_cases(
             raise AssertionError(f"duplicate case id {case.id}")
         seen.add(case.id)
     return cases
+
+
+def case_set_digest(
+    schema: ModelSchema,
+    reference: pd.DataFrame | None,
+    seed: int = 0,
+    reference_rows: int = REFERENCE_SAMPLE_ROWS,
+) -> str:
+    """SHA-256 of the canonical list of the cases generated for these inputs.
+
+    Pure: a gate holding the version's schema and reference data recomputes it from the
+    report's seed and ``reference_rows`` and so knows the report ran the cases scoregate
+    generates, not a hand-picked subset.
+    """
+    return digest_cases(generate_cases(schema, reference, seed=seed, reference_rows=reference_rows))
+
+
+def digest_cases(cases: list[Case]) -> str:
+    """SHA-256 of the cases' ids, inputs and expected outcomes in a canonical JSON form."""
+    canonical = [
+        {
+            "id": c.id,
+            "kind": c.kind,
+            "feature": c.feature,
+            "expect": c.expect,
+            "field": c.field,
+            "rule": c.rule,
+            "parity": c.parity,
+            "rows": [_canonical(r) for r in c.rows],
+        }
+        for c in cases
+    ]
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def describe_cases(cases: list[Case]) -> dict[str, Any]:
+    """The report's ``case_set``: digest, count and count by kind."""
+    return {
+        "digest": digest_cases(cases),
+        "cases": len(cases),
+        "by_kind": dict(sorted(Counter(c.kind for c in cases).items())),
+    }
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-encodable and unambiguous: NaN and infinities are tagged, not turned into null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def probe_rows(schema: ModelSchema, reference: pd.DataFrame | None, seed: int, n: int) -> list[dict[str, Any]]:
+    """Up to ``n`` complete, valid reference rows (a synthetic row without reference data), for the checks."""
+    rows = frame_to_rows(schema, reference) if reference is not None and len(reference) else []
+    validator = RecordValidator(schema)
+    complete = [
+        r for r in rows if all(r.get(name) is not None for name in schema.feature_names) and not validator.check(r)
+    ]
+    if not complete:
+        return [synthetic_row(schema)]
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(complete), size=min(n, len(complete)), replace=False).tolist())
+    return [dict(complete[i]) for i in picks]

@@ -41,10 +41,17 @@ class Reply:
 
 @runtime_checkable
 class Target(Protocol):
-    """Somewhere to send rows. ``json_only``: inputs must survive JSON (no NaN/inf)."""
+    """Somewhere to send rows.
+
+    ``kind``: python, http or v2 (recorded in the report). ``json_only``: inputs must
+    survive JSON (no NaN/inf). ``in_process``: the model runs in this process, so checks
+    that measure the process (memory) can run.
+    """
 
     description: str
+    kind: str
     json_only: bool
+    in_process: bool
 
     def score(self, rows: list[Any], timeout: float) -> Reply: ...
 
@@ -64,7 +71,9 @@ class PythonTarget:
     scorer costs one timeout, not the run.
     """
 
+    kind = "python"
     json_only = False
+    in_process = True
 
     def __init__(self, loaded: LoadedModel, description: str | None = None) -> None:
         self.loaded = loaded
@@ -92,7 +101,7 @@ class PythonTarget:
             return Reply(REFUSED, http_status=exc.status_code, message=exc.message, details=_refusal_details(exc))
         except Exception as exc:
             return Reply(ERROR, message=f"{type(exc).__name__}: {exc}", details=[{"traceback": _short_tb()}])
-        return Reply(SCORED, outputs=_records(frame))
+        return Reply(SCORED, outputs=output_records(frame))
 
     def score(self, rows: list[Any], timeout: float) -> Reply:
         box: list[Reply] = []
@@ -122,7 +131,8 @@ def _short_tb() -> str:
     return "".join(traceback.format_exc(limit=6))[-2000:]
 
 
-def _records(frame: Any) -> list[dict[str, Any]]:
+def output_records(frame: Any) -> list[dict[str, Any]]:
+    """An output frame as JSON-like rows (numpy scalars made plain), as every target answers."""
     out = []
     columns = [str(c) for c in frame.columns]
     for values in frame.itertuples(index=False, name=None):
@@ -143,6 +153,7 @@ class HttpTarget:
     """A running scoring endpoint: plain JSON (``/models/{ref}/predict``) or V2 (``/v2/models/...``)."""
 
     json_only = True
+    in_process = False
 
     def __init__(
         self,
@@ -161,6 +172,7 @@ class HttpTarget:
         self.version = str(version)
         self.schema = schema
         self.protocol = protocol
+        self.kind = "http" if protocol == "json" else "v2"
         self.client = httpx.Client(headers=headers or {})
         if protocol == "json":
             self.url = f"{self.base_url}/models/{name}@{version}/predict"
