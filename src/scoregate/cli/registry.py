@@ -10,9 +10,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scoregate.cli.app import alias_app, app, first_error, get_registry, models_app, out, pairs
+from scoregate.cli.app import alias_app, app, first_error, get_registry, models_app, out, pairs, rule
 from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, positive
+from scoregate.refs import MAX_VERSION
 
 
 @app.command(rich_help_panel="Registry")
@@ -29,8 +31,20 @@ def register(
     description: Annotated[str | None, typer.Option()] = None,
     owner: Annotated[str | None, typer.Option()] = None,
     risk_tier: Annotated[str | None, typer.Option(help="low, medium or high.")] = None,
-    parent: Annotated[int | None, typer.Option(help="Version this one was derived from.")] = None,
-    latency_budget_ms: Annotated[float, typer.Option(help="p99 budget for serving.")] = 300.0,
+    parent: Annotated[
+        int | None, typer.Option(help="Version this one was derived from.", callback=rule(between, 1, MAX_VERSION))
+    ] = None,
+    latency_budget_ms: Annotated[
+        float, typer.Option(help="p99 budget for serving.", callback=rule(positive, "ms"))
+    ] = 300.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds loading the artifact and scoring the training sample may take; "
+            "a model that hangs is refused, nothing stored.",
+            callback=rule(positive, "seconds"),
+        ),
+    ] = DEFAULT_MODEL_TIMEOUT_S,
 ) -> None:
     """Register a new version of a model."""
     from scoregate.schema import ModelSchema
@@ -58,6 +72,7 @@ def register(
         risk_tier=risk_tier,
         parent_version=parent,
         latency_budget_ms=latency_budget_ms,
+        timeout=timeout,
     )
     out.print(
         f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "

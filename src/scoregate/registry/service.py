@@ -25,12 +25,10 @@ from sqlalchemy.orm import Session, selectinload
 from scoregate.config import Settings
 from scoregate.errors import (
     ConflictError,
-    FlavorError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
     PolicyViolationError,
-    ScoregateError,
     StoreUnavailableError,
     UnauthorizedError,
 )
@@ -46,10 +44,12 @@ from scoregate.governance.tables import (
     TokenRow,
     UserRow,
 )
-from scoregate.refs import ModelRef, validate_alias, validate_model_name
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, finite, positive
+from scoregate.refs import MAX_VERSION, ModelRef, validate_alias, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore
 from scoregate.registry.database import WRITE, make_engine, migrate, redact
 from scoregate.registry.lineage import describe_training_data, environment, git_commit
+from scoregate.registry.probe import SAMPLE_ROWS, try_artifact
 from scoregate.registry.records import (
     RISK_TIERS,
     AliasRecord,
@@ -211,8 +211,13 @@ class Registry:
         parent_version: int | None = None,
         latency_budget_ms: float = 300.0,
         code_dir: Path | None = None,
+        timeout: float = DEFAULT_MODEL_TIMEOUT_S,
     ) -> ModelVersion:
-        """Register a new immutable version of ``name``; the model is created on first use."""
+        """Register a new immutable version of ``name``; the model is created on first use.
+
+        Loading the artifact and scoring the training sample must finish within ``timeout``
+        seconds; a model that does not is refused (:class:`ModelTimeoutError`), nothing stored.
+        """
         validate_model_name(name)
         self.whoami().require(Permission.REGISTER, subject=name)  # fail before the expensive work
         artifact = Path(artifact).expanduser()
@@ -220,12 +225,13 @@ class Registry:
             raise InvalidInputError(f"artifact {artifact} does not exist")
         if risk_tier is not None and risk_tier not in RISK_TIERS:
             raise InvalidInputError(f"invalid risk tier {risk_tier!r}: choose one of {', '.join(RISK_TIERS)}")
-        if not (latency_budget_ms > 0):
-            raise InvalidInputError(f"invalid latency budget {latency_budget_ms!r}: must be a positive number of ms")
+        positive("latency budget", latency_budget_ms, "ms")
+        positive("timeout", timeout, "seconds")
+        if parent_version is not None:
+            between("parent version", parent_version, 1, MAX_VERSION)
         metrics = _check_metrics(metrics or {})
         tags = {str(k): str(v) for k, v in (tags or {}).items()}
         flavor_impl = get_flavor(flavor)
-        scorer = flavor_impl.load(artifact)
 
         training = describe_training_data(Path(train_data)) if train_data is not None else None
         if schema is None:
@@ -244,21 +250,15 @@ class Registry:
             schema = schema.model_copy(update={"target": target})
 
         reference: pd.DataFrame | None = None
+        sample = None
         if training is not None:
-            sample = training.frame.sample(n=min(REFERENCE_ROWS, len(training.frame)), random_state=0)
-            reference = sample.sort_index().reset_index(drop=True)
-            inputs = prepare_frame(schema, reference)
-            try:
-                outputs = scorer.predict(inputs.head(100))
-            except ScoregateError:
-                raise
-            except Exception as exc:
-                raise FlavorError(
-                    f"the {flavor} model could not score rows of its training data: {type(exc).__name__}: {exc}"
-                ) from None
-            if len(outputs) != len(inputs.head(100)):
-                raise FlavorError(f"the {flavor} model returned {len(outputs)} rows for {len(inputs.head(100))}")
-            schema = schema.model_copy(update={"outputs": infer_outputs(outputs)})
+            drawn = training.frame.sample(n=min(REFERENCE_ROWS, len(training.frame)), random_state=0)
+            reference = drawn.sort_index().reset_index(drop=True)
+            sample = prepare_frame(schema, reference).head(SAMPLE_ROWS)
+        # the model's code runs in a worker process, so a hang is stopped at the timeout
+        trial = try_artifact(flavor, artifact, sample, timeout=timeout)
+        if trial.outputs is not None:
+            schema = schema.model_copy(update={"outputs": infer_outputs(trial.outputs)})
 
         digest, size, kind = self.artifacts.put(artifact)
         reference_digest = None
@@ -291,7 +291,9 @@ class Registry:
             code_dirty=dirty,
             parent_version=parent_version,
             # an MLflow directory delegates to the flavor inside it: pin that one's packages too
-            environment=environment(tuple(dict.fromkeys(flavor_impl.packages + get_flavor(scorer.flavor).packages))),
+            environment=environment(
+                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages))
+            ),
         )
         for attempt in range(10):
             try:
@@ -822,9 +824,10 @@ def _check_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         if not isinstance(key, str) or not key:
             raise InvalidInputError(f"invalid metric name {key!r}")
         try:
-            checked[key] = float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise InvalidInputError(f"metric {key!r}: {value!r} is not a number") from None
+        checked[key] = finite(f"metric {key!r}", number)
     return checked
 
 
