@@ -18,6 +18,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from scoregate.cli.app import rule
+from scoregate.limits import (
+    DEFAULT_CALL_TIMEOUT_S,
+    DEFAULT_MODEL_TIMEOUT_S,
+    MAX_PROFILED_REQUESTS,
+    MAX_ROWS_PER_REQUEST,
+    at_least,
+    between,
+    positive,
+)
+
 out = Console()
 
 #: Exit code when a check ran but did not pass (errors a user causes keep the CLI's own codes).
@@ -140,9 +151,27 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
     @app.command(rich_help_panel="Validation and performance")
     def profile(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
-        requests: Annotated[int, typer.Option(help="Requests to profile.")] = 200,
-        rows: Annotated[int, typer.Option(help="Rows per request.")] = 1,
-        top: Annotated[int, typer.Option(help="Functions to list.")] = 15,
+        requests: Annotated[
+            int, typer.Option(help="Requests to profile.", callback=rule(between, 1, MAX_PROFILED_REQUESTS))
+        ] = 200,
+        rows: Annotated[
+            int, typer.Option(help="Rows per request.", callback=rule(between, 1, MAX_ROWS_PER_REQUEST))
+        ] = 1,
+        top: Annotated[int, typer.Option(help="Functions to list.", callback=rule(at_least, 1))] = 15,
+        timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds the whole run may take, loading the model included; then it is stopped (exit 1).",
+                callback=rule(positive, "seconds"),
+            ),
+        ] = DEFAULT_MODEL_TIMEOUT_S,
+        call_timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds one request may take before the model counts as hung.",
+                callback=rule(positive, "seconds"),
+            ),
+        ] = DEFAULT_CALL_TIMEOUT_S,
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Folder for .prof, SVG/HTML graphs.")
         ] = None,
@@ -151,6 +180,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = True,
     ) -> None:
         """Profile the scoring path (JSON parsing, validation, frame, framework call, serialization)."""
+        from scoregate.errors import ModelTimeoutError
         from scoregate.perf.profile import profile_version
 
         registry = get_registry()
@@ -158,15 +188,25 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         if attach:
             _may_attach(registry, version.ref)
         folder = output or _default_folder("profile", version.ref)
-        report = profile_version(registry, version.ref, requests=requests, rows_per_request=rows, out_dir=folder)
+        report = profile_version(
+            registry,
+            version.ref,
+            requests=requests,
+            rows_per_request=rows,
+            out_dir=folder,
+            timeout=timeout,
+            call_timeout=call_timeout,
+        )
         out.print(escape(report.render_text(top)), highlight=False)
         files = [p for p in (report.prof_path, report.callgraph_path, report.flamegraph_path) if p is not None]
-        out.print("wrote " + ", ".join(str(p) for p in files))
+        out.print("wrote " + ", ".join(str(p) for p in [*files, folder / "profile.json"]))
         for note in report.notes:
             out.print(f"note: {escape(note)}")
         out.print(f"report: {folder / 'profile.json'}")
         if attach:
             _attach(registry, version.ref, "profile", folder / "profile.json")
+        if report.stopped is not None:
+            raise ModelTimeoutError(report.stopped)
 
     @app.command(rich_help_panel="Validation and performance")
     def loadtest(
