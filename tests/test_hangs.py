@@ -3,6 +3,7 @@ timeout with one line, exit non-zero, and (profile, loadtest) a report of what r
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,21 @@ def _register(run: Any, folder: Path, train: Path, timeout: float = 30) -> tuple
     )
 
 
+def _children(marker: str) -> list[psutil.Process]:
+    """This process's live descendants whose command line holds ``marker``."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if marker in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
+
+
 def _no_model_process_left_running() -> None:
     """The stopped worker was killed: no worker process of this one is left spinning."""
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "scoregate.isolation" in " ".join(child.cmdline()):
-                assert child.cpu_percent(interval=0.5) < 50, child
-        except psutil.NoSuchProcess:
-            pass
+    for worker in _children("scoregate.isolation"):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert worker.cpu_percent(interval=0.5) < 50, worker
 
 
 @pytest.mark.parametrize("how", ["sleep", "spin"])
@@ -118,3 +126,57 @@ def test_register_refuses_a_hanging_model_and_stores_nothing(run, credit_files, 
     assert f"the python model did not {doing}" in line and "within 2 s: registration refused, nothing stored" in line
     assert stored(tmp_path / "home") == before
     _no_model_process_left_running()
+
+
+def _no_server_left() -> None:
+    assert _children("scoregate.cli.loadtest_server") == []
+
+
+@pytest.mark.parametrize("how", ["sleep", "spin"])
+def test_loadtest_of_a_model_that_stops_answering_returns_after_the_run(
+    run, credit_files, tmp_path: Path, how: str
+) -> None:  # type: ignore[no-untyped-def]
+    # answers registration and the server's three warm-up calls, then hangs on every request
+    folder = hanging_scorer(tmp_path / "scorer", how=how, after_calls=3)
+    assert _register(run, folder, credit_files["train"])[0] == 0
+    code, out, err = run("loadtest", "hang@1", "--duration", "2s", "-o", tmp_path / "load")
+    assert code == 1, (out, err)
+    line = _one_error_line(err)
+    assert "requests to hang@1 got no answer" in line and "still waiting when the run ended" in line
+    report = json.loads((tmp_path / "load" / "report.json").read_text())
+    assert report["passed"] is False and report["within_budget"] is False
+    assert report["unanswered"] >= 1 and report["overall"]["failures"] == report["overall"]["requests"]
+    assert report["overall"]["p95_ms"] > report["latency_budget_ms"]  # they waited, over budget
+    assert (tmp_path / "load" / "report.html").is_file()
+    assert "attached loadtest evidence" in out
+    _no_server_left()
+
+
+def test_loadtest_counts_requests_that_time_out_as_failures_over_budget(run, credit_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = hanging_scorer(tmp_path / "scorer", after_calls=3)
+    assert _register(run, folder, credit_files["train"])[0] == 0
+    code, out, err = run(
+        "loadtest", "hang@1", "--duration", "3s", "--users", "2", "--rps", "4", "--request-timeout", "1",
+        "--no-attach", "-o", tmp_path / "load",
+    )  # fmt: skip
+    assert code == 1, (out, err)
+    assert "timed out after 1 s" in _one_error_line(err)
+    report = json.loads((tmp_path / "load" / "report.json").read_text())
+    assert report["timed_out"] >= 2 and report["request_timeout_s"] == 1
+    assert report["overall"]["failures"] == report["overall"]["requests"]
+    assert report["overall"]["p50_ms"] >= 1000  # the percentiles count the time they waited
+    assert any(p.startswith("p95") for p in report["problems"])
+    _no_server_left()
+
+
+def test_loadtest_of_a_model_that_never_becomes_ready_reports_that(run, credit_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = hanging_scorer(tmp_path / "scorer", how="spin", when_rows=1)  # the warm-up row hangs
+    assert _register(run, folder, credit_files["train"])[0] == 0
+    code, out, err = run("loadtest", "hang@1", "--duration", "2s", "--timeout", "3", "-o", tmp_path / "load")
+    assert code == 1, (out, err)
+    line = _one_error_line(err)
+    assert "the scoring server for hang@1 did not become ready within 3 s" in line
+    report = json.loads((tmp_path / "load" / "report.json").read_text())
+    assert report["passed"] is False and report["within_budget"] is False and report["overall"]["requests"] == 0
+    assert report["stopped"] in line
+    _no_server_left()

@@ -22,8 +22,11 @@ from scoregate.cli.app import rule
 from scoregate.limits import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_MODEL_TIMEOUT_S,
+    MAX_DURATION_S,
     MAX_PROFILED_REQUESTS,
     MAX_ROWS_PER_REQUEST,
+    MAX_RPS,
+    MAX_USERS,
     at_least,
     between,
     positive,
@@ -60,6 +63,12 @@ def _attach(registry: Any, ref: str, kind: str, report: Path) -> dict[str, Any]:
         f"(sha256:{record['digest'][:12]}, passed={record['passed']}, bound to artifact sha256:{bound})"
     )
     return record
+
+
+def _duration_rule(name: str, value: str) -> None:
+    from scoregate.perf.loadtest import parse_duration
+
+    between(name, parse_duration(value), 1, MAX_DURATION_S, "seconds")
 
 
 def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None:
@@ -214,14 +223,43 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         model: Annotated[
             str | None, typer.Option(help="The version behind a base URL (read from a /models/REF/predict URL).")
         ] = None,
-        rps: Annotated[float, typer.Option(help="Target requests per second, all users together.")] = 10.0,
-        duration: Annotated[str, typer.Option(help="Run time: 30s, 10m, 1h.")] = "1m",
-        users: Annotated[int, typer.Option(help="Concurrent simulated users.")] = 10,
-        rows: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+        rps: Annotated[
+            float,
+            typer.Option(
+                help="Target requests per second, all users together.", callback=rule(between, 0.001, MAX_RPS)
+            ),
+        ] = 10.0,
+        duration: Annotated[str, typer.Option(help="Run time: 30s, 10m, 1h.", callback=rule(_duration_rule))] = "1m",
+        users: Annotated[
+            int, typer.Option(help="Concurrent simulated users.", callback=rule(between, 1, MAX_USERS))
+        ] = 10,
+        rows: Annotated[
+            int, typer.Option(help="Rows per request.", callback=rule(between, 1, MAX_ROWS_PER_REQUEST))
+        ] = 1,
         budget_ms: Annotated[
-            float | None, typer.Option(help="Latency budget; default the version's latency_budget_ms.")
+            float | None,
+            typer.Option(
+                help="Latency budget; default the version's latency_budget_ms.", callback=rule(positive, "ms")
+            ),
         ] = None,
-        interval: Annotated[float | None, typer.Option(help="Seconds per reporting interval.")] = None,
+        interval: Annotated[
+            float | None, typer.Option(help="Seconds per reporting interval.", callback=rule(positive, "seconds"))
+        ] = None,
+        request_timeout: Annotated[
+            float | None,
+            typer.Option(
+                help="Seconds a request may wait before it counts as failed (default 10x the budget, 1-30 s).",
+                callback=rule(positive, "seconds"),
+            ),
+        ] = None,
+        timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds the local server may take to load and warm up the model, and the reference "
+                "scores to be computed; then the run stops (exit 1).",
+                callback=rule(positive, "seconds"),
+            ),
+        ] = DEFAULT_MODEL_TIMEOUT_S,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (CSV, HTML, JSON).")] = None,
         attach: Annotated[
             bool,
@@ -229,8 +267,11 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = True,
     ) -> None:
         """Load-test an endpoint with Locust; exits 1 when p95/p99 exceed the latency budget."""
+        from functools import partial
+
+        from scoregate.cli.loadtest_server import served_in_child
+        from scoregate.errors import ModelTimeoutError
         from scoregate.perf.loadtest import ref_from_url, run_loadtest
-        from scoregate.serving import local_server
 
         registry = get_registry()
         named = model or (ref_from_url(target) if target.startswith("http") else target)
@@ -248,13 +289,24 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             rows_per_request=rows,
             budget_ms=budget_ms,
             interval_s=interval,
+            request_timeout=request_timeout,
+            timeout=timeout,
             out_dir=folder,
-            serve=local_server,
+            serve=partial(served_in_child, timeout=timeout),
         )
         out.print(escape(report.render_text()), highlight=False)
         out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
         if attach and report.artifact_digest is not None:
             _attach(registry, report.model, "loadtest", folder / "report.json")
+        if report.stopped is not None:
+            raise ModelTimeoutError(report.stopped)
+        if report.timed_out or report.unanswered:
+            waited = report.timed_out + report.unanswered
+            raise ModelTimeoutError(
+                f"{waited} of {report.overall.requests} requests to {report.model} got no answer "
+                f"({report.timed_out} timed out after {report.request_timeout_s:g} s, "
+                f"{report.unanswered} still waiting when the run ended)"
+            )
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
 
