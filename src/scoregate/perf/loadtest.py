@@ -8,10 +8,11 @@ from the registered artifact in the model worker (:mod:`scoregate.isolation`).
 
 Every part has a bound, so a hanging model cannot hang the command: each request has a
 timeout (by default ten times the budget, from 1 s to 30 s; a request that times out is a
-failure and counts in the percentiles at the time it waited), the requests still unanswered
-when the run ends are failures too when they had waited longer than the budget, the load generator is killed with its process group if
-it overruns, and the local server of a model reference (``serve``) must become ready
-within ``timeout`` seconds; when it does not, the report says so and nothing was sent.
+failure and counts in the percentiles at the time it waited); the requests still unanswered
+when the run ends are failures too, once they have waited longer than the budget; the load
+generator is killed with its process group if it overruns; and the local server of a model
+reference (``serve``) must become ready within ``timeout`` seconds, or the report says so
+and nothing is sent.
 """
 
 from __future__ import annotations
