@@ -105,6 +105,32 @@ def rule(check: Callable[..., Any], *args: Any) -> Callable[[typer.CallbackParam
     return callback
 
 
+def read_text_file(path: Path, what: str, *, max_bytes: int = 1 << 20) -> str:
+    """A UTF-8 text file the user named (a policy, a schema), or the one-line reason it is not one."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise InvalidInputError(f"{what} {path} is larger than {max_bytes // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})"
+        ) from None
+
+
+def writable_file(path: Path, option: str) -> Path:
+    """``path`` if a file can be written there: its folder exists and it is not a folder itself."""
+    if path.is_dir():
+        raise InvalidInputError(f"invalid {option} {path}: it is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"invalid {option} {path}: the folder {path.parent} does not exist")
+    return path
+
+
 def first_error(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from scoregate.cli.app import alias_app, app, get_registry, out
+from scoregate.cli.app import alias_app, app, get_registry, out, read_text_file
 from scoregate.errors import InvalidInputError
 from scoregate.refs import ModelRef
 
@@ -191,10 +191,7 @@ def policy_show() -> None:
 @policy_app.command("set")
 def policy_set(file: Annotated[Path, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
     """Put a new policy in force (admin); the change is versioned and audited."""
-    try:
-        document = file.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read policy file {file}: {exc.strerror}") from None
+    document = read_text_file(file, "policy file")
     out.print(f"policy version {governance().set_policy(document, reason=reason)} in force")
 
 

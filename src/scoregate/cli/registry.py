@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,11 +11,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scoregate.cli.app import alias_app, app, first_error, get_registry, models_app, out, pairs, rule
+from scoregate.cli.app import (
+    alias_app,
+    app,
+    first_error,
+    get_registry,
+    models_app,
+    out,
+    pairs,
+    read_text_file,
+    rule,
+    writable_file,
+)
 from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, positive
 from scoregate.refs import MAX_VERSION
+
+#: A JSON file of rows to score is read whole: a bound on what that may take.
+MAX_JSON_INPUT_BYTES = 256 << 20
 
 
 @app.command(rich_help_panel="Registry")
@@ -51,10 +66,9 @@ def register(
 
     model_schema = None
     if schema is not None:
+        text = read_text_file(schema, "schema file")
         try:
-            model_schema = ModelSchema.model_validate_json(schema.read_text())
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read schema file {schema}: {exc.strerror}") from None
+            model_schema = ModelSchema.model_validate_json(text)
         except ValueError as exc:
             raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
     version = get_registry().register(
@@ -220,8 +234,10 @@ def predict(
     from scoregate.registry.lineage import read_table
 
     ModelRef.parse(ref, require_selector=True)
-    if output is not None and output.suffix.lower() not in (".csv", ".json", ".parquet"):
-        raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
+    if output is not None:
+        if output.suffix.lower() not in (".csv", ".json", ".parquet"):
+            raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
+        writable_file(output, "--output")  # before scoring, not after
     loaded = get_registry().load(ref)
     if input.suffix.lower() == ".json":
         rows = _read_json_rows(input)
@@ -234,7 +250,7 @@ def predict(
             ".json": lambda p: predictions.to_json(p, orient="records"),
             ".parquet": lambda p: predictions.to_parquet(p, index=False),
         }[output.suffix.lower()]
-        writer(output)
+        _write_atomically(output, writer)
         out.print(f"wrote {len(predictions)} predictions of {loaded.version.ref} to {output}")
         return
     table = Table(*map(str, predictions.columns), title=f"{loaded.version.ref}: {len(predictions)} rows")
@@ -243,11 +259,21 @@ def predict(
     out.print(table)
 
 
+def _write_atomically(path: Path, writer: Any) -> None:
+    """Write through a temporary file beside ``path`` and rename it: a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
+    try:
+        writer(partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _read_json_rows(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read input file {path}: {exc.strerror}") from None
+        data = json.loads(read_text_file(path, "input file", max_bytes=MAX_JSON_INPUT_BYTES))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"input file {path} is not valid JSON: {exc}") from None
     if isinstance(data, dict) and isinstance(data.get("rows"), list):

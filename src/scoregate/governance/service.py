@@ -33,7 +33,7 @@ from scoregate.governance.tables import (
     TokenRow,
     UserRow,
 )
-from scoregate.refs import ModelRef, validate_model_name
+from scoregate.refs import ModelRef, validate_alias, validate_model_name
 from scoregate.registry import Registry
 from scoregate.registry.tables import ModelRow, VersionRow, utcnow
 
@@ -303,6 +303,7 @@ class Governance:
 
     def check(self, ref: str | ModelRef, alias: str = "production") -> list[dict[str, str]]:
         """What the policy would refuse if ``alias`` moved to ``ref`` now (empty: nothing)."""
+        validate_alias(alias)  # an alias that cannot exist must not "meet the policy"
         with self.registry.reading() as session:
             model, row = self.registry.find(session, _ref(ref))
             policy = self.registry.policy_in_force(session)
