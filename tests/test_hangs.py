@@ -180,3 +180,13 @@ def test_loadtest_of_a_model_that_never_becomes_ready_reports_that(run, credit_f
     assert report["passed"] is False and report["within_budget"] is False and report["overall"]["requests"] == 0
     assert report["stopped"] in line
     _no_server_left()
+
+
+def test_predict_stops_a_hanging_model_and_writes_nothing(run, credit_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = hanging_scorer(tmp_path / "scorer", how="spin", when_rows=5)  # the five rows of rows.json
+    assert _register(run, folder, credit_files["train"])[0] == 0
+    code, out, err = run("predict", "hang@1", "-i", credit_files["rows"], "-o", tmp_path / "out.csv", "--timeout", "2")
+    assert code == 1, (out, err)
+    assert "hang@1 did not score 5 rows within 2 s; it was stopped" in _one_error_line(err)
+    assert not (tmp_path / "out.csv").exists()
+    _no_model_process_left_running()

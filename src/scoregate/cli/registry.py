@@ -228,22 +228,33 @@ def predict(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="Rows: .json, .jsonl, .csv or .parquet.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write .csv, .json or .parquet.")] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds loading the model and scoring the rows may take; then it is stopped.",
+            callback=rule(positive, "seconds"),
+        ),
+    ] = DEFAULT_MODEL_TIMEOUT_S,
 ) -> None:
     """Score rows from a file with a registered version (validated against its schema)."""
     from scoregate.refs import ModelRef
+    from scoregate.registry import isolated
     from scoregate.registry.lineage import read_table
+    from scoregate.schema import prepare_frame, prepare_records
 
     ModelRef.parse(ref, require_selector=True)
     if output is not None:
         if output.suffix.lower() not in (".csv", ".json", ".parquet"):
             raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
         writable_file(output, "--output")  # before scoring, not after
-    loaded = get_registry().load(ref)
+    registry = get_registry()
+    version = registry.resolve(ref)
+    schema = version.input_schema
     if input.suffix.lower() == ".json":
-        rows = _read_json_rows(input)
-        predictions = loaded.predict(rows)
+        frame = prepare_records(schema, _read_json_rows(input))
     else:
-        predictions = loaded.predict(read_table(input, what="input file"))
+        frame = prepare_frame(schema, read_table(input, what="input file"))
+    predictions = isolated.predict(registry, version, frame, timeout=timeout)
     if output is not None:
         writer = {
             ".csv": lambda p: predictions.to_csv(p, index=False),
@@ -251,9 +262,9 @@ def predict(
             ".parquet": lambda p: predictions.to_parquet(p, index=False),
         }[output.suffix.lower()]
         _write_atomically(output, writer)
-        out.print(f"wrote {len(predictions)} predictions of {loaded.version.ref} to {output}")
+        out.print(f"wrote {len(predictions)} predictions of {version.ref} to {output}")
         return
-    table = Table(*map(str, predictions.columns), title=f"{loaded.version.ref}: {len(predictions)} rows")
+    table = Table(*map(str, predictions.columns), title=f"{version.ref}: {len(predictions)} rows")
     for row in predictions.head(50).itertuples(index=False):
         table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
     out.print(table)

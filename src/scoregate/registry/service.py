@@ -48,8 +48,8 @@ from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, finite, positive
 from scoregate.refs import MAX_VERSION, ModelRef, validate_alias, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore
 from scoregate.registry.database import WRITE, make_engine, migrate, redact
+from scoregate.registry.isolated import SAMPLE_ROWS, try_artifact
 from scoregate.registry.lineage import describe_training_data, environment, git_commit
-from scoregate.registry.probe import SAMPLE_ROWS, try_artifact
 from scoregate.registry.records import (
     RISK_TIERS,
     AliasRecord,
