@@ -506,7 +506,7 @@ def profile_version(
                 notes.append("no call statistics: the model did not let its process dump them, so it was killed")
             elif done.get("warming_up"):
                 notes.append("the model hung in the warm-up request: the profile shows that request")
-        stats = pstats.Stats(str(stats_path)) if stats_path.is_file() and stats_path.stat().st_size else None
+        stats = _read_stats(stats_path)
     completed, wall = int(done["completed"]), float(done["wall_s"])
     if stats is not None:
         report = analyse(stats, version.ref, version.flavor, completed, rows_per_request, wall)
@@ -521,6 +521,14 @@ def profile_version(
     if out_dir is not None:
         write_outputs(report, stats, Path(out_dir), graph=graph)
     return report
+
+
+def _read_stats(path: Path) -> pstats.Stats | None:
+    """The worker's dump; None when there is none or a kill cut it short."""
+    try:
+        return pstats.Stats(str(path)) if path.is_file() and path.stat().st_size else None
+    except Exception:  # a truncated marshal stream: EOFError, ValueError, TypeError
+        return None
 
 
 def _stop_reason(ref: str, exc: ModelTimeoutError, completed: int, planned: int) -> str:
