@@ -29,7 +29,8 @@ from scoregate.limits import (
     MAX_USERS,
     at_least,
     between,
-    positive,
+    milliseconds,
+    seconds,
 )
 
 out = Console()
@@ -171,14 +172,14 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             float,
             typer.Option(
                 help="Seconds the whole run may take, loading the model included; then it is stopped (exit 1).",
-                callback=rule(positive, "seconds"),
+                callback=rule(seconds),
             ),
         ] = DEFAULT_MODEL_TIMEOUT_S,
         call_timeout: Annotated[
             float,
             typer.Option(
                 help="Seconds one request may take before the model counts as hung.",
-                callback=rule(positive, "seconds"),
+                callback=rule(seconds),
             ),
         ] = DEFAULT_CALL_TIMEOUT_S,
         output: Annotated[
@@ -238,18 +239,16 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = 1,
         budget_ms: Annotated[
             float | None,
-            typer.Option(
-                help="Latency budget; default the version's latency_budget_ms.", callback=rule(positive, "ms")
-            ),
+            typer.Option(help="Latency budget; default the version's latency_budget_ms.", callback=rule(milliseconds)),
         ] = None,
         interval: Annotated[
-            float | None, typer.Option(help="Seconds per reporting interval.", callback=rule(positive, "seconds"))
+            float | None, typer.Option(help="Seconds per reporting interval.", callback=rule(seconds))
         ] = None,
         request_timeout: Annotated[
             float | None,
             typer.Option(
                 help="Seconds a request may wait before it counts as failed (default 10x the budget, 1-30 s).",
-                callback=rule(positive, "seconds"),
+                callback=rule(seconds),
             ),
         ] = None,
         timeout: Annotated[
@@ -257,7 +256,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             typer.Option(
                 help="Seconds the local server may take to load and warm up the model, and the reference "
                 "scores to be computed; then the run stops (exit 1).",
-                callback=rule(positive, "seconds"),
+                callback=rule(seconds),
             ),
         ] = DEFAULT_MODEL_TIMEOUT_S,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (CSV, HTML, JSON).")] = None,

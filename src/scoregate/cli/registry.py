@@ -25,7 +25,7 @@ from scoregate.cli.app import (
 )
 from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES
-from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, positive
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, milliseconds, seconds
 from scoregate.refs import MAX_VERSION
 
 #: A JSON file of rows to score is read whole: a bound on what that may take.
@@ -50,14 +50,14 @@ def register(
         int | None, typer.Option(help="Version this one was derived from.", callback=rule(between, 1, MAX_VERSION))
     ] = None,
     latency_budget_ms: Annotated[
-        float, typer.Option(help="p99 budget for serving.", callback=rule(positive, "ms"))
+        float, typer.Option(help="p99 budget for serving.", callback=rule(milliseconds))
     ] = 300.0,
     timeout: Annotated[
         float,
         typer.Option(
             help="Seconds loading the artifact and scoring the training sample may take; "
             "a model that hangs is refused, nothing stored.",
-            callback=rule(positive, "seconds"),
+            callback=rule(seconds),
         ),
     ] = DEFAULT_MODEL_TIMEOUT_S,
 ) -> None:
@@ -232,7 +232,7 @@ def predict(
         float,
         typer.Option(
             help="Seconds loading the model and scoring the rows may take; then it is stopped.",
-            callback=rule(positive, "seconds"),
+            callback=rule(seconds),
         ),
     ] = DEFAULT_MODEL_TIMEOUT_S,
 ) -> None:

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import orjson
 
-from scoregate import isolation
+from scoregate import isolation, limits
 from scoregate.errors import InvalidInputError, ModelTimeoutError, ScoregateError
 from scoregate.limits import (
     DEFAULT_MODEL_TIMEOUT_S,
@@ -47,7 +47,6 @@ from scoregate.limits import (
     MAX_RPS,
     MAX_USERS,
     between,
-    positive,
 )
 from scoregate.refs import ModelRef
 
@@ -312,18 +311,20 @@ def run_loadtest(
     between("rows per request", rows_per_request, 1, MAX_ROWS_PER_REQUEST)
     between("sample every", sample_every, 1, 10**9)
     between("max failure ratio", max_failure_ratio, 0.0, 1.0)
-    positive("timeout", timeout, "seconds")
+    limits.seconds("timeout", timeout)
     if interval_s is not None:
-        positive("interval", interval_s, "seconds")
+        limits.seconds("interval", interval_s)
     if request_timeout is not None:
-        positive("request timeout", request_timeout, "seconds")
+        limits.seconds("request timeout", request_timeout)
     is_url = target.startswith(("http://", "https://"))
     ref = model or (ref_from_url(target) if is_url else target)
     if ref is None:
         raise InvalidInputError(f"cannot tell the model from {target!r}: give --model NAME@VERSION")
     ModelRef.parse(ref)
     version = registry.resolve(ref)
-    budget = positive("latency budget", float(budget_ms if budget_ms is not None else version.latency_budget_ms), "ms")
+    budget = limits.milliseconds(
+        "latency budget", float(budget_ms if budget_ms is not None else version.latency_budget_ms)
+    )
     waiting = request_timeout if request_timeout is not None else request_timeout_for(budget)
     bodies, batches = _bodies(registry, version, rows_per_request, seed)
     settings = _Settings(

@@ -34,10 +34,12 @@ from scoregate.limits import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_MODEL_TIMEOUT_S,
     MAX_PROFILED_REQUESTS,
+    MAX_PROFILED_ROWS,
     MAX_ROWS_PER_REQUEST,
     at_least,
+    at_most,
     between,
-    positive,
+    seconds,
 )
 from scoregate.schema import RecordValidator, raise_for
 
@@ -349,6 +351,7 @@ def profile_scoring(
 def _check_sizes(requests: int, rows_per_request: int) -> None:
     between("requests", requests, 1, MAX_PROFILED_REQUESTS)
     between("rows per request", rows_per_request, 1, MAX_ROWS_PER_REQUEST)
+    at_most("requests x rows per request", requests * rows_per_request, MAX_PROFILED_ROWS)
 
 
 def _profile_job(payload: dict[str, Any], progress: isolation.Progress) -> dict[str, Any]:
@@ -461,8 +464,8 @@ def profile_version(
 
     _check_sizes(requests, rows_per_request)
     at_least("sample rows", sample_rows, 1)
-    positive("timeout", timeout, "seconds")
-    positive("call timeout", call_timeout, "seconds")
+    seconds("timeout", timeout)
+    seconds("call timeout", call_timeout)
     version = registry.resolve(ref)
     artifact = registry.artifacts.materialize(version.artifact_digest, version.artifact_kind, version.artifact_name)
     schema = version.input_schema

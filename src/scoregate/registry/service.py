@@ -44,7 +44,7 @@ from scoregate.governance.tables import (
     TokenRow,
     UserRow,
 )
-from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, finite, positive
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, finite, milliseconds, seconds
 from scoregate.refs import MAX_VERSION, ModelRef, validate_alias, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore
 from scoregate.registry.database import WRITE, make_engine, migrate, redact
@@ -225,8 +225,8 @@ class Registry:
             raise InvalidInputError(f"artifact {artifact} does not exist")
         if risk_tier is not None and risk_tier not in RISK_TIERS:
             raise InvalidInputError(f"invalid risk tier {risk_tier!r}: choose one of {', '.join(RISK_TIERS)}")
-        positive("latency budget", latency_budget_ms, "ms")
-        positive("timeout", timeout, "seconds")
+        milliseconds("latency budget", latency_budget_ms)
+        seconds("timeout", timeout)
         if parent_version is not None:
             between("parent version", parent_version, 1, MAX_VERSION)
         metrics = _check_metrics(metrics or {})
