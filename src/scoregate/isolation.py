@@ -82,6 +82,15 @@ def call(
     return value
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment, for a ``python -m scoregate...`` child: with the folder this
+    very package was imported from first on PYTHONPATH, wherever the caller found it."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    return env
+
+
 class Progress:
     """What a function running in the worker uses to report progress and partial results."""
 
@@ -109,16 +118,12 @@ class _Worker:
     def __init__(self) -> None:
         request_read, self._requests = os.pipe()
         self._replies, reply_write = os.pipe()
-        env = dict(os.environ)
-        # the worker imports this very package, wherever the caller found it
-        here = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scoregate.isolation", str(request_read), str(reply_write)],
                 pass_fds=(request_read, reply_write),
                 stdin=subprocess.DEVNULL,
-                env=env,
+                env=child_environment(),
                 start_new_session=True,  # its own process group: a kill takes the model's children too
             )
         except OSError as exc:

@@ -23,10 +23,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from scoregate.errors import ModelTimeoutError, ScoregateError
+from scoregate.isolation import child_environment
 
 #: Seconds the child may take to stop after its stdin closed, before it is killed.
 STOP_GRACE_S = 5.0
@@ -36,9 +36,6 @@ STOP_GRACE_S = 5.0
 def served_in_child(registry: Any, ref: str, *, timeout: float) -> Iterator[str]:
     """Serve ``ref`` in a child process for the block; yields its base URL."""
     request = {"settings": registry.settings.model_dump(mode="json"), "token": registry.token, "ref": ref}
-    env = dict(os.environ)
-    here = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     # the child's log goes to a file, not a pipe: a pipe nobody reads would stall the server
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
@@ -46,7 +43,7 @@ def served_in_child(registry: Any, ref: str, *, timeout: float) -> Iterator[str]
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
-            env=env,
+            env=child_environment(),
             start_new_session=True,
         )
         try:

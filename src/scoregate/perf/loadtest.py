@@ -421,6 +421,7 @@ def _generate(url: str, run: _Settings) -> dict[str, Any]:
             [sys.executable, "-m", "scoregate.perf._locust_worker", str(config_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=isolation.child_environment(),
             start_new_session=True,
         )
         try:
