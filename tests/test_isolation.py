@@ -106,3 +106,19 @@ def test_the_stop_kills_what_the_model_started(tmp_path: Path) -> None:
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the model's own child process outlived the stop")
+
+
+def test_a_forked_child_leaves_the_parents_worker_alone() -> None:
+    _, pid = isolation.call("tests.test_isolation:echo", None, timeout=60)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            _, other = isolation.call("tests.test_isolation:echo", None, timeout=60)
+            code = 0 if other != pid else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert isolation.call("tests.test_isolation:echo", None, timeout=60)[1] == pid  # still the parent's

@@ -300,7 +300,22 @@ def _discard_all() -> None:
         worker.close(kill=True)
 
 
+def _forget_workers() -> None:
+    """In a child forked from this process: the workers are the parent's; let go of them
+    (close this copy of their pipes) without stopping them."""
+    global _lock
+    _lock = threading.Lock()
+    for worker in [*_idle, *_busy]:
+        worker.closed = True
+        for fd in (worker._requests, worker._replies):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _idle.clear()
+    _busy.clear()
+
+
 atexit.register(_discard_all)
+os.register_at_fork(after_in_child=_forget_workers)
 
 
 class _Raised(Exception):
