@@ -81,19 +81,20 @@ scoregate audit verify
 scoregate card credit-risk@2 --format html -o "$reports/model-card.html"
 scoregate inventory
 
-step "12. Containers (when podman or docker is installed): build the image offline, test it, render Kubernetes"
-if command -v podman >/dev/null || command -v docker >/dev/null; then
+step "12. Containers (when podman or docker works here): build the image offline, test it, render Kubernetes"
+# asks the engine (`info`), not the PATH: a docker client without a running daemon cannot build
+if engine=$(bash "$here/container_engine.sh"); then
     # Users build on python:3.11-slim; machines that cannot pull use the base .ci/containers.sh made.
     base=python:3.11-slim
-    if command -v podman >/dev/null && podman image exists scoregate-test-base:bookworm; then
+    if [ "$engine" = podman ] && podman image exists scoregate-test-base:bookworm; then
         base=scoregate-test-base:bookworm
     fi
-    as alice scoregate image build credit-risk@2 --base "$base"
-    as alice scoregate image test credit-risk@2 --output "$reports/image-test.json"
+    as alice scoregate image build credit-risk@2 --base "$base" --engine "$engine"
+    as alice scoregate image test credit-risk@2 --output "$reports/image-test.json" --engine "$engine"
     scoregate k8s render credit-risk@2 --check -o "$reports/k8s.yaml"
     echo "deploy beside the old version: examples/credit_risk/image.sh"
 else
-    echo "(no podman or docker here: skipped; .ci/containers.sh installs podman)"
+    echo "(container step skipped: $engine)"
 fi
 
 step "Reports"

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from scoregate.config import Settings
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S
 from scoregate.refs import ModelRef
 from scoregate.registry import AliasRecord, LoadedModel, ModelSummary, ModelVersion, Registry
 from scoregate.schema import ModelSchema, OutputField
@@ -53,7 +54,9 @@ class Client:
         risk_tier: str | None = None,
         parent_version: int | None = None,
         latency_budget_ms: float = 300.0,
+        timeout: float = DEFAULT_MODEL_TIMEOUT_S,
     ) -> ModelVersion:
+        """Register a version; loading and scoring the training sample must take under ``timeout`` s."""
         if schema is not None and not isinstance(schema, ModelSchema):
             schema = ModelSchema.model_validate(schema)
         return self.registry.register(
@@ -72,6 +75,7 @@ class Client:
             risk_tier=risk_tier,
             parent_version=parent_version,
             latency_budget_ms=latency_budget_ms,
+            timeout=timeout,
         )
 
     def get(self, ref: str) -> ModelVersion:

@@ -95,6 +95,30 @@ class ConfigurationError(ScoregateError):
     code = "configuration_error"
 
 
+class ModelTimeoutError(ScoregateError):
+    """A model that did not load or answer within its bound. The work was stopped (its process
+    killed), not left running; ``partial`` is what it handed back before it stopped, if anything."""
+
+    status_code = 504
+    code = "model_timeout"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ticks: int = 0,
+        partial: Any = None,
+        seconds: float = 0.0,
+        stalled: bool = False,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.ticks = ticks
+        self.partial = partial
+        self.seconds = seconds
+        self.stalled = stalled
+
+
 class StoreUnavailableError(ScoregateError):
     """The metadata database or artifact store cannot be reached."""
 

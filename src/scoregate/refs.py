@@ -12,10 +12,23 @@ ALIAS_PATTERN = r"[A-Za-z](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?"
 _NAME = re.compile(NAME_PATTERN)
 _ALIAS = re.compile(ALIAS_PATTERN)
 
+#: The largest version number (the database column is a 32-bit integer).
+MAX_VERSION = 2**31 - 1
+
 REFERENCE_RULE = (
     "expected NAME, NAME@VERSION or NAME@ALIAS: the name uses letters, digits, '.', '_' and '-'; "
-    "a version is a positive integer; an alias starts with a letter (e.g. credit-risk@3, credit-risk@production)"
+    f"a version is a whole number from 1 to {MAX_VERSION}; an alias starts with a letter "
+    "(e.g. credit-risk@3, credit-risk@production)"
 )
+#: Characters of a refused value echoed back in its error (a megabyte argument is not repeated).
+ECHO_CHARS = 80
+
+
+def shown(text: object) -> str:
+    """``text`` as it appears in an error: quoted, and cut to ECHO_CHARS with an ellipsis."""
+    if isinstance(text, str) and len(text) > ECHO_CHARS:
+        return repr(text[:ECHO_CHARS]) + f"… ({len(text)} characters)"
+    return repr(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +41,26 @@ class ModelRef:
 
     @classmethod
     def parse(cls, text: str, *, require_selector: bool = False) -> ModelRef:
+        bad = InvalidReferenceError(f"invalid model reference {shown(text)}: {REFERENCE_RULE}")
         if not isinstance(text, str):
-            raise InvalidReferenceError(f"invalid model reference {text!r}: {REFERENCE_RULE}")
+            raise bad
         name, sep, selector = text.strip().partition("@")
         if not _NAME.fullmatch(name) or (sep and not selector):
-            raise InvalidReferenceError(f"invalid model reference {text!r}: {REFERENCE_RULE}")
+            raise bad
         if not sep:
             if require_selector:
                 raise InvalidReferenceError(
-                    f"invalid model reference {text!r}: a version or alias is required "
+                    f"invalid model reference {shown(text)}: a version or alias is required "
                     f"(e.g. {name}@1 or {name}@production)"
                 )
             return cls(name)
-        if selector.isdigit():
-            version = int(selector)
-            if version < 1:
-                raise InvalidReferenceError(f"invalid model reference {text!r}: {REFERENCE_RULE}")
-            return cls(name, version=version)
+        if selector.isascii() and selector.isdigit():
+            # the length test first: int() of a long digit string is slow (and limited) in Python
+            if len(selector) > len(str(MAX_VERSION)) or not 1 <= int(selector) <= MAX_VERSION:
+                raise bad
+            return cls(name, version=int(selector))
         if not _ALIAS.fullmatch(selector):
-            raise InvalidReferenceError(f"invalid model reference {text!r}: {REFERENCE_RULE}")
+            raise bad
         return cls(name, alias=selector)
 
     def __str__(self) -> str:
@@ -60,7 +74,7 @@ class ModelRef:
 def validate_model_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidReferenceError(
-            f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            f"invalid model name {shown(name)}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
     return name
@@ -69,7 +83,7 @@ def validate_model_name(name: str) -> str:
 def validate_alias(alias: str) -> str:
     if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or alias.isdigit():
         raise InvalidReferenceError(
-            f"invalid alias {alias!r}: an alias starts with a letter and uses letters, digits, '_' or '-' "
+            f"invalid alias {shown(alias)}: an alias starts with a letter and uses letters, digits, '_' or '-' "
             "(at most 64 characters)"
         )
     return alias

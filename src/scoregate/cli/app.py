@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from scoregate.config import Settings
 from scoregate.errors import InvalidInputError
+from scoregate.refs import shown
 
 if TYPE_CHECKING:
     from scoregate.registry import Registry
@@ -79,15 +81,54 @@ def pairs(values: list[str] | None, option: str, *, numeric: bool = False) -> di
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidInputError(f"invalid {option} {item!r}: expected KEY=VALUE")
+            raise InvalidInputError(f"invalid {option} {shown(item)}: expected KEY=VALUE")
         if numeric:
             try:
                 result[key] = float(value)
             except ValueError:
-                raise InvalidInputError(f"invalid {option} {item!r}: {value!r} is not a number") from None
+                raise InvalidInputError(f"invalid {option} {shown(item)}: {shown(value)} is not a number") from None
         else:
             result[key] = value
     return result
+
+
+def rule(check: Callable[..., Any], *args: Any) -> Callable[[typer.CallbackParam, Any], Any]:
+    """An option callback applying a :mod:`scoregate.limits` rule (``check(name, value, *args)``),
+    so an option declares its rule once and a bad value gets the one-line error naming the
+    option as the user typed it, before any work starts."""
+
+    def callback(param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None:
+            check(param.opts[0] if param.opts else str(param.name), value, *args)
+        return value
+
+    return callback
+
+
+def read_text_file(path: Path, what: str, *, max_bytes: int = 1 << 20) -> str:
+    """A UTF-8 text file the user named (a policy, a schema), or the one-line reason it is not one."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise InvalidInputError(f"{what} {path} is larger than {max_bytes // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})"
+        ) from None
+
+
+def writable_file(path: Path, option: str) -> Path:
+    """``path`` if a file can be written there: its folder exists and it is not a folder itself."""
+    if path.is_dir():
+        raise InvalidInputError(f"invalid {option} {path}: it is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"invalid {option} {path}: the folder {path.parent} does not exist")
+    return path
 
 
 def first_error(exc: Exception) -> str:

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from scoregate.cli.app import alias_app, app, get_registry, out
+from scoregate.cli.app import alias_app, app, get_registry, out, read_text_file
 from scoregate.errors import InvalidInputError
 from scoregate.refs import ModelRef
 
@@ -209,12 +209,7 @@ def policy_show() -> None:
 @policy_app.command("set")
 def policy_set(file: Annotated[Path, typer.Argument()], reason: Annotated[str, typer.Option()]) -> None:
     """Put a new policy in force, or propose it when the policy asks for a second admin (admin)."""
-    try:
-        document = file.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read policy file {file}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"policy file {file} is not UTF-8 text (a YAML document is expected)") from None
+    document = read_text_file(file, "policy file")
     change = governance().set_policy(document, reason=reason)
     if change.version is None:
         out.print(

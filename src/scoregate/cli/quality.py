@@ -19,6 +19,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from scoregate.cli.app import rule
+from scoregate.limits import (
+    DEFAULT_CALL_TIMEOUT_S,
+    DEFAULT_MODEL_TIMEOUT_S,
+    MAX_DURATION_S,
+    MAX_PROFILED_REQUESTS,
+    MAX_ROWS_PER_REQUEST,
+    MAX_RPS,
+    MAX_USERS,
+    at_least,
+    between,
+    milliseconds,
+    seconds,
+)
 from scoregate.validation.settings import (
     DEFAULT_ATOL,
     DEFAULT_INDEPENDENT_ATOL,
@@ -64,6 +78,12 @@ def _record(registry: Any, ref: str, kind: str, document: dict[str, Any], name: 
             soft_wrap=True,
         )
     return record
+
+
+def _duration_rule(name: str, value: str) -> None:
+    from scoregate.perf.loadtest import parse_duration
+
+    between(name, parse_duration(value), 1, MAX_DURATION_S, "seconds")
 
 
 def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None:
@@ -180,9 +200,27 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
     @app.command(rich_help_panel="Validation and performance")
     def profile(
         ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
-        requests: Annotated[int, typer.Option(help="Requests to profile.")] = 200,
-        rows: Annotated[int, typer.Option(help="Rows per request.")] = 1,
-        top: Annotated[int, typer.Option(help="Functions to list.")] = 15,
+        requests: Annotated[
+            int, typer.Option(help="Requests to profile.", callback=rule(between, 1, MAX_PROFILED_REQUESTS))
+        ] = 200,
+        rows: Annotated[
+            int, typer.Option(help="Rows per request.", callback=rule(between, 1, MAX_ROWS_PER_REQUEST))
+        ] = 1,
+        top: Annotated[int, typer.Option(help="Functions to list.", callback=rule(at_least, 1))] = 15,
+        timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds the whole run may take, loading the model included; then it is stopped (exit 1).",
+                callback=rule(seconds),
+            ),
+        ] = DEFAULT_MODEL_TIMEOUT_S,
+        call_timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds one request may take before the model counts as hung.",
+                callback=rule(seconds),
+            ),
+        ] = DEFAULT_CALL_TIMEOUT_S,
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Folder for .prof, SVG/HTML graphs.")
         ] = None,
@@ -191,6 +229,7 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = True,
     ) -> None:
         """Profile the scoring path (JSON parsing, validation, frame, framework call, serialization)."""
+        from scoregate.errors import ModelTimeoutError
         from scoregate.perf.profile import profile_version
 
         registry = get_registry()
@@ -198,15 +237,25 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         if record:
             _may_record(registry, version.ref)
         folder = output or _default_folder("profile", version.ref)
-        report = profile_version(registry, version.ref, requests=requests, rows_per_request=rows, out_dir=folder)
+        report = profile_version(
+            registry,
+            version.ref,
+            requests=requests,
+            rows_per_request=rows,
+            out_dir=folder,
+            timeout=timeout,
+            call_timeout=call_timeout,
+        )
         out.print(escape(report.render_text(top)), highlight=False)
         files = [p for p in (report.prof_path, report.callgraph_path, report.flamegraph_path) if p is not None]
-        out.print("wrote " + ", ".join(str(p) for p in files))
+        out.print("wrote " + ", ".join(str(p) for p in [*files, folder / "profile.json"]))
         for note in report.notes:
             out.print(f"note: {escape(note)}")
         out.print(f"report: {folder / 'profile.json'}")
         if record:
             _record(registry, version.ref, "profile", report.to_dict(), "profile.json")
+        if report.stopped is not None:
+            raise ModelTimeoutError(report.stopped)
 
     @app.command(rich_help_panel="Validation and performance")
     def loadtest(
@@ -214,14 +263,41 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         model: Annotated[
             str | None, typer.Option(help="The version behind a base URL (read from a /models/REF/predict URL).")
         ] = None,
-        rps: Annotated[float, typer.Option(help="Target requests per second, all users together.")] = 10.0,
-        duration: Annotated[str, typer.Option(help="Run time: 30s, 10m, 1h.")] = "1m",
-        users: Annotated[int, typer.Option(help="Concurrent simulated users.")] = 10,
-        rows: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+        rps: Annotated[
+            float,
+            typer.Option(
+                help="Target requests per second, all users together.", callback=rule(between, 0.001, MAX_RPS)
+            ),
+        ] = 10.0,
+        duration: Annotated[str, typer.Option(help="Run time: 30s, 10m, 1h.", callback=rule(_duration_rule))] = "1m",
+        users: Annotated[
+            int, typer.Option(help="Concurrent simulated users.", callback=rule(between, 1, MAX_USERS))
+        ] = 10,
+        rows: Annotated[
+            int, typer.Option(help="Rows per request.", callback=rule(between, 1, MAX_ROWS_PER_REQUEST))
+        ] = 1,
         budget_ms: Annotated[
-            float | None, typer.Option(help="Latency budget; default the version's latency_budget_ms.")
+            float | None,
+            typer.Option(help="Latency budget; default the version's latency_budget_ms.", callback=rule(milliseconds)),
         ] = None,
-        interval: Annotated[float | None, typer.Option(help="Seconds per reporting interval.")] = None,
+        interval: Annotated[
+            float | None, typer.Option(help="Seconds per reporting interval.", callback=rule(seconds))
+        ] = None,
+        request_timeout: Annotated[
+            float | None,
+            typer.Option(
+                help="Seconds a request may wait before it counts as failed (default 10x the budget, 1-30 s).",
+                callback=rule(seconds),
+            ),
+        ] = None,
+        timeout: Annotated[
+            float,
+            typer.Option(
+                help="Seconds the local server may take to load and warm up the model, and the reference "
+                "scores to be computed; then the run stops (exit 1).",
+                callback=rule(seconds),
+            ),
+        ] = DEFAULT_MODEL_TIMEOUT_S,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (CSV, HTML, JSON).")] = None,
         record: Annotated[
             bool,
@@ -229,8 +305,11 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
         ] = True,
     ) -> None:
         """Load-test an endpoint with Locust; exits 1 when p95/p99 exceed the latency budget."""
+        from functools import partial
+
+        from scoregate.cli.loadtest_server import served_in_child
+        from scoregate.errors import ModelTimeoutError
         from scoregate.perf.loadtest import ref_from_url, run_loadtest
-        from scoregate.serving import local_server
 
         registry = get_registry()
         named = model or (ref_from_url(target) if target.startswith("http") else target)
@@ -248,13 +327,24 @@ def register_commands(app: typer.Typer, get_registry: Callable[[], Any]) -> None
             rows_per_request=rows,
             budget_ms=budget_ms,
             interval_s=interval,
+            request_timeout=request_timeout,
+            timeout=timeout,
             out_dir=folder,
-            serve=local_server,
+            serve=partial(served_in_child, timeout=timeout),
         )
         out.print(escape(report.render_text()), highlight=False)
         out.print(f"report: {folder / 'report.json'} (HTML: {folder / 'report.html'})")
         if record and report.artifact_digest is not None:
             _record(registry, report.model, "loadtest", report.to_dict(), "report.json")
+        if report.stopped is not None:
+            raise ModelTimeoutError(report.stopped)
+        if report.timed_out or report.unanswered:
+            waited = report.timed_out + report.unanswered
+            raise ModelTimeoutError(
+                f"{waited} of {report.overall.requests} requests to {report.model} got no answer "
+                f"({report.timed_out} timed out after {report.request_timeout_s:g} s, "
+                f"{report.unanswered} still waiting when the run ended)"
+            )
         if not report.passed:
             raise typer.Exit(CHECK_FAILED)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,9 +11,25 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from scoregate.cli.app import alias_app, app, first_error, get_registry, models_app, out, pairs
+from scoregate.cli.app import (
+    alias_app,
+    app,
+    first_error,
+    get_registry,
+    models_app,
+    out,
+    pairs,
+    read_text_file,
+    rule,
+    writable_file,
+)
 from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, milliseconds, seconds
+from scoregate.refs import MAX_VERSION
+
+#: A JSON file of rows to score is read whole: a bound on what that may take.
+MAX_JSON_INPUT_BYTES = 256 << 20
 
 
 @app.command(rich_help_panel="Registry")
@@ -33,18 +50,29 @@ def register(
     description: Annotated[str | None, typer.Option()] = None,
     owner: Annotated[str | None, typer.Option()] = None,
     risk_tier: Annotated[str | None, typer.Option(help="low, medium or high.")] = None,
-    parent: Annotated[int | None, typer.Option(help="Version this one was derived from.")] = None,
-    latency_budget_ms: Annotated[float, typer.Option(help="p99 budget for serving.")] = 300.0,
+    parent: Annotated[
+        int | None, typer.Option(help="Version this one was derived from.", callback=rule(between, 1, MAX_VERSION))
+    ] = None,
+    latency_budget_ms: Annotated[
+        float, typer.Option(help="p99 budget for serving.", callback=rule(milliseconds))
+    ] = 300.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds loading the artifact and scoring the training sample may take; "
+            "a model that hangs is refused, nothing stored.",
+            callback=rule(seconds),
+        ),
+    ] = DEFAULT_MODEL_TIMEOUT_S,
 ) -> None:
     """Register a new version of a model."""
     from scoregate.schema import ModelSchema
 
     model_schema = None
     if schema is not None:
+        text = read_text_file(schema, "schema file")
         try:
-            model_schema = ModelSchema.model_validate_json(schema.read_text())
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read schema file {schema}: {exc.strerror}") from None
+            model_schema = ModelSchema.model_validate_json(text)
         except ValueError as exc:
             raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
     declared = _read_outputs(outputs) if outputs is not None else None
@@ -64,6 +92,7 @@ def register(
         risk_tier=risk_tier,
         parent_version=parent,
         latency_budget_ms=latency_budget_ms,
+        timeout=timeout,
     )
     out.print(
         f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "
@@ -239,40 +268,63 @@ def predict(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="Rows: .json, .jsonl, .csv or .parquet.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write .csv, .json or .parquet.")] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds loading the model and scoring the rows may take; then it is stopped.",
+            callback=rule(seconds),
+        ),
+    ] = DEFAULT_MODEL_TIMEOUT_S,
 ) -> None:
     """Score rows from a file with a registered version (validated against its schema)."""
     from scoregate.refs import ModelRef
+    from scoregate.registry import isolated
     from scoregate.registry.lineage import read_table
+    from scoregate.schema import prepare_frame, prepare_records
 
     ModelRef.parse(ref, require_selector=True)
-    if output is not None and output.suffix.lower() not in (".csv", ".json", ".parquet"):
-        raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
-    loaded = get_registry().load(ref)
+    if output is not None:
+        if output.suffix.lower() not in (".csv", ".json", ".parquet"):
+            raise InvalidInputError(f"unsupported --output extension {output.suffix!r}: use .csv, .json or .parquet")
+        writable_file(output, "--output")  # before scoring, not after
+    registry = get_registry()
+    version = registry.resolve(ref)
+    schema = version.input_schema
     if input.suffix.lower() == ".json":
-        rows = _read_json_rows(input)
-        predictions = loaded.predict(rows)
+        frame = prepare_records(schema, _read_json_rows(input))
     else:
-        predictions = loaded.predict(read_table(input, what="input file"))
+        frame = prepare_frame(schema, read_table(input, what="input file"))
+    predictions = isolated.predict(registry, version, frame, timeout=timeout)
     if output is not None:
         writer = {
             ".csv": lambda p: predictions.to_csv(p, index=False),
             ".json": lambda p: predictions.to_json(p, orient="records"),
             ".parquet": lambda p: predictions.to_parquet(p, index=False),
         }[output.suffix.lower()]
-        writer(output)
-        out.print(f"wrote {len(predictions)} predictions of {loaded.version.ref} to {output}")
+        _write_atomically(output, writer)
+        out.print(f"wrote {len(predictions)} predictions of {version.ref} to {output}")
         return
-    table = Table(*map(str, predictions.columns), title=f"{loaded.version.ref}: {len(predictions)} rows")
+    table = Table(*map(str, predictions.columns), title=f"{version.ref}: {len(predictions)} rows")
     for row in predictions.head(50).itertuples(index=False):
         table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
     out.print(table)
 
 
+def _write_atomically(path: Path, writer: Any) -> None:
+    """Write through a temporary file beside ``path`` and rename it: a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
+    try:
+        writer(partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _read_json_rows(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read input file {path}: {exc.strerror}") from None
+        data = json.loads(read_text_file(path, "input file", max_bytes=MAX_JSON_INPUT_BYTES))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"input file {path} is not valid JSON: {exc}") from None
     if isinstance(data, dict) and isinstance(data.get("rows"), list):

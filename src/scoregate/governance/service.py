@@ -484,6 +484,7 @@ class Governance:
 
     def check(self, ref: str | ModelRef, alias: str = "production") -> list[dict[str, str]]:
         """What the policy would refuse if ``alias`` moved to ``ref`` now (empty: nothing)."""
+        validate_alias(alias)  # an alias that cannot exist must not "meet the policy"
         with self.registry.reading() as session:
             model, row = self.registry.find(session, _ref(ref))
             policy = self.registry.policy_in_force(session)

@@ -1,4 +1,8 @@
-"""The container engine: podman or docker, whichever is on PATH, behind one command builder.
+"""The container engine: podman or docker, whichever works here, behind one command builder.
+
+An engine works when it answers ``<engine> info`` within a few seconds: a docker client with
+no daemon behind it (common: Docker Desktop not started, a CI image with the CLI only) is
+on PATH but cannot run a container, so detection asks the engine, not the PATH.
 
 Podman gets ``--runtime <runtime>`` (default ``runc``; env ``SCOREGATE_CONTAINER_RUNTIME``,
 empty to leave podman's default) and builds in Docker format so the image keeps its
@@ -21,6 +25,8 @@ from scoregate.errors import ScoregateError, StoreUnavailableError
 
 ENGINE_ENV = "SCOREGATE_CONTAINER_ENGINE"
 RUNTIME_ENV = "SCOREGATE_CONTAINER_RUNTIME"
+#: Seconds ``<engine> info`` may take to show the engine works.
+PROBE_TIMEOUT_S = 15.0
 
 
 class EngineError(ScoregateError):
@@ -36,20 +42,44 @@ class Engine:
 
     @classmethod
     def detect(cls, preferred: str | None = None, runtime: str | None = None) -> Engine:
+        """The first of ``preferred`` (or ``SCOREGATE_CONTAINER_ENGINE``, or podman then docker)
+        that is installed and answers ``info``; the error names each one that does not."""
         choice = preferred or os.environ.get(ENGINE_ENV)
         candidates = [choice] if choice else ["podman", "docker"]
+        silent = []
         for name in candidates:
             path = shutil.which(name)
             if path is None:
                 continue
             kind = "docker" if os.path.basename(name).startswith("docker") else "podman"
+            engine = cls(path, kind)
             if kind == "podman":
                 chosen = runtime if runtime is not None else os.environ.get(RUNTIME_ENV, "runc")
-                return cls(path, kind, runtime=chosen or None)
-            return cls(path, kind)
+                engine = cls(path, kind, runtime=chosen or None)
+            problem = engine.problem()
+            if problem is None:
+                return engine
+            silent.append(problem)
+        if silent:
+            raise EngineError(f"no working container engine: {'; '.join(silent)}")
         raise StoreUnavailableError(
             f"no container engine found: install podman or docker (looked for {', '.join(candidates)})"
         )
+
+    def problem(self, timeout: float | None = None) -> str | None:
+        """None when the engine answers ``info`` within ``timeout`` seconds; else why not, in one line."""
+        name = os.path.basename(self.binary)
+        limit = PROBE_TIMEOUT_S if timeout is None else timeout
+        try:
+            proc = subprocess.run(self.command("info"), capture_output=True, text=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            return f"{name} ({self.binary}) did not answer `{name} info` within {limit:g} s"
+        except OSError as exc:
+            return f"{name} ({self.binary}) cannot be run: {exc.strerror}"
+        if proc.returncode == 0:
+            return None
+        said = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())[-300:] or f"exit {proc.returncode}"
+        return f"{name} ({self.binary}) does not answer: `{name} info` failed: {said}"
 
     # -- command builder ---------------------------------------------------------------------
 

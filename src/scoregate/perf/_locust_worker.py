@@ -4,7 +4,10 @@ Locust needs gevent's monkey-patching, which must happen before anything else is
 imported, so the load test runs this module with ``python -m`` and a JSON config
 file; it writes one JSON result file and exits. Every request is recorded (start
 offset, latency, status, which body was sent); every ``sample_every``-th response
-body is kept for the correctness check.
+body is kept for the correctness check. A request that waits past ``timeout`` is recorded
+as ``timeout: ...``; one still waiting when the run ends, and waiting already longer than the
+latency budget, as ``unanswered: ...`` (Locust kills its greenlet, so it is recorded from the
+in-flight table).
 """
 
 from gevent import monkey
@@ -32,6 +35,7 @@ def main() -> None:
     counter = itertools.count()
     records: list[list] = []
     samples: dict[str, object] = {}
+    in_flight: dict[int, tuple[float, float, int]] = {}  # n -> (offset, started, body index)
     state = {"start": None}
 
     class ScoringUser(FastHttpUser):
@@ -46,6 +50,7 @@ def main() -> None:
             index = n % len(bodies)
             offset = time.perf_counter() - state["start"]
             started = time.perf_counter()
+            in_flight[n] = (offset, started, index)
             status = 0
             text = ""
             error = ""
@@ -57,9 +62,11 @@ def main() -> None:
                     text = response.text or ""
                     if status != 200:
                         response.failure(f"HTTP {status}")
-                        error = text[:200]
+                        problem = getattr(response, "error", None)
+                        error = _describe(problem, timeout) if problem is not None else text[:200]
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = _describe(exc, timeout)
+            del in_flight[n]
             latency_ms = (time.perf_counter() - started) * 1000.0
             ok = status == 200
             records.append([round(offset, 6), round(latency_ms, 4), int(ok), status, index, error])
@@ -84,6 +91,15 @@ def main() -> None:
 
     gevent.spawn(stop_at_deadline)
     runner.greenlet.join()
+    # a request cut off by the end of the run says something only when it had already waited
+    # longer than the latency budget; one sent an instant before the end is dropped, as Locust does
+    ended = time.perf_counter()
+    budget_s = float(config.get("budget_s", 0.0))
+    for offset, started, index in sorted(in_flight.values()):
+        waited = ended - started
+        if waited > budget_s:
+            error = f"unanswered: no answer after {waited:.3f} s, when the run ended"
+            records.append([round(offset, 6), round(waited * 1000.0, 4), 0, 0, index, error])
     total = env.stats.total
     result = {
         "wall_start": wall_start,
@@ -94,6 +110,14 @@ def main() -> None:
     }
     with open(config["result"], "w") as handle:
         json.dump(result, handle)
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    """The ``error`` column: ``timeout: ...`` for a request that waited past the timeout."""
+    name = type(error).__name__
+    if isinstance(error, (TimeoutError, gevent.Timeout)) or "timeout" in name.lower() or "timed out" in str(error):
+        return f"timeout: no answer within {timeout:g} s ({name})"
+    return f"{name}: {error}"[:300]
 
 
 if __name__ == "__main__":

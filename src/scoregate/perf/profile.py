@@ -1,9 +1,14 @@
 """``scoregate profile``: where the time of one scoring request goes.
 
-The scoring path of the server (JSON bytes in, JSON bytes out) is run in-process on
-representative rows from the version's reference data under :mod:`cProfile`. Each
-step is a named function here, so the profile splits the time by step and the
-report names the rate-limiting one.
+The scoring path of the server (JSON bytes in, JSON bytes out) is run on representative
+rows from the version's reference data under :mod:`cProfile`. Each step is a named
+function here, so the profile splits the time by step and the report names the
+rate-limiting one.
+
+A registered version is profiled in a worker process (:mod:`scoregate.isolation`) with
+two bounds: ``timeout`` for the whole run and ``call_timeout`` for any one request. A
+model that hangs past either is stopped; the worker dumps what its profiler saw so far,
+including the request in progress, so the report shows where the time went up to the stop.
 """
 
 from __future__ import annotations
@@ -14,13 +19,28 @@ import pstats
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from scoregate import isolation
+from scoregate.errors import ModelTimeoutError
+from scoregate.limits import (
+    DEFAULT_CALL_TIMEOUT_S,
+    DEFAULT_MODEL_TIMEOUT_S,
+    MAX_PROFILED_REQUESTS,
+    MAX_PROFILED_ROWS,
+    MAX_ROWS_PER_REQUEST,
+    at_least,
+    at_most,
+    between,
+    seconds,
+)
 from scoregate.schema import RecordValidator, raise_for
 
 #: step function name -> words used in the report
@@ -107,15 +127,21 @@ class ProfileReport:
     notes: list[str] = field(default_factory=list)
     #: the sha256 of the registered artifact that was profiled (None for a bare scorer)
     artifact_digest: str | None = None
+    #: the requests asked for; ``requests`` is how many were profiled
+    requests_planned: int | None = None
+    #: why the run was stopped before it finished (a hanging model), None when it finished
+    stopped: str | None = None
 
     @property
     def passed(self) -> bool:
         """The profile is a measurement, not a gate: it passed when every profiled request scored
-        (a failure raises) and the scoring path's steps were found in it."""
-        return self.requests > 0 and bool(self.steps) and self.rate_limiting_step != "unknown"
+        (a failure raises, a hang stops the run) and the scoring path's steps were found in it."""
+        return self.stopped is None and self.requests > 0 and bool(self.steps) and self.rate_limiting_step != "unknown"
 
     @property
     def summary_line(self) -> str:
+        if self.stopped is not None and not self.steps:
+            return f"stopped: {self.stopped}"
         share = self.steps.get(self.rate_limiting_step, 0.0)
         step = self.rate_limiting_step
         if step == "framework call":
@@ -134,7 +160,10 @@ class ProfileReport:
             "artifact_digest": self.artifact_digest,
             "passed": self.passed,
             "flavor": self.flavor,
+            "complete": self.stopped is None,
+            "stopped": self.stopped,
             "requests": self.requests,
+            "requests_planned": self.requests_planned if self.requests_planned is not None else self.requests,
             "rows_per_request": self.rows_per_request,
             "wall_s": round(self.wall_s, 4),
             "profiled_s": round(self.total_s, 4),
@@ -158,6 +187,8 @@ class ProfileReport:
 
     def render_text(self, top: int = 15) -> str:
         out = io.StringIO()
+        if self.stopped is not None:
+            out.write(f"STOPPED: {self.stopped}; the timings include the request in progress at the stop\n\n")
         out.write(
             f"profile of {self.model} ({self.flavor}): {self.requests} requests of {self.rows_per_request} row(s), "
         )
@@ -242,6 +273,50 @@ def analyse(
     return ProfileReport(model, flavor, requests, rows, wall_s, total, steps, by_cum, by_own, rate_limiting, hottest)
 
 
+def request_bodies(rows: list[dict[str, Any]], requests: int, rows_per_request: int) -> list[bytes]:
+    """``requests`` JSON bodies of ``rows_per_request`` rows, cycled from ``rows``."""
+    if not rows:
+        raise ValueError("profiling needs at least one row")
+    bodies = []
+    for i in range(requests):
+        batch = [rows[(i * rows_per_request + j) % len(rows)] for j in range(rows_per_request)]
+        bodies.append(orjson.dumps({"rows": batch}))
+    return bodies
+
+
+@dataclass
+class _Run:
+    """Where a profiling run is: what a stop reads to dump the partial profile."""
+
+    profiler: cProfile.Profile | None = None
+    started: float = 0.0
+    completed: int = 0
+    warming_up: bool = True
+    wall_s: float = 0.0
+
+
+def _profile_requests(
+    scorer: Any, validator: RecordValidator, bodies: list[bytes], run: _Run, tick: Callable[[], None]
+) -> None:
+    """The warm-up request, then every body under cProfile. The warm-up (lazy imports and
+    caches stay out of the profile) has a profiler of its own, kept only if it hangs."""
+    run.profiler, run.started = cProfile.Profile(), time.perf_counter()
+    run.profiler.enable()
+    score_request(scorer, validator, bodies[0])
+    run.profiler.disable()
+    tick()
+    profiler = cProfile.Profile()
+    run.warming_up = False
+    run.profiler, run.started = profiler, time.perf_counter()
+    profiler.enable()
+    for body in bodies:
+        score_request(scorer, validator, body)
+        run.completed += 1  # an attribute store, not a call: nothing for the profiler to record
+        tick()
+    profiler.disable()
+    run.wall_s = time.perf_counter() - run.started
+
+
 def profile_scoring(
     scorer: Any,
     schema: Any,
@@ -256,24 +331,16 @@ def profile_scoring(
     artifact_digest: str | None = None,
     notes: list[str] | None = None,
 ) -> ProfileReport:
-    """Profile ``requests`` requests of ``rows_per_request`` rows cycled from ``rows``."""
-    if not rows:
-        raise ValueError("profiling needs at least one row")
-    validator = RecordValidator(schema)
-    bodies = []
-    for i in range(requests):
-        batch = [rows[(i * rows_per_request + j) % len(rows)] for j in range(rows_per_request)]
-        bodies.append(orjson.dumps({"rows": batch}))
-    score_request(scorer, validator, bodies[0])  # warm-up: lazy imports and caches stay out of the profile
-    profiler = cProfile.Profile()
-    started = time.perf_counter()
-    profiler.enable()
-    for body in bodies:
-        score_request(scorer, validator, body)
-    profiler.disable()
-    wall = time.perf_counter() - started
-    stats = pstats.Stats(profiler)
-    report = analyse(stats, model, flavor, requests, rows_per_request, wall)
+    """Profile ``requests`` requests of ``rows_per_request`` rows cycled from ``rows``, in this
+    process and without a bound (a scorer object at hand; registered versions go through
+    :func:`profile_version`, which bounds the run)."""
+    _check_sizes(requests, rows_per_request)
+    bodies = request_bodies(rows, requests, rows_per_request)
+    run = _Run()
+    _profile_requests(scorer, RecordValidator(schema), bodies, run, lambda: None)
+    assert run.profiler is not None
+    stats = pstats.Stats(run.profiler)
+    report = analyse(stats, model, flavor, requests, rows_per_request, run.wall_s)
     report.artifact_digest = artifact_digest
     report.notes.extend(notes or [])
     if out_dir is not None:
@@ -281,8 +348,55 @@ def profile_scoring(
     return report
 
 
-def write_outputs(report: ProfileReport, stats: pstats.Stats, folder: Path, *, graph: bool = True) -> None:
+def _check_sizes(requests: int, rows_per_request: int) -> None:
+    between("requests", requests, 1, MAX_PROFILED_REQUESTS)
+    between("rows per request", rows_per_request, 1, MAX_ROWS_PER_REQUEST)
+    at_most("requests x rows per request", requests * rows_per_request, MAX_PROFILED_ROWS)
+
+
+def _profile_job(payload: dict[str, Any], progress: isolation.Progress) -> dict[str, Any]:
+    """In the worker: load the artifact, tick, profile (a tick per request), dump the stats.
+
+    On a stop the profiler in use (the warm-up's or the main one) is dumped as it is: cProfile
+    counts the calls still in progress, so the hanging call shows with its time so far."""
+    from scoregate.flavors import get_flavor
+
+    scorer = get_flavor(payload["flavor"]).load(Path(payload["artifact"]))
+    progress.tick()
+    run = _Run()
+    stats_path = payload["stats_path"]
+
+    def stop() -> dict[str, Any]:
+        profiler = run.profiler
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(stats_path)
+        wall = time.perf_counter() - run.started if run.started else 0.0
+        return {"completed": run.completed, "warming_up": run.warming_up, "wall_s": wall}
+
+    progress.on_stop(stop)
+    _profile_requests(scorer, RecordValidator(payload["schema"]), payload["bodies"], run, progress.tick)
+    progress.on_stop(None)
+    assert run.profiler is not None
+    run.profiler.dump_stats(stats_path)
+    return {"completed": run.completed, "warming_up": False, "wall_s": run.wall_s}
+
+
+#: Ticks of a profiling job before its first profiled request: loaded, warmed up.
+_TICKS_BEFORE_REQUESTS = 2
+
+
+def write_outputs(report: ProfileReport, stats: pstats.Stats | None, folder: Path, *, graph: bool = True) -> None:
+    """profile.json and profile.txt; with call statistics, also profile.prof, the flame graph
+    and the SVG call graph."""
     folder.mkdir(parents=True, exist_ok=True)
+    if stats is not None:
+        _write_graphs(report, stats, folder, graph=graph)
+    (folder / "profile.txt").write_text(report.render_text())
+    (folder / "profile.json").write_bytes(report.to_json_bytes())
+
+
+def _write_graphs(report: ProfileReport, stats: pstats.Stats, folder: Path, *, graph: bool) -> None:
     prof = folder / "profile.prof"
     stats.dump_stats(str(prof))
     report.prof_path = prof
@@ -298,8 +412,6 @@ def write_outputs(report: ProfileReport, stats: pstats.Stats, folder: Path, *, g
             report.callgraph_path = svg
         else:
             report.notes.append(f"no SVG call graph: {problem}; see flamegraph.html")
-    (folder / "profile.txt").write_text(report.render_text())
-    (folder / "profile.json").write_bytes(report.to_json_bytes())
 
 
 def call_graph_svg(prof: Path, svg: Path) -> str | None:
@@ -337,40 +449,91 @@ def profile_version(
     seed: int = 0,
     out_dir: Path | None = None,
     graph: bool = True,
+    timeout: float = DEFAULT_MODEL_TIMEOUT_S,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
 ) -> ProfileReport:
-    """Profile the scoring path of a registered version on rows from its reference data."""
+    """Profile the scoring path of a registered version on rows from its reference data.
+
+    The run takes at most ``timeout`` seconds (loading the model included) and one request
+    at most ``call_timeout``; a model past either is stopped and the report, with what ran,
+    says so in ``stopped`` (``passed`` is then false)."""
     import numpy as np
 
     from scoregate.errors import ScoregateError
     from scoregate.validation.cases import frame_to_rows, synthetic_row
 
-    loaded = registry.load(ref)
-    schema = loaded.version.input_schema
+    _check_sizes(requests, rows_per_request)
+    at_least("sample rows", sample_rows, 1)
+    seconds("timeout", timeout)
+    seconds("call timeout", call_timeout)
+    version = registry.resolve(ref)
+    artifact = registry.artifacts.materialize(version.artifact_digest, version.artifact_kind, version.artifact_name)
+    schema = version.input_schema
     try:
-        frame = registry.reference_data(loaded.version.ref)
+        frame = registry.reference_data(version.ref)
         rows = frame_to_rows(schema, frame)
     except ScoregateError:
         rows = []
     validator = RecordValidator(schema)
     rows = [r for r in rows if not validator.check(r)]
-    note = None
+    notes = []
     if not rows:
         rows = [synthetic_row(schema)]
-        note = "no reference data: profiled a synthetic row built from the schema"
+        notes.append("no reference data: profiled a synthetic row built from the schema")
     rng = np.random.default_rng(seed)
     if len(rows) > sample_rows:
         rows = [rows[i] for i in sorted(rng.choice(len(rows), size=sample_rows, replace=False).tolist())]
-    report = profile_scoring(
-        loaded.scorer,
-        schema,
-        rows,
-        model=loaded.version.ref,
-        flavor=loaded.version.flavor,
-        requests=requests,
-        rows_per_request=rows_per_request,
-        out_dir=out_dir,
-        graph=graph,
-        artifact_digest=loaded.version.artifact_digest,
-        notes=[note] if note else None,
-    )
+    bodies = request_bodies(rows, requests, rows_per_request)
+    with tempfile.TemporaryDirectory(prefix="scoregate-profile-") as tmp:
+        stats_path = Path(tmp) / "profile.prof"
+        payload = {
+            "flavor": version.flavor,
+            "artifact": str(artifact),
+            "schema": schema,
+            "bodies": bodies,
+            "stats_path": str(stats_path),
+        }
+        stopped = None
+        try:
+            done = isolation.call(
+                "scoregate.perf.profile:_profile_job",
+                payload,
+                timeout=timeout,
+                stall=min(call_timeout, timeout),
+                what=version.ref,
+            )
+        except ModelTimeoutError as exc:
+            done = exc.partial or {"completed": max(exc.ticks - _TICKS_BEFORE_REQUESTS, 0), "wall_s": 0.0}
+            stopped = _stop_reason(version.ref, exc, int(done["completed"]), requests)
+            if exc.partial is None:
+                notes.append("no call statistics: the model did not let its process dump them, so it was killed")
+            elif done.get("warming_up"):
+                notes.append("the model hung in the warm-up request: the profile shows that request")
+        stats = _read_stats(stats_path)
+    completed, wall = int(done["completed"]), float(done["wall_s"])
+    if stats is not None:
+        report = analyse(stats, version.ref, version.flavor, completed, rows_per_request, wall)
+    else:
+        report = ProfileReport(
+            version.ref, version.flavor, completed, rows_per_request, wall, 0.0, {}, [], [], "unknown", None
+        )
+    report.artifact_digest = version.artifact_digest
+    report.requests_planned = requests
+    report.stopped = stopped
+    report.notes.extend(notes)
+    if out_dir is not None:
+        write_outputs(report, stats, Path(out_dir), graph=graph)
     return report
+
+
+def _read_stats(path: Path) -> pstats.Stats | None:
+    """The worker's dump; None when there is none or a kill cut it short."""
+    try:
+        return pstats.Stats(str(path)) if path.is_file() and path.stat().st_size else None
+    except Exception:  # a truncated marshal stream: EOFError, ValueError, TypeError
+        return None
+
+
+def _stop_reason(ref: str, exc: ModelTimeoutError, completed: int, planned: int) -> str:
+    doing = "load" if exc.ticks == 0 else "answer"
+    return f"{ref} did not {doing} within {exc.seconds:g} s; profiled {completed} of {planned} requests"

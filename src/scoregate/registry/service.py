@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, selectinload
 from scoregate.config import Settings
 from scoregate.errors import (
     ConflictError,
-    FlavorError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
@@ -47,9 +46,11 @@ from scoregate.governance.tables import (
     TokenRow,
     UserRow,
 )
-from scoregate.refs import ModelRef, validate_alias, validate_model_name
+from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, finite, milliseconds, seconds
+from scoregate.refs import MAX_VERSION, ModelRef, validate_alias, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore
 from scoregate.registry.database import WRITE, make_engine, migrate, redact
+from scoregate.registry.isolated import SAMPLE_ROWS, try_artifact
 from scoregate.registry.lineage import describe_training_data, environment, git_commit
 from scoregate.registry.records import (
     RISK_TIERS,
@@ -214,12 +215,16 @@ class Registry:
         parent_version: int | None = None,
         latency_budget_ms: float = 300.0,
         code_dir: Path | None = None,
+        timeout: float = DEFAULT_MODEL_TIMEOUT_S,
     ) -> ModelVersion:
         """Register a new immutable version of ``name``; the model is created on first use.
 
         ``outputs`` (or the ``outputs`` of ``schema``) declares the output contract; without
         it the outputs are inferred from the model's scores on reference rows, and a NaN
         or null among them is refused rather than recorded as nullable.
+
+        Loading the artifact and scoring the training sample must finish within ``timeout``
+        seconds; a model that does not is refused (:class:`ModelTimeoutError`), nothing stored.
         """
         validate_model_name(name)
         self.whoami().require(Permission.REGISTER, subject=name)  # fail before the expensive work
@@ -228,8 +233,10 @@ class Registry:
             raise InvalidInputError(f"artifact {artifact} does not exist")
         if risk_tier is not None and risk_tier not in RISK_TIERS:
             raise InvalidInputError(f"invalid risk tier {risk_tier!r}: choose one of {', '.join(RISK_TIERS)}")
-        if not (latency_budget_ms > 0):
-            raise InvalidInputError(f"invalid latency budget {latency_budget_ms!r}: must be a positive number of ms")
+        milliseconds("latency budget", latency_budget_ms)
+        seconds("timeout", timeout)
+        if parent_version is not None:
+            between("parent version", parent_version, 1, MAX_VERSION)
         metrics = _check_metrics(metrics or {})
         if outputs and schema is not None and schema.outputs:
             raise InvalidInputError("the outputs are declared twice (outputs and the schema's outputs): give one")
@@ -240,7 +247,6 @@ class Registry:
             raise InvalidInputError(f"the declared outputs name {', '.join(twice)} more than once")
         tags = {str(k): str(v) for k, v in (tags or {}).items()}
         flavor_impl = get_flavor(flavor)
-        scorer = flavor_impl.load(artifact)
 
         training = describe_training_data(Path(train_data)) if train_data is not None else None
         if schema is None:
@@ -259,21 +265,15 @@ class Registry:
             schema = schema.model_copy(update={"target": target})
 
         reference: pd.DataFrame | None = None
+        sample = None
         if training is not None:
-            sample = training.frame.sample(n=min(REFERENCE_ROWS, len(training.frame)), random_state=0)
-            reference = sample.sort_index().reset_index(drop=True)
-            inputs = prepare_frame(schema, reference)
-            try:
-                predictions = scorer.predict(inputs.head(100))
-            except ScoregateError:
-                raise
-            except Exception as exc:
-                raise FlavorError(
-                    f"the {flavor} model could not score rows of its training data: {type(exc).__name__}: {exc}"
-                ) from None
-            if len(predictions) != len(inputs.head(100)):
-                raise FlavorError(f"the {flavor} model returned {len(predictions)} rows for {len(inputs.head(100))}")
-            fields, contract = settle_outputs(predictions, declared)
+            drawn = training.frame.sample(n=min(REFERENCE_ROWS, len(training.frame)), random_state=0)
+            reference = drawn.sort_index().reset_index(drop=True)
+            sample = prepare_frame(schema, reference).head(SAMPLE_ROWS)
+        # the model's code runs in a worker process, so a hang is stopped at the timeout
+        trial = try_artifact(flavor, artifact, sample, timeout=timeout)
+        if trial.outputs is not None:
+            fields, contract = settle_outputs(trial.outputs, declared)
             schema = schema.model_copy(update={"outputs": fields, "output_contract": contract})
         else:
             contract = OutputContract.DECLARED if declared else None
@@ -310,7 +310,9 @@ class Registry:
             code_dirty=dirty,
             parent_version=parent_version,
             # an MLflow directory delegates to the flavor inside it: pin that one's packages too
-            environment=environment(tuple(dict.fromkeys(flavor_impl.packages + get_flavor(scorer.flavor).packages))),
+            environment=environment(
+                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages))
+            ),
         )
         for attempt in range(10):
             try:
@@ -980,9 +982,10 @@ def _check_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         if not isinstance(key, str) or not key:
             raise InvalidInputError(f"invalid metric name {key!r}")
         try:
-            checked[key] = float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise InvalidInputError(f"metric {key!r}: {value!r} is not a number") from None
+        checked[key] = finite(f"metric {key!r}", number)
     return checked
 
 
