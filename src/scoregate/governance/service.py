@@ -23,6 +23,7 @@ from scoregate.errors import (
     PolicyViolationError,
 )
 from scoregate.governance.access import Permission, Principal, Role, hash_token, new_token, parse_roles
+from scoregate.governance.audit_checks import check_gone, check_rows
 from scoregate.governance.policy import Policy, is_overdue, missing_items, next_review
 from scoregate.governance.tables import (
     DecisionRow,
@@ -230,10 +231,10 @@ class Governance:
             _model, row = self.registry.find(session, parsed)
             if row.status in ("retired", "deleted"):
                 raise ConflictError(f"{parsed} is {row.status}")
+            attached = session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id)).all()
+            check_rows(session, attached)
             reports = [
-                e
-                for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id))
-                if e.kind == "validation" and e.passed and e.bound_digest == row.artifact_digest
+                e for e in attached if e.kind == "validation" and e.passed and e.bound_digest == row.artifact_digest
             ]
             if not reports:
                 raise PolicyViolationError(
@@ -261,11 +262,9 @@ class Governance:
                 raise ForbiddenError(
                     f"{actor.name} may not approve {parsed}: four-eyes rule, the approver may not be its registrant"
                 )
-            authors = {
-                e.author
-                for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id))
-                if e.kind == "validation"
-            }
+            attached = session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id)).all()
+            check_rows(session, attached)
+            authors = {e.author for e in attached if e.kind == "validation"}
             if actor.name in authors:
                 raise ForbiddenError(
                     f"{actor.name} may not approve {parsed}: four-eyes rule, the approver may not be an author "
@@ -411,6 +410,7 @@ class Governance:
             hold = session.get(LegalHoldRow, row.id)
             if hold is not None:
                 raise ConflictError(f"{parsed} is under a legal hold ({hold.reason}); deletion is blocked")
+            check_gone(session, LegalHoldRow.__table__, [str(row.id)])  # a hold deleted in SQL still blocks
             tier = self.registry.policy_in_force(session).tier(model.risk_tier)
             keep_until = _aware(row.retired_at) + dt.timedelta(days=tier.retention_days)
             if now < keep_until:
