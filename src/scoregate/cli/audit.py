@@ -23,7 +23,8 @@ CHAIN_BROKEN = 1
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Recompute the hash chain; exit 1 naming the first event that is wrong."""
+    """Recompute the hash chain, compare every audited row with it and check the append-only
+    triggers; exit 1 naming every problem."""
     from scoregate.governance.audit import verify
 
     registry = get_registry()
@@ -32,14 +33,23 @@ def audit_verify() -> None:
     finally:
         registry.close()
     if result.ok:
-        out.print(f"{result.checked} events, chain intact")
+        out.print(
+            f"{result.checked} events, chain intact; {result.rows} audited rows match it; "
+            "append-only triggers in place",
+            highlight=False,
+        )
         return
-    err.print(
-        f"[red]audit chain broken[/] at event seq {result.first_bad_seq}: {escape(result.reason or 'unknown')} "
-        f"({result.checked} events before it verify)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if result.reason is not None:
+        err.print(
+            f"[red]audit chain broken[/] at event seq {result.first_bad_seq}: {escape(result.reason)} "
+            f"({result.checked} events before it verify)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"{result.checked} events, chain intact", highlight=False)
+    for line in [m.message for m in result.mismatches] + list(result.problems):
+        err.print(f"[red]tampered:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(CHAIN_BROKEN)
 
 
