@@ -226,6 +226,21 @@ def test_the_newest_policy_deleted_in_sql_does_not_bring_back_the_one_before(tea
         team.reg("dave").set_alias("credit-risk", "production", 1)
 
 
+def test_a_legal_hold_deleted_in_sql_still_blocks_deletion(db_settings: Settings, credit_files) -> None:
+    registry = Registry(db_settings)
+    v = register(registry, credit_files, tier="low")
+    registry.retire(v.ref, reason="superseded")
+    governance = Governance(registry)
+    governance.legal_hold(v.ref, reason="litigation")
+    sql(registry, "DELETE FROM legal_holds")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)  # past the low tier's retention
+    pattern = r"legal_holds row credit-risk@1 is gone: the audit log \(event \d+\) records it"
+    with pytest.raises(IntegrityError, match=pattern):
+        governance.delete(v.ref, reason="retention over", now=later)
+    assert registry.resolve(v.ref).status == "retired"
+    assert any(re.fullmatch(pattern, m) for m in mismatches(registry.engine))
+
+
 def test_users_deleted_in_sql_do_not_hand_out_the_local_admin(team: Team, credit_files) -> None:
     registry = team.reg(None)
     with pytest.raises(UnauthorizedError):
@@ -297,7 +312,7 @@ def test_a_dropped_or_disabled_trigger_is_reported(db_settings: Settings, credit
         sql(registry, "CREATE TRIGGER audit_keys_no_delete BEFORE DELETE ON audit_keys BEGIN SELECT 1; END")
         expected = [
             "the append-only trigger audit_events_no_update is missing: UPDATE of audit_events is not refused",
-            "the append-only trigger audit_keys_no_delete was altered: DELETE of audit_keys may not be refused",
+            "the append-only trigger audit_keys_no_delete is altered: DELETE of audit_keys may not be refused",
         ]
     result = verify(registry.engine)
     assert not result.ok and result.reason is None and list(result.problems) == expected

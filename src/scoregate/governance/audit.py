@@ -61,6 +61,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from scoregate.errors import InvalidInputError
 from scoregate.governance.audit_state import (
+    CHECKED,
     TOUCHED,
     Key,
     RowMismatch,
@@ -488,10 +489,6 @@ def _refuse_bulk_writes(state: ORMExecuteState) -> None:
             raise UnauditedChangeError(
                 f"a bulk statement on the audited table {table.name} is not recorded: write its rows through the ORM"
             )
-
-
-#: ``session.info`` key: (table, key) of rows ``audit_checks`` found as recorded in this transaction.
-CHECKED = "scoregate.audit.checked"
 
 
 def _take_state(session: Session) -> list[tuple[str, str, dict[str, Any] | None]] | None:

@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from scoregate.errors import TamperedError
 from scoregate.governance.audit import (
-    CHECKED,
     GENESIS,
     event_rows,
     instance_key,
@@ -38,6 +37,7 @@ from scoregate.governance.audit import (
     select_rows,
 )
 from scoregate.governance.audit_state import (
+    CHECKED,
     TOUCHED,
     Key,
     Labels,
@@ -84,7 +84,7 @@ def check_rows(session: Session, rows: Iterable[Any]) -> None:
     """
     entries: list[_Entry] = []
     pending = session.info.get(TOUCHED, {})
-    done = session.info.get(CHECKED, set())
+    done = set(session.info.get(CHECKED, ()))
     for obj in rows:
         if obj is None:
             continue
@@ -95,8 +95,9 @@ def check_rows(session: Session, rows: Iterable[Any]) -> None:
         if found is None:
             raise TypeError(f"{type(obj).__name__} is not an audited table")
         key = found[:2]
-        if key in pending or key in done or any(e.key == key[1] and e.table.name == key[0] for e in entries):
+        if key in pending or key in done:
             continue
+        done.add(key)
         entries.append(_Entry(state.mapper.local_table, key[1], _values(obj), obj))
     _check(session, entries)
 
@@ -161,8 +162,7 @@ def _detail(mismatch: RowMismatch) -> dict[str, Any]:
 def _mismatches(connection: Connection, entries: Sequence[_Entry]) -> list[RowMismatch]:
     last = _last_writers(connection, entries)
     recorded = _recorded(connection, set(last.values()))
-    found: list[RowMismatch] = []
-    labels: Labels | None = None
+    found: list[tuple[_Entry, RowMismatch, dict[str, Any] | None]] = []
     for entry in entries:
         name = entry.table.name
         seq = last.get((name, entry.key))
@@ -178,10 +178,11 @@ def _mismatches(connection: Connection, entries: Sequence[_Entry]) -> list[RowMi
         stored = None if entry.values is None else image(entry.values, secret_columns(entry.table))
         mismatch = compare(name, entry.key, entry.key, stored, was)
         if mismatch is not None:
-            labels = labels or _labels(connection, entries)
-            row = entry.values if entry.values is not None else (was[1] if was else None)
-            found.append(_relabel(mismatch, labels(entry.table, entry.key, row)))
-    return found
+            found.append((entry, mismatch, entry.values if entry.values is not None else (was[1] if was else None)))
+    if not found:
+        return []
+    labels = _labels(connection, [(e.table.name, e.key, row) for e, _, row in found])
+    return [_relabel(mismatch, labels(entry.table, entry.key, row)) for entry, mismatch, row in found]
 
 
 def _relabel(mismatch: RowMismatch, label: str) -> RowMismatch:
@@ -272,21 +273,19 @@ def _remember(key: tuple[int, str], images: dict[Key, Any], size: int) -> None:
             _cache_sizes.pop(oldest, None)
 
 
-def _labels(connection: Connection, entries: Sequence[_Entry] = ()) -> Labels:
-    """Names for the models and versions ``entries`` refer to (all of them when none given)."""
-    version_ids = {e.values.get("version_id") for e in entries if e.values} - {None}
-    version_ids |= {int(e.key) for e in entries if e.table.name == "model_versions"}
-    query = select(_VERSIONS.c.id, _VERSIONS.c.model_id, _VERSIONS.c.version)
-    if entries:
-        query = query.where(_VERSIONS.c.id.in_(sorted(version_ids)))
-    versions = {vid: (mid, number) for vid, mid, number in connection.execute(query)}
-    model_ids = {mid for mid, _ in versions.values()} | (
-        {e.values.get("model_id") for e in entries if e.values} - {None}
-    )
-    query = select(_MODELS.c.id, _MODELS.c.name)
-    if entries:
-        query = query.where(_MODELS.c.id.in_(sorted(model_ids)))
-    return Labels(dict(connection.execute(query).all()), versions)  # type: ignore[arg-type]
+def _labels(connection: Connection, rows: Sequence[tuple[str, str, dict[str, Any] | None]] | None = None) -> Labels:
+    """Names for the models and versions these (table, key, row) refer to; all when None."""
+    versions_query = select(_VERSIONS.c.id, _VERSIONS.c.model_id, _VERSIONS.c.version)
+    models_query = select(_MODELS.c.id, _MODELS.c.name)
+    if rows is not None:
+        version_ids = {row.get("version_id") for _, _, row in rows if row}
+        version_ids |= {int(key) for table, key, _ in rows if table == "model_versions"}
+        versions_query = versions_query.where(_VERSIONS.c.id.in_([v for v in version_ids if isinstance(v, int)]))
+    versions = {vid: (mid, number) for vid, mid, number in connection.execute(versions_query)}
+    if rows is not None:
+        model_ids = {mid for mid, _ in versions.values()} | {row.get("model_id") for _, _, row in rows if row}
+        models_query = models_query.where(_MODELS.c.id.in_([m for m in model_ids if isinstance(m, int)]))
+    return Labels(dict(connection.execute(models_query).all()), versions)  # type: ignore[arg-type]
 
 
 @event.listens_for(Session, "before_flush")
@@ -411,26 +410,32 @@ _BEFORE, _DELETE, _UPDATE, _TRUNCATE = 2, 8, 16, 32
 def trigger_problems(connection: Connection) -> list[str]:
     """One line for each append-only trigger that is missing, disabled or no longer refuses."""
     if connection.dialect.name == "postgresql":
-        return _postgres_trigger_problems(connection)
-    present = {
-        name: (table, sql or "")
-        for name, table, sql in connection.execute(
-            text("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")
-        )
-    }
+        expected, present, judge = POSTGRES_TRIGGERS, _postgres_triggers(connection), _postgres_verdict
+    else:
+        expected, present, judge = SQLITE_TRIGGERS, _sqlite_triggers(connection), _sqlite_verdict
     problems = []
-    for name, (table, operation) in SQLITE_TRIGGERS.items():
+    for name, (table, operation) in expected.items():
         found = present.get(name)
-        if found is None:
-            problems.append(f"the append-only trigger {name} is missing: {operation} of {table} is not refused")
-            continue
-        sql = " ".join(found[1].upper().split())
-        if found[0] != table or f"BEFORE {operation} ON {table.upper()}" not in sql or "RAISE(ABORT" not in sql:
-            problems.append(f"the append-only trigger {name} was altered: {operation} of {table} may not be refused")
+        verdict = "missing" if found is None else judge(found, table, operation)
+        if verdict is not None:
+            refused = "may not be refused" if verdict == "altered" else "is not refused"
+            problems.append(f"the append-only trigger {name} is {verdict}: {operation} of {table} {refused}")
     return problems
 
 
-def _postgres_trigger_problems(connection: Connection) -> list[str]:
+def _sqlite_triggers(connection: Connection) -> dict[str, tuple[Any, ...]]:
+    query = text("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'")
+    return {name: (table, sql or "") for name, table, sql in connection.execute(query)}
+
+
+def _sqlite_verdict(found: tuple[Any, ...], table: str, operation: str) -> str | None:
+    sql = " ".join(found[1].upper().split())
+    if found[0] != table or f"BEFORE {operation} ON {table.upper()}" not in sql or "RAISE(ABORT" not in sql:
+        return "altered"
+    return None
+
+
+def _postgres_triggers(connection: Connection) -> dict[str, tuple[Any, ...]]:
     rows = connection.execute(
         text(
             "SELECT t.tgname, c.relname, t.tgenabled, t.tgtype, p.prosrc FROM pg_trigger t "
@@ -438,20 +443,17 @@ def _postgres_trigger_problems(connection: Connection) -> list[str]:
             "WHERE NOT t.tgisinternal AND t.tgrelid IN (to_regclass('audit_events'), to_regclass('audit_keys'))"
         )
     )
-    present = {name: (table, str(enabled), int(kind), source or "") for name, table, enabled, kind, source in rows}
-    problems = []
-    for name, (table, operation) in POSTGRES_TRIGGERS.items():
-        found = present.get(name)
-        if found is None:
-            problems.append(f"the append-only trigger {name} is missing: {operation} of {table} is not refused")
-            continue
-        _, enabled, kind, source = found
-        bits = _TRUNCATE if operation == "TRUNCATE" else _UPDATE | _DELETE
-        if enabled == "D":
-            problems.append(f"the append-only trigger {name} is disabled: {operation} of {table} is not refused")
-        elif found[0] != table or kind & bits != bits or not kind & _BEFORE or "RAISE EXCEPTION" not in source.upper():
-            problems.append(f"the append-only trigger {name} was altered: {operation} of {table} may not be refused")
-    return problems
+    return {name: (table, str(enabled), int(kind), source or "") for name, table, enabled, kind, source in rows}
+
+
+def _postgres_verdict(found: tuple[Any, ...], table: str, operation: str) -> str | None:
+    found_table, enabled, kind, source = found
+    bits = _TRUNCATE if operation == "TRUNCATE" else _UPDATE | _DELETE
+    if enabled == "D":
+        return "disabled"
+    if found_table != table or kind & bits != bits or not kind & _BEFORE or "RAISE EXCEPTION" not in source.upper():
+        return "altered"
+    return None
 
 
 def anchor_problems(connection: Connection, anchors: Sequence[Checkpoint]) -> list[str]:

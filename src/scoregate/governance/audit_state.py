@@ -32,6 +32,8 @@ from scoregate.registry.tables import Base
 LONG = 256
 #: ``session.info`` key: (table, key) -> primary key values of audited rows written and not yet recorded.
 TOUCHED = "scoregate.audit.touched"
+#: ``session.info`` key: (table, key) of rows found (or made) as recorded in this transaction.
+CHECKED = "scoregate.audit.checked"
 _DIGEST = "sha256"
 #: Lenient where ``canonical_json`` is strict: a stored NaN (JSON columns accept it) images as
 #: null on both sides of a comparison instead of refusing the write or the read.
@@ -42,7 +44,7 @@ Key = tuple[str, str]  # (table name, row key)
 
 def audited_tables() -> dict[str, Table]:
     """Every table marked ``audited(...)``, by name."""
-    return {t.name: t for t in Base.metadata.sorted_tables if "audited" in t.info}
+    return {name: t for name, t in sorted(Base.metadata.tables.items()) if "audited" in t.info}
 
 
 def is_audited(table: Any) -> bool:

@@ -184,7 +184,9 @@ class Registry:
         after: Any = None,
         reason: str | None = None,
     ) -> None:
-        """Append the audit event of a change, in the change's own transaction."""
+        """Append the audit event of a change, in the change's own transaction, after the change:
+        the event records the audited rows written so far, and a transaction that writes one
+        after its last event is refused at commit."""
         from scoregate.governance.audit import append_event
 
         append_event(
