@@ -394,3 +394,35 @@ def test_governance_reads_after_a_legitimate_change_in_another_process_are_not_t
     team.reg("dave").set_tag(v.ref, "findings", "none")
     assert reader.check(v.ref) == []
     assert team.reg("viewer").resolve("credit-risk@production").version == 1
+
+
+MOVER = """
+import sys
+from scoregate.config import Settings
+from scoregate.registry import Registry
+registry = Registry(Settings(home=sys.argv[1], database_url=sys.argv[2] or None))
+for i in range(int(sys.argv[3])):
+    registry.set_alias("credit-risk", "staging", 1 + i % 2)
+    registry.set_tag("credit-risk@1", "round", str(i))
+registry.close()
+"""
+
+
+def test_reads_racing_honest_writers_never_cry_tampering(db_settings: Settings, credit_files) -> None:
+    """A read overtaken by a commit between reading a row and its event is re-read, not refused."""
+    import subprocess
+    import sys
+
+    registry = Registry(db_settings)
+    register(registry, credit_files, tier="low")
+    register(registry, credit_files, tier="low")
+    registry.set_alias("credit-risk", "staging", 1)
+    url = db_settings.database_url or ""
+    mover = subprocess.Popen([sys.executable, "-c", MOVER, str(db_settings.home), url, "40"], stderr=subprocess.PIPE)
+    reads = 0
+    while mover.poll() is None:
+        assert {a.version for a in registry.aliases()} <= {1, 2}
+        assert registry.resolve("credit-risk@staging").version in (1, 2)
+        reads += 1
+    assert mover.returncode == 0, mover.stderr.read().decode() if mover.stderr else ""
+    assert reads > 0 and verify(registry.engine).ok

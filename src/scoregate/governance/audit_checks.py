@@ -215,6 +215,9 @@ def _recorded(connection: Connection, seqs: set[int]) -> dict[int, dict[Key, Any
     """The images each event recorded, once its hash and both its links have been checked."""
     if not seqs:
         return {}
+    # The head first: every event up to it is committed by then, so the links read after it
+    # hold them all even under READ COMMITTED, where a writer may commit between statements.
+    head = connection.execute(select(_HEAD.c.last_seq, _HEAD.c.last_hash)).one_or_none()
     around = sorted({s + d for s in seqs for d in (-1, 0, 1) if s + d > 0})
     links = {
         seq: (prev, digest)
@@ -225,7 +228,6 @@ def _recorded(connection: Connection, seqs: set[int]) -> dict[int, dict[Key, Any
             {"seqs": around},
         )
     }
-    head = connection.execute(select(_HEAD.c.last_seq, _HEAD.c.last_hash)).one_or_none()
     result: dict[int, dict[Key, Any]] = {}
     missing: list[int] = []
     for seq in sorted(seqs):
@@ -258,7 +260,7 @@ def _check_links(seq: int, links: dict[int, tuple[str, str]], head: Any) -> None
     if after is not None:
         if after[0] != digest:
             raise TamperedError(f"audit event {seq + 1} does not link to event {seq}: the audit log was altered")
-    elif head is None or int(head[0]) != seq or head[1] != digest:
+    elif head is None or int(head[0]) != seq or head[1] != digest:  # events up to the head are all in links
         raise TamperedError(f"audit event {seq} is neither followed by another nor the head: the audit log was altered")
 
 
