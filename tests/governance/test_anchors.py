@@ -314,6 +314,9 @@ def test_an_anchor_sent_to_a_webhook(registry: Registry, keys, run, receiver, si
 
 # -- bad input -----------------------------------------------------------------------------------
 
+#: An S3 endpoint nothing listens on: botocore retries with backoff, which --timeout bounds.
+UNREACHABLE_S3 = ("--option", "endpoint_url=http://127.0.0.1:1", "--option", "key=x", "--option", "secret=y")
+
 
 def test_bad_keys_anchors_and_folders_are_refused_in_one_line(
     registry: Registry, keys, run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -342,7 +345,10 @@ def test_bad_keys_anchors_and_folders_are_refused_in_one_line(
         (("anchor", "--key", private, "-o", a_file / "a.json"), 3, "give a new file in an existing folder"),
         (("anchor", "--key", private, "-o", tmp_path / "a.json"), 3, "already exists"),
         (("anchor", "--key", private, "--to", tmp_path / "nowhere"), 3, "does not exist"),
+        (("anchor", "--key", private, "--to", tmp_path, "--timeout", "inf"), 3, "invalid --timeout inf"),
+        (("anchor", "--key", private, "--to", "s3://b/a", *UNREACHABLE_S3, "--timeout", "2"), 6, "s3://b/a"),
         (("keygen", "-o", a_file / "keys"), 3, "cannot create folder"),
+        (("verify", "--public-key", public), 3, "give --anchor FILE as well"),
         (("verify", "--anchor", tmp_path / "a.json"), 3, "give --public-key FILE"),
         (("verify", "--anchor", a_file, "--public-key", public), 3, "is not a checkpoint: not JSON"),
         (("verify", "--anchor", tmp_path / "a.json", "--public-key", rsa_key), 3, "RSA"),

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from scoregate.cli.app import app, err, get_registry, out, pairs
 from scoregate.errors import ConflictError, InvalidInputError
-from scoregate.governance.anchors import DEFAULT_HMAC_ENV
+from scoregate.governance.anchors import DEFAULT_HMAC_ENV, MAX_TIMEOUT
 
 if TYPE_CHECKING:
     from scoregate.governance.checkpoint import AnchorKey, Checkpoint
@@ -78,7 +78,7 @@ def _checked_anchors(files: list[Path], public_key: Path | None, hmac_env: str |
     from scoregate.governance import anchors
     from scoregate.governance.checkpoint import Scheme, signature_problem
 
-    if public_key is not None and hmac_env is not None and not files:
+    if (public_key is not None or hmac_env is not None) and not files:
         raise InvalidInputError("--public-key and --hmac-env check anchors: give --anchor FILE as well")
     keys: dict[Scheme, AnchorKey] = {}
     found = []
@@ -120,7 +120,7 @@ def audit_anchor(
     option: Annotated[
         list[str] | None, typer.Option(help="fsspec storage option for --to, KEY=VALUE (e.g. endpoint_url=...).")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds a webhook has to answer.")] = 10.0,
+    timeout: Annotated[float, typer.Option(help="Seconds each --to destination has to take the anchor.")] = 10.0,
 ) -> None:
     """Verify the chain and write a signed checkpoint of its head (seq and hash), to be kept
     outside the database: `audit verify --anchor FILE` then catches a rewritten or cut chain."""
@@ -129,8 +129,8 @@ def audit_anchor(
 
     if key is not None and hmac_env is not None:
         raise InvalidInputError("give either --key FILE or --hmac-env VAR, not both")
-    if not timeout > 0:
-        raise InvalidInputError(f"invalid --timeout {timeout}: must be a positive number of seconds")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise InvalidInputError(f"invalid --timeout {timeout}: must be more than 0 and at most {MAX_TIMEOUT:g} s")
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise InvalidInputError(f"cannot write {output}: give a new file in an existing folder")
     signer = anchors.read_private_key(key) if key is not None else anchors.hmac_key_from_env(hmac_env)

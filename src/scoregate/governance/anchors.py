@@ -9,7 +9,8 @@ only if absent), or a webhook (HTTPS POST, bounded in time, any non-2xx is a fai
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ PUBLIC_KEY_FILE = "audit-anchor.pub"
 #: Key and checkpoint files are a few hundred bytes; anything this large is not one.
 MAX_FILE = 64 * 1024
 DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 600.0
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -129,11 +131,38 @@ def publish(
     timeout: float = DEFAULT_TIMEOUT,
     options: Mapping[str, Any] | None = None,
 ) -> str:
-    """Send ``anchor`` to a webhook or write it into a folder or bucket; says what was done."""
+    """Send ``anchor`` to a webhook or write it into a folder or bucket, within ``timeout``
+    seconds in all; says what was done."""
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise InvalidInputError(f"invalid timeout {timeout}: must be more than 0 and at most {MAX_TIMEOUT:g} s")
     body = anchor.to_json().encode()
     if destination.startswith(("http://", "https://")):
-        return _post(destination, body, timeout)
-    return _store(anchor, destination, body, dict(options or {}))
+        return _within(timeout, f"anchor webhook {destination}", lambda: _post(destination, body, timeout))
+    storage = dict(options or {})
+    return _within(timeout, f"anchor store {destination}", lambda: _store(anchor, destination, body, storage))
+
+
+def _within(seconds: float, what: str, work: Callable[[], str]) -> str:
+    """``work()``, waited for at most ``seconds``: httpx and the fsspec backends bound each
+    connect and read, not the whole (S3 retries with backoff; a server may answer a byte at a
+    time). The work runs on a daemon thread, so one that hangs does not keep the process."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="scoregate-anchor", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise StoreUnavailableError(f"{what} did not answer within {seconds:g} s")
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return str(value)
 
 
 def _post(url: str, body: bytes, timeout: float) -> str:
@@ -180,8 +209,9 @@ def _store(anchor: Checkpoint, destination: str, body: bytes, options: dict[str,
     except FileExistsError:
         with fs.open(path, "rb") as existing:
             return _already(anchor, existing.read(MAX_FILE + 1), where)
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise StoreUnavailableError(f"cannot write the anchor to {where}: {exc}".splitlines()[0]) from None
+    except Exception as exc:  # each fsspec backend raises kinds of its own (botocore's, for S3)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailableError(f"cannot write the anchor to {where}: {reason}") from None
     return f"wrote {where}"
 
 
