@@ -90,6 +90,13 @@ class IntegrityError(ScoregateError):
     code = "integrity_error"
 
 
+class TamperedError(IntegrityError):
+    """A stored row, or the audit log itself, differs from what the platform recorded: it was
+    changed behind the platform's back. The message names the table, row, field and event."""
+
+    code = "tampered"
+
+
 class ConfigurationError(ScoregateError):
     status_code = 400
     code = "configuration_error"

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from scoregate.config import Settings
 from scoregate.governance.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
 from scoregate.registry import Registry
 from scoregate.registry.database import make_engine, migrate
@@ -31,6 +32,16 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_settings(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings of a registry on each database, which the CLI (``run``) uses too."""
+    if request.param == "sqlite":
+        return Settings(home=home)
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("SCOREGATE_DATABASE_URL", url)
+    return Settings(home=home, database_url=url)
 
 
 SECRET = "s3cret-s3cret-s3cret"

@@ -19,10 +19,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from scoregate.errors import InvalidInputError
+from scoregate.errors import InvalidInputError, TamperedError
 from scoregate.governance.audit import (
     GENESIS,
     EventDraft,
+    UnauditedChangeError,
     append_event,
     append_events,
     canonical_event,
@@ -34,7 +35,7 @@ from scoregate.governance.audit import (
     verify_export,
 )
 from scoregate.registry.database import WRITE
-from scoregate.registry.tables import AuditEventRow, AuditHeadRow, RevisionRow
+from scoregate.registry.tables import AliasRow, AuditEventRow, AuditHeadRow, AuditKeyRow, ModelRow, RevisionRow
 
 
 def writing(engine: Engine) -> Session:
@@ -361,3 +362,108 @@ def test_concurrent_appends_from_two_processes_give_one_gap_free_chain(engine: E
     assert {e.actor for e in log} == {"proc-a", "proc-b"}
     # each transaction's two events are adjacent: writers queue for the whole transaction
     assert all(log[i].actor == log[i + 1].actor for i in range(0, 100, 2))
+
+
+# -- row images: every audited row a transaction writes is recorded with its event ---------------
+
+
+def add_model(session: Session, name: str = "credit", description: str | None = None) -> ModelRow:
+    now = dt.datetime.now(dt.UTC)
+    row = ModelRow(name=name, description=description, created_at=now, updated_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def test_an_event_records_the_rows_its_transaction_wrote(engine: Engine, tmp_path: Path) -> None:
+    with writing(engine) as session, session.begin():
+        model_id = add_model(session, description="x" * 300).id
+        first = append_event(session, actor="ann", action="model.create", subject="model:credit")
+    assert first.state == [["models", str(model_id), first.state[0][2]]]
+    recorded = first.state[0][2]
+    assert recorded["name"] == "credit" and recorded["risk_tier"] is None
+    assert recorded["description"] == {"sha256": hashlib.sha256(json.dumps("x" * 300).encode()).hexdigest()}
+    assert recorded["created_at"].endswith("+00:00")
+    with writing(engine) as session, session.begin():
+        session.get(ModelRow, model_id).risk_tier = "high"
+        second = append_event(session, actor="ann", action="model.tier", subject="model:credit")
+        session.delete(session.get(ModelRow, model_id))
+        third = append_event(session, actor="ann", action="model.delete", subject="model:credit")
+    assert second.state[0][2]["risk_tier"] == "high" and third.state == [["models", str(model_id), None]]
+    with Session(engine) as session:
+        keys = session.execute(select(AuditKeyRow.table_name, AuditKeyRow.row_key, AuditKeyRow.seq)).all()
+    assert sorted(keys) == [("models", str(model_id), e.seq) for e in (first, second, third)]
+    result = verify(engine)
+    assert result.ok and result.rows == 0 and result.mismatches == ()
+    # exported with their state, and verifiable offline
+    path = tmp_path / "audit.jsonl"
+    summary = export(engine, path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [e.to_dict() for e in events(engine)]
+    assert verify_export(path, last_hash=summary.last_hash).ok
+    altered = json.loads(lines[1])
+    altered["state"][0][2]["risk_tier"] = "low"
+    path.write_text("\n".join([lines[0], json.dumps(altered), lines[2]]) + "\n", encoding="utf-8")
+    assert verify_export(path).first_bad_seq == 2
+
+
+def test_an_event_hashes_its_state_in_canonical_order() -> None:
+    state = '[["models","1",{"name":"crédit"}]]'
+    fields = {
+        "seq": 3,
+        "time": "2026-01-02T03:04:05.000006+00:00",
+        "actor": "ann",
+        "action": "a",
+        "subject": "s",
+        "before": None,
+        "after": None,
+        "reason": None,
+        "request_id": None,
+        "prev_hash": "ab" * 32,
+    }
+    without = canonical_event(3, fields["time"], "ann", "a", "s", None, None, None, None, "ab" * 32)
+    assert without == json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_event(3, fields["time"], "ann", "a", "s", None, None, None, None, "ab" * 32, None, None) == without
+    with_state = canonical_event(3, fields["time"], "ann", "a", "s", None, None, None, None, "ab" * 32, None, state)
+    expected = {**fields, "state": json.loads(state)}
+    assert with_state == json.dumps(expected, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_a_transaction_that_writes_an_audited_row_without_an_event_is_refused(engine: Engine) -> None:
+    refused = pytest.raises(UnauditedChangeError, match=r"wrote audited rows \(models \d+\) without an audit event")
+    with refused, writing(engine) as session, session.begin():
+        add_model(session)
+    refused = pytest.raises(UnauditedChangeError, match="without an audit event after them")
+    with refused, writing(engine) as session, session.begin():
+        add_model(session)
+        append_event(session, actor="ann", action="model.create", subject="model:credit")
+        add_model(session, "written-after-its-event")
+    with (
+        pytest.raises(UnauditedChangeError, match="bulk statement on the audited table aliases"),
+        writing(engine) as session,
+    ):
+        session.execute(update(AliasRow).values(version_id=2))
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(ModelRow)) == 0
+    assert events(engine) == [] and verify(engine).ok
+
+
+def test_a_row_changed_behind_the_platforms_back_is_not_recorded_as_new(engine: Engine) -> None:
+    with writing(engine) as session, session.begin():
+        add_model(session)
+        append_event(session, actor="ann", action="model.create", subject="model:credit")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE models SET owner = 'mallory'"))
+    with (
+        pytest.raises(
+            TamperedError, match=r'models row credit: owner is "mallory", the audit log \(event 1\) says null'
+        ),
+        writing(engine) as session,
+        session.begin(),
+    ):
+        session.scalars(select(ModelRow)).one().description = "an honest change on top"
+        append_event(session, actor="ann", action="model.describe", subject="model:credit")
+    assert len(events(engine)) == 1
+    assert [m.message for m in verify(engine).mismatches] == [
+        'models row credit: owner is "mallory", the audit log (event 1) says null'
+    ]

@@ -93,16 +93,15 @@ def test_token_expiry_and_revocation(team: Team, credit_files) -> None:
     with pytest.raises(UnauthorizedError, match="was revoked"):
         register(later, credit_files)
     expired = admin.issue_token("dave", expires_in_days=1)
-    with team.reg("admin").transaction() as session:
-        from sqlalchemy import update
+    registry = team.reg("admin")
+    with registry.mutation(None, "token") as (session, actor):  # an audited change: not a tampered row
+        from sqlalchemy import select
 
         from scoregate.governance.tables import TokenRow
 
-        session.execute(
-            update(TokenRow)
-            .where(TokenRow.prefix == expired[:10])
-            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
-        )
+        row = session.scalars(select(TokenRow).where(TokenRow.prefix == expired[:10])).one()
+        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        registry.record_event(session, actor, "token.expire", f"token:{expired[:10]}")
     with pytest.raises(UnauthorizedError, match="expired"):
         register(Registry(team.settings, token=expired), credit_files)
     with pytest.raises(ForbiddenError, match="manage users and tokens"):
@@ -308,9 +307,19 @@ def test_a_refused_or_failed_promotion_leaves_neither_change_nor_event(team: Tea
     assert dave.alias_history("credit-risk", "production") == []
 
 
-def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) -> None:
-    from sqlalchemy import update
+def backdate(registry: Registry, table: type, where: object, **values: object) -> None:
+    """Move recorded times as a clock would: through the ORM and with an audit event, as a
+    change must be (the same UPDATE in SQL is refused as tampering)."""
+    from sqlalchemy import select
 
+    with registry.mutation(None, "test") as (session, actor):
+        for row in session.scalars(select(table).where(where)):  # type: ignore[arg-type]
+            for name, value in values.items():
+                setattr(row, name, value)
+        registry.record_event(session, actor, "test.backdate", "test")
+
+
+def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) -> None:
     from scoregate.governance.tables import DecisionRow
 
     dave = team.reg("dave")
@@ -320,8 +329,7 @@ def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) ->
     dave_gov.mark_validated(v.ref)
     team.gov("val").approve(v.ref, reason="ok")
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=800)
-    with dave.transaction() as session:
-        session.execute(update(DecisionRow).where(DecisionRow.action == "validate").values(at=long_ago))
+    backdate(dave, DecisionRow, DecisionRow.action == "validate", at=long_ago)
     row = team.gov("viewer").inventory()[0]
     assert row["overdue"] is True and row["next_review"] < dt.date.today().isoformat()
     admin = team.gov("admin")
@@ -343,8 +351,7 @@ def test_overdue_revalidation_blocks_and_is_flagged(team: Team, credit_files) ->
     assert team.gov("viewer").check(v.ref) == []
     from scoregate.governance.tables import PolicyExceptionRow
 
-    with dave.transaction() as session:
-        session.execute(update(PolicyExceptionRow).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+    backdate(dave, PolicyExceptionRow, True, expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     assert [m["rule"] for m in team.gov("viewer").check(v.ref)] == ["revalidation"]
 
 

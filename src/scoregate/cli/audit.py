@@ -1,9 +1,11 @@
-"""``scoregate audit``: verify the hash-chained audit log, export it, list its events."""
+"""``scoregate audit``: verify the hash-chained audit log (and the rows it covers), anchor it,
+export it, list its events."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -11,10 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
-from scoregate.cli.app import app, err, get_registry, out
-from scoregate.errors import InvalidInputError
+from scoregate.cli.app import app, err, get_registry, out, pairs
+from scoregate.errors import ConflictError, InvalidInputError
+from scoregate.governance.anchors import DEFAULT_HMAC_ENV, MAX_TIMEOUT
 
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log: verify, export, list.")
+if TYPE_CHECKING:
+    from scoregate.governance.checkpoint import AnchorKey, Checkpoint
+
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log: verify, anchor, export, list.")
 app.add_typer(audit_app, name="audit", rich_help_panel="Governance")
 
 #: Exit code when the chain does not verify.
@@ -22,25 +28,146 @@ CHAIN_BROKEN = 1
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the hash chain; exit 1 naming the first event that is wrong."""
+def audit_verify(
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(help="A checkpoint from `audit anchor` to hold the chain to (repeat for several)."),
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option(help="Public key that checks Ed25519 anchors (from `audit keygen`).")
+    ] = None,
+    hmac_env: Annotated[
+        str | None, typer.Option(help=f"Environment variable with the HMAC secret (default {DEFAULT_HMAC_ENV}).")
+    ] = None,
+) -> None:
+    """Recompute the hash chain, compare every audited row with it, check the append-only
+    triggers and the anchors; exit 1 naming every problem."""
     from scoregate.governance.audit import verify
 
+    checkpoints = _checked_anchors(anchor or [], public_key, hmac_env)
+    registry = get_registry()
+    try:
+        result = verify(registry.engine, anchors=checkpoints)
+    finally:
+        registry.close()
+    if result.ok:
+        out.print(
+            f"{result.checked} events, chain intact; {result.rows} audited rows match it; "
+            "append-only triggers in place",
+            highlight=False,
+        )
+        for item in checkpoints:
+            out.print(f"anchor at event {item.seq} ({item.time}, {item.key_id}) holds", highlight=False)
+        return
+    if result.reason is not None:
+        err.print(
+            f"[red]audit chain broken[/] at event seq {result.first_bad_seq}: {escape(result.reason)} "
+            f"({result.checked} events before it verify)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"{result.checked} events, chain intact", highlight=False)
+    for line in [m.message for m in result.mismatches] + list(result.problems):
+        err.print(f"[red]tampered:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(CHAIN_BROKEN)
+
+
+def _checked_anchors(files: list[Path], public_key: Path | None, hmac_env: str | None) -> list[Checkpoint]:
+    """The anchors whose signatures verify; exit 1 on the first that does not (a forged anchor)."""
+    from scoregate.governance import anchors
+    from scoregate.governance.checkpoint import Scheme, signature_problem
+
+    if (public_key is not None or hmac_env is not None) and not files:
+        raise InvalidInputError("--public-key and --hmac-env check anchors: give --anchor FILE as well")
+    keys: dict[Scheme, AnchorKey] = {}
+    found = []
+    for path in files:
+        item = anchors.read_checkpoint(path)
+        if item.scheme not in keys:
+            if item.scheme is Scheme.ED25519:
+                if public_key is None:
+                    raise InvalidInputError(f"{path} is signed with Ed25519: give --public-key FILE to check it")
+                keys[item.scheme] = anchors.read_public_key(public_key)
+            else:
+                keys[item.scheme] = anchors.hmac_key_from_env(hmac_env)
+        problem = signature_problem(item, keys[item.scheme])
+        if problem is not None:
+            err.print(
+                f"[red]anchor refused:[/] {escape(str(path))}: {escape(problem)}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(CHAIN_BROKEN)
+        found.append(item)
+    return found
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    key: Annotated[Path | None, typer.Option(help="Ed25519 private key file that signs (from `audit keygen`).")] = None,
+    hmac_env: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Sign with HMAC-SHA256, the secret in this environment variable (default {DEFAULT_HMAC_ENV})."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the checkpoint to this new file.")
+    ] = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option(help="Also send it to an http(s) webhook, or write it once into a folder or bucket (s3://...)."),
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(help="fsspec storage option for --to, KEY=VALUE (e.g. endpoint_url=...).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds each --to destination has to take the anchor.")] = 10.0,
+) -> None:
+    """Verify the chain and write a signed checkpoint of its head (seq and hash), to be kept
+    outside the database: `audit verify --anchor FILE` then catches a rewritten or cut chain."""
+    from scoregate.governance import anchors, checkpoint
+    from scoregate.governance.audit import verify
+
+    if key is not None and hmac_env is not None:
+        raise InvalidInputError("give either --key FILE or --hmac-env VAR, not both")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise InvalidInputError(f"invalid --timeout {timeout}: must be more than 0 and at most {MAX_TIMEOUT:g} s")
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise InvalidInputError(f"cannot write {output}: give a new file in an existing folder")
+    signer = anchors.read_private_key(key) if key is not None else anchors.hmac_key_from_env(hmac_env)
+    storage = pairs(option, "--option")
     registry = get_registry()
     try:
         result = verify(registry.engine)
     finally:
         registry.close()
-    if result.ok:
-        out.print(f"{result.checked} events, chain intact")
-        return
-    err.print(
-        f"[red]audit chain broken[/] at event seq {result.first_bad_seq}: {escape(result.reason or 'unknown')} "
-        f"({result.checked} events before it verify)",
-        highlight=False,
-        soft_wrap=True,
+    if not result.ok:
+        reasons = [result.reason] if result.reason else []
+        listing = "; ".join([*reasons, *(m.message for m in result.mismatches), *result.problems][:3])
+        raise ConflictError(f"the audit log does not verify, so it is not anchored: {listing}")
+    made = checkpoint.sign(result.checked, result.last_hash, signer)
+    text = made.to_json()
+    if output is not None:
+        anchors.write_once(output, (text + "\n").encode())
+        err.print(f"wrote {escape(str(output))}", highlight=False)
+    for destination in to or []:
+        err.print(escape(anchors.publish(made, destination, timeout=timeout, options=storage)), highlight=False)
+    if output is None and not to:
+        sys.stdout.write(text + "\n")
+    err.print(f"anchored event {made.seq} (hash {made.hash[:16]}…) with {made.key_id}", highlight=False)
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the new key pair.")],
+) -> None:
+    """Write a new Ed25519 key pair for anchors: keep the private key away from the database's owner."""
+    from scoregate.governance.anchors import write_keypair
+
+    private, public = write_keypair(output)
+    out.print(f"private key {escape(str(private))} (mode 0600; signs anchors: keep it secret)", highlight=False)
+    out.print(
+        f"public key  {escape(str(public))} (checks anchors: `audit verify --anchor ... --public-key`)", highlight=False
     )
-    raise typer.Exit(CHAIN_BROKEN)
 
 
 @audit_app.command("export")

@@ -26,6 +26,7 @@ from scoregate.errors import (
     PolicyViolationError,
 )
 from scoregate.governance.access import Permission, Principal, Role, hash_token, new_token, parse_roles
+from scoregate.governance.audit_checks import check_gone, check_rows
 from scoregate.governance.policy import (
     EvidenceKind,
     EvidenceOrigin,
@@ -442,11 +443,9 @@ class Governance:
                 raise ForbiddenError(
                     f"{actor.name} may not approve {parsed}: four-eyes rule, the approver may not be its registrant"
                 )
-            authors = {
-                e.author
-                for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id))
-                if e.kind == "validation"
-            }
+            attached = session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id)).all()
+            check_rows(session, attached)
+            authors = {e.author for e in attached if e.kind == "validation"}
             if actor.name in authors:
                 raise ForbiddenError(
                     f"{actor.name} may not approve {parsed}: four-eyes rule, the approver may not be an author "
@@ -718,6 +717,7 @@ class Governance:
             hold = session.get(LegalHoldRow, row.id)
             if hold is not None:
                 raise ConflictError(f"{parsed} is under a legal hold ({hold.reason}); deletion is blocked")
+            check_gone(session, LegalHoldRow.__table__, [str(row.id)])  # a hold deleted in SQL still blocks
             tier = self.registry.policy_in_force(session).tier(model.risk_tier)
             keep_until = _aware(row.retired_at) + dt.timedelta(days=tier.retention_days)
             if now < keep_until:

@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from scoregate.registry.tables import Base, utcnow
+from scoregate.registry.tables import SECRET, Base, audited, utcnow
 
 
 class UserRow(Base):
     __tablename__ = "users"
+    __table_args__ = (audited("name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
@@ -25,10 +26,11 @@ class UserRow(Base):
 
 class TokenRow(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = (audited("id", "prefix"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), nullable=False, index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False, info=SECRET)
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
@@ -40,6 +42,7 @@ class DecisionRow(Base):
     """One lifecycle move of a version: who, when, why, on which evidence."""
 
     __tablename__ = "decisions"
+    __table_args__ = (audited("id", "version_id", "action"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
@@ -59,7 +62,10 @@ class EvidenceRow(Base):
     counts only where the policy names its kind and a validator has accepted it."""
 
     __tablename__ = "evidence"
-    __table_args__ = (UniqueConstraint("version_id", "digest", name="uq_evidence_version_digest"),)
+    __table_args__ = (
+        UniqueConstraint("version_id", "digest", name="uq_evidence_version_digest"),
+        audited("id", "version_id", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
@@ -85,6 +91,7 @@ class PolicyRow(Base):
     """A version of the governance policy document; the newest one is in force."""
 
     __tablename__ = "policies"
+    __table_args__ = (audited("id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document: Mapped[str] = mapped_column(Text, nullable=False)
@@ -100,6 +107,7 @@ class PolicyProposalRow(Base):
     """A policy change waiting for a second admin (when the policy in force asks for one)."""
 
     __tablename__ = "policy_proposals"
+    __table_args__ = (audited("id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document: Mapped[str] = mapped_column(Text, nullable=False)
@@ -115,6 +123,7 @@ class PolicyProposalRow(Base):
 
 class PolicyExceptionRow(Base):
     __tablename__ = "policy_exceptions"
+    __table_args__ = (audited("id", "version_id", "rule"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
@@ -129,6 +138,7 @@ class AliasHistoryRow(Base):
     """Every alias move and deletion, so "who served production at time T" has an answer."""
 
     __tablename__ = "alias_history"
+    __table_args__ = (audited("id", "model_id", "alias"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), nullable=False)
@@ -141,6 +151,7 @@ class AliasHistoryRow(Base):
 
 class LegalHoldRow(Base):
     __tablename__ = "legal_holds"
+    __table_args__ = (audited("version_id"),)
 
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), primary_key=True)
     reason: Mapped[str] = mapped_column(Text, nullable=False)

@@ -103,34 +103,38 @@ def subscribe(
     if not patterns or not all(patterns):
         raise InvalidInputError("a webhook needs at least one non-empty action pattern (e.g. '*')")
     now = utcnow()
-    values = {"url": url, "secret": secret, "actions": list(patterns), "active": True, "created_by": actor}
-    new_id = session.execute(insert(_SUBS).values(created_at=now, **values).returning(_SUBS.c.id)).scalar_one()
+    row = WebhookSubscriptionRow(
+        url=url, secret=secret, actions=list(patterns), active=True, created_by=actor, created_at=now
+    )
+    session.add(row)  # through the ORM, so the audit event records the row (by digest of its secret)
+    session.flush()
     append_event(
         session,
         actor=actor,
         action="webhook.subscribe",
-        subject=f"webhook:{new_id}",
-        after=_public(values),
+        subject=f"webhook:{row.id}",
+        after=_public(row),
         request_id=request_id,
     )
-    return Subscription(new_id, url, patterns, True, actor, now)
+    return Subscription(row.id, url, patterns, True, actor, now)
 
 
 def deactivate(
     session: Session, subscription_id: int, *, actor: str, reason: str | None = None, request_id: str | None = None
 ) -> None:
     """Stop deliveries to a subscription (audited); its history stays."""
-    row = session.execute(select(_SUBS).where(_SUBS.c.id == subscription_id).with_for_update()).one_or_none()
+    row = session.get(WebhookSubscriptionRow, subscription_id, with_for_update=True)
     if row is None:
         raise NotFoundError(f"webhook subscription {subscription_id} not found")
-    session.execute(update(_SUBS).where(_SUBS.c.id == subscription_id).values(active=False))
+    before = _public(row)
+    row.active = False
     append_event(
         session,
         actor=actor,
         action="webhook.deactivate",
         subject=f"webhook:{subscription_id}",
-        before=_public(row._mapping),
-        after={**_public(row._mapping), "active": False},
+        before=before,
+        after={**before, "active": False},
         reason=reason,
         request_id=request_id,
     )
@@ -143,9 +147,9 @@ def subscriptions(session: Session) -> list[Subscription]:
     ]
 
 
-def _public(values: Any) -> dict[str, Any]:
+def _public(row: WebhookSubscriptionRow) -> dict[str, Any]:
     """A subscription as audited: never the secret."""
-    return {"url": values["url"], "actions": list(values["actions"]), "active": bool(values["active"])}
+    return {"url": row.url, "actions": list(row.actions), "active": bool(row.active)}
 
 
 # -- outbox --------------------------------------------------------------------------------------

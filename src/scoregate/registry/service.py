@@ -36,6 +36,7 @@ from scoregate.errors import (
 )
 from scoregate.flavors import get_flavor
 from scoregate.governance.access import Permission, Principal, Role, hash_token
+from scoregate.governance.audit_checks import check_gone, check_rows, recorded_keys
 from scoregate.governance.policy import DEFAULT_POLICY, EvidenceFact, Policy, VersionFacts, missing_items
 from scoregate.governance.tables import (
     AliasHistoryRow,
@@ -141,8 +142,13 @@ class Registry:
     # -- identity ------------------------------------------------------------------------------
 
     def _authenticate(self, session: Session) -> Principal:
-        """Resolve the caller's token; before the first user exists, the local user acts as admin."""
+        """Resolve the caller's token; before the first user exists, the local user acts as admin.
+
+        The token and user rows are checked against the audit log, and so is "no user yet":
+        users deleted in SQL do not hand out the local admin.
+        """
         if session.scalar(select(func.count()).select_from(UserRow)) == 0:
+            check_gone(session, UserRow.__table__, recorded_keys(session, UserRow.__table__))
             return Principal(name=_current_user() or "local", roles=(Role.ADMIN,), authenticated=False)
         if not self.token:
             raise UnauthorizedError(
@@ -152,6 +158,8 @@ class Registry:
         row = session.scalars(select(TokenRow).where(TokenRow.token_hash == hash_token(self.token))).one_or_none()
         if row is None:
             raise UnauthorizedError("the API token is not valid")
+        user = session.get(UserRow, row.user_id)
+        check_rows(session, [row, user])
         if row.revoked_at is not None:
             raise UnauthorizedError(
                 f"the API token {row.prefix}… was revoked on {_aware(row.revoked_at):%Y-%m-%d %H:%M} UTC"
@@ -160,7 +168,6 @@ class Registry:
             raise UnauthorizedError(
                 f"the API token {row.prefix}… expired on {_aware(row.expires_at):%Y-%m-%d %H:%M} UTC"
             )
-        user = session.get(UserRow, row.user_id)
         if user is None or user.disabled:
             raise UnauthorizedError("the API token belongs to a disabled user")
         return Principal(name=user.name, roles=tuple(Role(r) for r in user.roles), token_id=row.id)
@@ -180,7 +187,9 @@ class Registry:
         after: Any = None,
         reason: str | None = None,
     ) -> None:
-        """Append the audit event of a change, in the change's own transaction."""
+        """Append the audit event of a change, in the change's own transaction, after the change:
+        the event records the audited rows written so far, and a transaction that writes one
+        after its last event is refused at commit."""
         from scoregate.governance.audit import append_event
 
         append_event(
@@ -394,6 +403,8 @@ class Registry:
         return model
 
     def find(self, session: Session, ref: ModelRef) -> tuple[ModelRow, VersionRow]:
+        """The model and version a reference names, each row checked against the audit log
+        (and the alias row, for ``name@alias``): TamperedError if one was changed in SQL."""
         model = self.model_row(session, ref.name)
         if ref.alias is not None:
             alias = session.scalars(
@@ -403,7 +414,9 @@ class Registry:
                 known = session.scalars(select(AliasRow.alias).where(AliasRow.model_id == model.id)).all()
                 listing = f"; its aliases: {', '.join(sorted(known))}" if known else "; it has no aliases"
                 raise NotFoundError(f"alias {ref.alias!r} of model {ref.name!r} not found{listing}")
-            return model, session.get(VersionRow, alias.version_id)  # type: ignore[return-value]
+            target = session.get(VersionRow, alias.version_id)
+            check_rows(session, [model, alias, target])
+            return model, target  # type: ignore[return-value]
         query = select(VersionRow).where(VersionRow.model_id == model.id).options(selectinload(VersionRow.tags))
         if ref.version is not None:
             row = session.scalars(query.where(VersionRow.version == ref.version)).one_or_none()
@@ -413,6 +426,7 @@ class Registry:
             latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id))
             have = f"its versions are 1-{latest}" if latest else "it has no versions"
             raise NotFoundError(f"{ref} not found: {have}")
+        check_rows(session, [model, row])
         return model, row
 
     def load(self, ref: str | ModelRef) -> LoadedModel:
@@ -536,6 +550,7 @@ class Registry:
             select(AliasRow).where(AliasRow.model_id == model.id, AliasRow.alias == alias).with_for_update()
         ).one_or_none()
         previous = session.get(VersionRow, current.version_id) if current is not None else None
+        check_rows(session, [current, previous])
         if previous is not None and previous.id == row.id:
             return AliasRecord(name=name, alias=alias, version=version, updated_at=_aware(current.updated_at))
         if previous is not None and not overwrite:
@@ -592,6 +607,7 @@ class Registry:
             if current is None:
                 raise NotFoundError(f"alias {alias!r} of model {name!r} not found")
             held = session.get(VersionRow, current.version_id)
+            check_rows(session, [model, current, held])
             session.delete(current)
             policy_row = session.get(TrafficPolicyRow, (model.id, alias))
             if policy_row is not None:
@@ -646,8 +662,10 @@ class Registry:
         return self.set_alias(name, alias, previous, reason=reason or f"rollback from version {current}")
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
+        """Every alias with the version it points at (what the server serves), each alias,
+        model and version row checked against the audit log."""
         query = (
-            select(ModelRow.name, AliasRow.alias, VersionRow.version, AliasRow.updated_at)
+            select(AliasRow, ModelRow, VersionRow)
             .join(ModelRow, AliasRow.model_id == ModelRow.id)
             .join(VersionRow, AliasRow.version_id == VersionRow.id)
             .order_by(ModelRow.name, AliasRow.alias)
@@ -655,7 +673,9 @@ class Registry:
         if name is not None:
             query = query.where(ModelRow.name == name)
         with self.reading() as session:
-            return [AliasRecord(*row) for row in session.execute(query)]
+            rows = session.execute(query).all()
+            check_rows(session, [row for triple in rows for row in triple])
+            return [AliasRecord(m.name, a.alias, v.version, a.updated_at) for a, m, v in rows]
 
     def alias_revision(self) -> str:
         """A token that changes whenever an alias or a traffic policy changes (cheap to poll)."""
@@ -766,13 +786,13 @@ class Registry:
                     )
 
     def traffic_policies(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The serving policy of each alias that has one, checked against the audit log."""
         with self.reading() as session:
             rows = session.execute(
-                select(ModelRow.name, TrafficPolicyRow.alias, TrafficPolicyRow.policy).join(
-                    ModelRow, TrafficPolicyRow.model_id == ModelRow.id
-                )
-            )
-            return {(name, alias): dict(policy) for name, alias, policy in rows}
+                select(TrafficPolicyRow, ModelRow).join(ModelRow, TrafficPolicyRow.model_id == ModelRow.id)
+            ).all()
+            check_rows(session, [row for pair in rows for row in pair])
+            return {(model.name, row.alias): dict(row.policy) for row, model in rows}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -838,17 +858,30 @@ class Registry:
     # -- governance facts --------------------------------------------------------------------------
 
     def policy_in_force(self, session: Session) -> Policy:
+        """The newest policy, checked against the audit log; so is the absence of a newer one
+        (deleting the newest policy row in SQL would bring back the one before it)."""
         row = session.scalars(select(PolicyRow).order_by(PolicyRow.id.desc()).limit(1)).one_or_none()
+        check_rows(session, [row])
+        table = PolicyRow.__table__
+        newest = row.id if row is not None else 0
+        check_gone(session, table, [key for key in recorded_keys(session, table) if int(key) > newest])
         return Policy.parse(row.document if row is not None else DEFAULT_POLICY)
 
     def facts(self, session: Session, model: ModelRow, row: VersionRow) -> VersionFacts:
-        """What the gates look at, with each recorded run judged again under the tier in force."""
+        """What the gates look at, with each recorded run judged again under the tier in force;
+        every evidence, decision and exception row is checked against the audit log first."""
         from scoregate.governance.evidence import judge
 
+        evidence_rows = session.scalars(
+            select(EvidenceRow).where(EvidenceRow.version_id == row.id).order_by(EvidenceRow.id)
+        ).all()
+        decisions = session.scalars(select(DecisionRow).where(DecisionRow.version_id == row.id)).all()
+        exceptions = session.scalars(select(PolicyExceptionRow).where(PolicyExceptionRow.version_id == row.id)).all()
+        check_rows(session, [model, row, *evidence_rows, *decisions, *exceptions])
         tier = self.policy_in_force(session).tier(model.risk_tier)
         schema = contract_schema(row)
         evidence = []
-        for e in session.scalars(select(EvidenceRow).where(EvidenceRow.version_id == row.id).order_by(EvidenceRow.id)):
+        for e in evidence_rows:
             problems: list[str] = []
             if e.origin == "run":
                 try:
@@ -878,14 +911,9 @@ class Registry:
                     accepted_by=e.accepted_by,
                 )
             )
-        decisions = session.scalars(select(DecisionRow).where(DecisionRow.version_id == row.id)).all()
         validated = [_aware(d.at) for d in decisions if d.action == "validate"]
         now = utcnow()
-        waived = frozenset(
-            e.rule
-            for e in session.scalars(select(PolicyExceptionRow).where(PolicyExceptionRow.version_id == row.id))
-            if _aware(e.expires_at) > now
-        )
+        waived = frozenset(e.rule for e in exceptions if _aware(e.expires_at) > now)
         return VersionFacts(
             ref=f"{model.name}@{row.version}",
             artifact_digest=row.artifact_digest,

@@ -4,6 +4,12 @@ Versions are immutable records: only ``status``, ``retired_at`` and ``retire_rea
 change after registration. Aliases point at versions; ``revisions`` holds a counter
 that changes whenever routing state (aliases, traffic policies) changes, so servers
 can poll one cheap row to learn that they must reload.
+
+Tables marked ``audited(...)`` are covered by the audit log: every row a transaction
+writes to one is recorded, as an image, in that transaction's audit event, and reads
+the gates rely on are checked against it (``scoregate.governance.audit``). Mark a new
+table that governance or serving reads; a new column of a marked table is covered
+without further work.
 """
 
 from __future__ import annotations
@@ -29,12 +35,28 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def audited(*label: str) -> dict[str, Any]:
+    """``__table_args__`` entry that puts a table under the audit log's row images.
+
+    ``label`` names the columns that identify a row to a person in verify's report
+    (``model_id`` and ``version_id`` are shown as the model's name and ``name@version``);
+    the primary key identifies it otherwise. A column whose value must never appear in
+    the log (a secret) takes ``info=SECRET``: its image is a digest.
+    """
+    return {"info": {"audited": label}}
+
+
+#: Column ``info`` of a value the audit log records only as a digest.
+SECRET = {"audit": "digest"}
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class ModelRow(Base):
     __tablename__ = "models"
+    __table_args__ = (audited("name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
@@ -49,7 +71,7 @@ class ModelRow(Base):
 
 class VersionRow(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"),)
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"), audited("model_id", "version"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), nullable=False, index=True)
@@ -90,6 +112,7 @@ class VersionRow(Base):
 
 class TagRow(Base):
     __tablename__ = "version_tags"
+    __table_args__ = (audited("version_id", "key"),)
 
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -98,7 +121,7 @@ class TagRow(Base):
 
 class AliasRow(Base):
     __tablename__ = "aliases"
-    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_alias"),)
+    __table_args__ = (UniqueConstraint("model_id", "alias", name="uq_model_alias"), audited("model_id", "alias"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), nullable=False)
@@ -112,6 +135,7 @@ class AliasRow(Base):
 
 class TrafficPolicyRow(Base):
     __tablename__ = "traffic_policies"
+    __table_args__ = (audited("model_id", "alias"),)
 
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), primary_key=True)
     alias: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -133,7 +157,8 @@ class RevisionRow(Base):
 
 class AuditEventRow(Base):
     """One link of the hash-chained audit log. ``before``/``after`` hold canonical JSON text,
-    exactly the bytes that were hashed, so verification never re-serialises a document."""
+    exactly the bytes that were hashed, so verification never re-serialises a document;
+    ``state``, also canonical JSON, the images of the audited rows its transaction wrote."""
 
     __tablename__ = "audit_events"
 
@@ -148,6 +173,18 @@ class AuditEventRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditKeyRow(Base):
+    """Which events wrote which audited row: "the last event that wrote row K of table T"
+    is one indexed lookup. Append-only, like the events, and written in their transaction."""
+
+    __tablename__ = "audit_keys"
+
+    table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    row_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class AuditHeadRow(Base):
@@ -163,10 +200,11 @@ class AuditHeadRow(Base):
 
 class WebhookSubscriptionRow(Base):
     __tablename__ = "webhook_subscriptions"
+    __table_args__ = (audited("id", "url"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     url: Mapped[str] = mapped_column(Text, nullable=False)
-    secret: Mapped[str] = mapped_column(Text, nullable=False)
+    secret: Mapped[str] = mapped_column(Text, nullable=False, info=SECRET)
     actions: Mapped[list[Any]] = mapped_column(JSON, nullable=False)  # glob patterns over event actions
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_by: Mapped[str] = mapped_column(String(128), nullable=False)

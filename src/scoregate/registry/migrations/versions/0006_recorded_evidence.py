@@ -1,7 +1,7 @@
 """recorded evidence runs and policy proposals
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01 23:30:00
 
 Evidence rows learn where they came from (``origin``: a scoregate run or an upload),
@@ -9,7 +9,9 @@ the contract a run was made against, its settings and case set, and, for uploads
 validator who accepted them. Every row written before this migration was attached as
 a file, so it becomes an ``upload``: none of it counts for a gate that asks for a run,
 and the versions it supported must be validated again, as a recorded run.
-A policy change can wait for a second admin in ``policy_proposals``.
+A policy change can wait for a second admin in ``policy_proposals``. Existing evidence rows
+gain values in columns the audit log's images did not name, so one ``audit.baseline`` event
+records them as they are now (see migration 0005).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -51,6 +53,13 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("decision_reason", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+    )
+    from scoregate.governance.audit import append_baseline
+
+    append_baseline(
+        op.get_bind(),
+        {"evidence": ()},
+        reason="migration 0006: evidence rows attached before it are uploads (origin, settings); as they were",
     )
 
 
