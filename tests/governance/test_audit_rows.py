@@ -20,7 +20,8 @@ from scoregate.governance.audit import iter_events, verify
 from scoregate.governance.service import Governance
 from scoregate.registry import Registry
 from scoregate.serving import RegistrySource, create_app
-from tests.governance.test_lifecycle import Team, register, report
+from tests.governance.runs import loadtest_document
+from tests.governance.test_lifecycle import Team, record_validation, register
 
 
 @pytest.fixture
@@ -128,9 +129,9 @@ def promotable(team: Team, files, *, approve: bool = True):  # type: ignore[no-u
     """credit-risk@1 (high tier) with its validation and load-test reports, validated, approved."""
     v = register(team.reg("dave"), files, tier="high")
     dave = team.gov("dave")
-    dave.attach_evidence(v.ref, "validation", report(v))
-    dave.attach_evidence(v.ref, "loadtest", report(v, within_budget=True))
-    dave.validate(v.ref)
+    record_validation(dave, v)
+    dave.record_run(v.ref, "loadtest", loadtest_document(v))
+    dave.mark_validated(v.ref)
     if approve:
         team.gov("val").approve(v.ref, reason="reviewed")
     return v
@@ -173,15 +174,16 @@ def test_an_approval_rewritten_to_the_registrant_is_refused_and_named(team: Team
 
 def test_forged_evidence_is_refused_and_named(team: Team, credit_files, run) -> None:
     v = register(team.reg("dave"), credit_files, tier="high")
-    team.gov("dave").attach_evidence(v.ref, "validation", report(v))
-    team.gov("dave").validate(v.ref)
+    record_validation(team.gov("dave"), v)
+    team.gov("dave").mark_validated(v.ref)
     team.gov("val").approve(v.ref, reason="reviewed")
     assert [m["rule"] for m in team.gov("viewer").check(v.ref)] == ["evidence:loadtest"]
     summary = json.dumps({"passed": True, "artifact_digest": v.artifact_digest, "within_budget": True})
     sql(
         team.reg("admin"),
         "INSERT INTO evidence (version_id, kind, name, digest, size, bound_digest, passed, summary, author, "
-        "created_at) VALUES (:v, 'loadtest', 'loadtest.json', :d, 2, :b, :p, :s, 'dave', :t)",
+        "created_at, origin, settings) VALUES (:v, 'loadtest', 'loadtest.json', :d, 2, :b, :p, :s, 'dave', :t, "
+        "'run', '{}')",
         v=version_id(team.reg("admin"), 1),
         d="f" * 64,
         b=v.artifact_digest,
@@ -215,9 +217,9 @@ def test_a_forged_policy_is_refused_and_named(team: Team, credit_files, run) -> 
 
 def test_the_newest_policy_deleted_in_sql_does_not_bring_back_the_one_before(team: Team, credit_files) -> None:
     admin = team.gov("admin")
-    admin.set_policy(LAX, reason="lax for a while")
+    team.set_policy(LAX, reason="lax for a while")
     _, document = admin.policy()
-    number = admin.set_policy(document.replace("approvals: 0", "approvals: 2"), reason="strict again")
+    number = team.set_policy(document.replace("approvals: 0", "approvals: 2"), reason="strict again")
     v = register(team.reg("dave"), credit_files, tier="high")
     sql(team.reg("admin"), "DELETE FROM policies WHERE id = :id", id=number)  # the lax one is in force again
     with pytest.raises(IntegrityError, match=rf"policies row {number} is gone: the audit log \(event \d+\) records it"):
@@ -325,6 +327,7 @@ def test_a_dropped_or_disabled_trigger_is_reported(db_settings: Settings, credit
 
 def test_every_change_the_platform_makes_verifies_row_by_row(team: Team, credit_files, receiver) -> None:
     v = promotable(team, credit_files)
+    register(team.reg("dave"), credit_files, tier="high")
     team.reg("dep").set_alias("credit-risk", "production", 1)
     team.reg("dave").set_tag(v.ref, "limitations", "not for SME loans")
     team.gov("admin").grant_exception(
@@ -332,7 +335,7 @@ def test_every_change_the_platform_makes_verifies_row_by_row(team: Team, credit_
     )
     team.gov("admin").legal_hold(v.ref, reason="litigation")
     team.gov("admin").release_hold(v.ref, reason="settled")
-    team.reg("dep").set_traffic_policy("credit-risk", "production", {"canary": {"version": 1, "weight": 0.1}})
+    team.reg("dep").set_traffic_policy("credit-risk", "production", {"shadow": {"version": 2, "sample": 0.1}})
     hook = team.gov("admin").add_webhook(receiver.url, "s3cret-s3cret-s3cret-s3cret", ["alias.*"])
     team.gov("admin").remove_webhook(hook)
     result = verify(team.reg("viewer").engine)

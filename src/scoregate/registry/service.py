@@ -344,6 +344,8 @@ class Registry:
     ) -> ModelVersion:
         with self.mutation(Permission.REGISTER, name) as (session, actor):
             model = session.scalars(select(ModelRow).where(ModelRow.name == name).with_for_update()).one_or_none()
+            if model is not None:
+                check_rows(session, [model])  # its risk tier chooses the gates: not one set in SQL
             now = utcnow()
             if model is None:
                 model = ModelRow(
