@@ -75,14 +75,14 @@ def test_profile_stops_a_model_that_hangs_in_its_first_request(run, credit_files
     assert hung_in in report["hottest_function"]["function"], report["hottest_function"]
     assert (tmp_path / "prof" / "flamegraph.html").is_file() and (tmp_path / "prof" / "profile.prof").is_file()
     assert "STOPPED" in (tmp_path / "prof" / "profile.txt").read_text()
-    assert "attached profile evidence" in out and "passed=False" in out
+    assert "recorded profile run" in " ".join(out.split()) and "does not count for the policy" in out
     _no_model_process_left_running()
 
 
 def test_profile_reports_the_requests_that_ran_before_the_hang(run, credit_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = hanging_scorer(tmp_path / "scorer", how="spin", after_calls=3)  # warm-up + 2 requests answer
     assert _register(run, folder, credit_files["train"])[0] == 0
-    code, out, err = run("profile", "hang@1", "--requests", "50", "--call-timeout", "2", "--no-attach", "-o", "p")
+    code, out, err = run("profile", "hang@1", "--requests", "50", "--call-timeout", "2", "--no-record", "-o", "p")
     assert code == 1, (out, err)
     assert "did not answer within 2 s; profiled 2 of 50 requests" in _one_error_line(err)
     report = json.loads((tmp_path / "p" / "profile.json").read_text())
@@ -93,7 +93,7 @@ def test_profile_reports_the_requests_that_ran_before_the_hang(run, credit_files
 def test_profile_of_a_model_that_holds_the_interpreter_lock_still_reports(run, credit_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = hanging_scorer(tmp_path / "scorer", how="spin-in-c", when_rows=1)
     assert _register(run, folder, credit_files["train"])[0] == 0
-    code, out, err = run("profile", "hang@1", "--timeout", "3", "--no-attach", "-o", "p")
+    code, out, err = run("profile", "hang@1", "--timeout", "3", "--no-record", "-o", "p")
     assert code == 1, (out, err)
     assert "hang@1 did not answer within 3 s; profiled 0 of 200 requests" in _one_error_line(err)
     report = json.loads((tmp_path / "p" / "profile.json").read_text())
@@ -107,7 +107,7 @@ def test_profile_stops_a_model_that_hangs_while_loading(run, credit_files, tmp_p
     folder = hanging_scorer(tmp_path / "scorer", when_rows=1, load_hangs_if=marker)
     assert _register(run, folder, credit_files["train"])[0] == 0
     marker.touch()
-    code, out, err = run("profile", "hang@1", "--timeout", "2", "--no-attach", "-o", "p")
+    code, out, err = run("profile", "hang@1", "--timeout", "2", "--no-record", "-o", "p")
     assert code == 1, (out, err)
     assert "hang@1 did not load within 2 s; profiled 0 of 200 requests" in _one_error_line(err)
     assert json.loads((tmp_path / "p" / "profile.json").read_text())["stopped"].startswith("hang@1 did not load")
@@ -148,7 +148,7 @@ def test_loadtest_of_a_model_that_stops_answering_returns_after_the_run(
     assert report["unanswered"] >= 1 and report["overall"]["failures"] == report["overall"]["requests"]
     assert report["overall"]["p95_ms"] > report["latency_budget_ms"]  # they waited, over budget
     assert (tmp_path / "load" / "report.html").is_file()
-    assert "attached loadtest evidence" in out
+    assert "recorded loadtest run" in out
     _no_server_left()
 
 
@@ -157,7 +157,7 @@ def test_loadtest_counts_requests_that_time_out_as_failures_over_budget(run, cre
     assert _register(run, folder, credit_files["train"])[0] == 0
     code, out, err = run(
         "loadtest", "hang@1", "--duration", "3s", "--users", "2", "--rps", "4", "--request-timeout", "1",
-        "--no-attach", "-o", tmp_path / "load",
+        "--no-record", "-o", tmp_path / "load",
     )  # fmt: skip
     assert code == 1, (out, err)
     assert "timed out after 1 s" in _one_error_line(err)

@@ -146,9 +146,11 @@ def test_stored_versions_keep_their_outputs_but_undeclared_nan_fails_validation(
         "nanny", nan_scorer(tmp_path), flavor="python", train_data=train_with_nulls, target="default", outputs=DECLARED
     )
     # a version stored before the contract was recorded: nullable learned silently, no output_contract
-    with registry.transaction() as session:
+    with registry.mutation(None, version.ref) as (session, actor):  # recorded, so the audit log agrees
         row = session.scalars(select(VersionRow)).one()
         row.input_schema = {k: v for k, v in row.input_schema.items() if k != "output_contract"}
+        session.flush()
+        registry.record_event(session, actor, "test.legacy_contract", version.ref)
     legacy = registry.resolve(version.ref)
     assert legacy.input_schema.output_contract is None
     assert legacy.output_schema == DECLARED  # kept as stored

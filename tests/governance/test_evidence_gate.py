@@ -126,6 +126,26 @@ def test_a_load_test_is_judged_on_its_measurements_against_the_budget() -> None:
     ]
 
 
+def test_a_profile_or_load_test_cut_short_does_not_count() -> None:
+    from scoregate.governance.evidence import judge_profile
+
+    full = {"kind": "scoregate.profile", "requests": 200, "complete": True, "stopped": None}
+    assert judge_profile(full, rules=HIGH.profile) == []
+    cut = {**full, "requests": 2, "complete": False, "stopped": "m@1 did not answer within 2 s"}
+    assert judge_profile(cut, rules=HIGH.profile) == [
+        "it profiled 2 request(s); the tier requires 50",
+        "it did not complete: m@1 did not answer within 2 s",
+    ]
+
+    class Version:
+        ref, artifact_digest, latency_budget_ms = "m@1", "a" * 64, 300.0
+
+    stopped = {**loadtest_document(Version()), "stopped": "the server did not become ready within 120 s"}
+    assert judge_loadtest(stopped, version_budget_ms=300.0, rules=HIGH.loadtest) == [
+        "it did not complete: the server did not become ready within 120 s"
+    ]
+
+
 @pytest.mark.parametrize(
     "alias",
     ["Production", "PRODUCTION", "prod", "Prod", "prd", "pr0duction", "production2", "prod-uction", "productoin"],

@@ -166,12 +166,12 @@ def test_cli_validate_with_a_reference_that_hangs(
     (folder / "scorer.py").write_text(textwrap.dedent(HANGS_IN_REFERENCE_ONLY))
     shutil.copy(credit_files["model"], folder / "model.joblib")
     monkeypatch.setenv("SG_TEST_HOST_PID", str(os.getpid()))
-    monkeypatch.setenv("SG_TEST_HANG", "score")
     monkeypatch.setenv("SG_TEST_PIDS", str(tmp_path / "pids"))
     code, _, err = run(
         "register", "hangs", folder, "--flavor", "python", "--train-data", credit_files["train"], "--target", "default"
     )
     assert code == 0, err
+    monkeypatch.setenv("SG_TEST_HANG", "score")  # registration scores in a worker process too
     code, out, _ = run("validate", "hangs@1", "--timeout", "1", "-o", tmp_path / "out", "--no-record")
     assert code == 1
     errors = [line for line in out.splitlines() if line.startswith("error:")]

@@ -264,9 +264,10 @@ def test_a_model_hanging_in_the_reference_process_is_killed(
     import os
 
     monkeypatch.setenv("SG_TEST_HOST_PID", str(os.getpid()))
-    monkeypatch.setenv("SG_TEST_HANG", "score")
     monkeypatch.setenv("SG_TEST_PIDS", str(tmp_path / "pids"))
+    # registration scores in a worker process too: the hang starts once the version is registered
     version = python_model(registry, tmp_path / "hang", "hangs", HANGS_IN_REFERENCE_ONLY, credit_files, copy_model=True)
+    monkeypatch.setenv("SG_TEST_HANG", "score")
     report = validate(registry, version.ref, timeout_s=1.0, out_dir=tmp_path / "out")
     p = report.parity
     assert p.failed and not p.available and p.outcome == "failed"
@@ -286,9 +287,9 @@ def test_a_model_hanging_while_the_reference_loads_it_is_killed(
     import os
 
     monkeypatch.setenv("SG_TEST_HOST_PID", str(os.getpid()))
-    monkeypatch.setenv("SG_TEST_HANG", "load")
     monkeypatch.setattr("scoregate.validation.reference.REFERENCE_LOAD_S", 5.0)
     version = python_model(registry, tmp_path / "hang", "hangs", HANGS_IN_REFERENCE_ONLY, credit_files, copy_model=True)
+    monkeypatch.setenv("SG_TEST_HANG", "load")
     report = validate(registry, version.ref, timeout_s=1.0)
     assert report.parity.error == (
         "the subprocess reference process did not get ready within 5 s (starting, loading): killed"

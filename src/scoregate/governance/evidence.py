@@ -205,7 +205,7 @@ def judge_loadtest(
     overall = document.get("overall")
     if not isinstance(overall, Mapping):
         return ["its overall measurements are missing"]
-    problems = []
+    problems = [f"it did not complete: {document['stopped']}"] if document.get("stopped") else []
     elapsed = _number(document.get("elapsed_s"))
     duration = min(elapsed, _number(document.get("duration_s")) or elapsed) if elapsed is not None else None
     if duration is None or duration < rules.min_duration_s:
@@ -245,8 +245,8 @@ def judge_profile(document: Mapping[str, Any], *, rules: ProfileRequirements) ->
     requests = _number(document.get("requests")) or 0.0
     if requests < rules.min_requests:
         problems.append(f"it profiled {requests:.0f} request(s); the tier requires {rules.min_requests}")
-    if document.get("completed") is False or document.get("timed_out"):
-        problems.append("it did not complete: the model did not answer within its timeout")
+    if document.get("complete") is False or document.get("stopped"):
+        problems.append(f"it did not complete: {document.get('stopped') or 'the run was cut short'}")
     return problems
 
 
