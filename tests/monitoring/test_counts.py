@@ -118,9 +118,9 @@ def test_wrong_and_missing_columns_are_named() -> None:
     acc = Accumulator([NUMBERS, LEVELS])
     with pytest.raises(InvalidInputError, match=r"missing column\(s\): c"):
         acc.update({"x": [1.0]})
-    with pytest.raises(InvalidInputError, match="'x' holds string, not numbers"):
+    with pytest.raises(InvalidInputError, match="'x' holds text, not numbers"):
         acc.update({"x": ["1.5"], "c": ["a"]})
-    with pytest.raises(InvalidInputError, match="'c' holds double, not category labels"):
+    with pytest.raises(InvalidInputError, match=r"'c' holds numbers \(double\), not category labels"):
         acc.update({"x": [1.5], "c": [1.5]})
     with pytest.raises(InvalidInputError, match="different lengths"):
         acc.update({"x": [1.5, 2.0], "c": ["a"]})

@@ -394,7 +394,7 @@ def _as_float(values: pa.Array, name: str) -> np.ndarray:
     if pa.types.is_null(kind):
         return np.full(len(values), np.nan)
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
-        raise InvalidInputError(f"column {name!r} holds {kind}, not numbers")
+        raise InvalidInputError(f"column {name!r} holds {describe(kind)}, not numbers")
     if not pa.types.is_float64(kind):
         values = values.cast(pa.float64())
     return values.to_numpy(zero_copy_only=False)
@@ -411,4 +411,19 @@ def _as_text(values: pa.Array, name: str) -> pa.Array:
         return values.cast(pa.string())
     if pa.types.is_null(kind):
         return pa.nulls(len(values), type=pa.string())
-    raise InvalidInputError(f"column {name!r} holds {kind}, not category labels")
+    raise InvalidInputError(f"column {name!r} holds {describe(kind)}, not category labels")
+
+
+def describe(kind: pa.DataType) -> str:
+    """An Arrow type in the words a user knows it by."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if pa.types.is_boolean(kind):
+        return "true/false values"
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return f"numbers ({kind})"
+    if pa.types.is_temporal(kind):
+        return f"date-times ({kind})"
+    return str(kind)

@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from scoregate.errors import InvalidInputError
-from scoregate.monitoring.counts import Kind
+from scoregate.monitoring.counts import Kind, describe
 
 #: Rows per record batch: large enough that per-batch Python overhead vanishes, small
 #: enough that a batch of 100 float columns is 50 MB.
@@ -135,7 +135,7 @@ def _check_type(path: Path, column: Column, kind: pa.DataType) -> None:
     }[column.kind]
     if not ok:
         wanted = "numbers" if column.kind is Kind.NUMERIC else "category labels"
-        raise InvalidInputError(f"{path}: column {column.name!r} holds {kind}, expected {wanted}")
+        raise InvalidInputError(f"{path}: column {column.name!r} holds {describe(kind)}, expected {wanted}")
 
 
 class _Hasher(threading.Thread):
