@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -313,14 +314,23 @@ class Accumulator:
     def bins(self) -> list[Bins]:
         return [c.bins for c in self.columns.values()]
 
-    def update(self, data: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> None:
-        """Add rows: an Arrow batch or table, or ``{column: values}`` (arrays or lists, None for null)."""
+    def update(self, data: pa.RecordBatch | pa.Table | Mapping[str, Any], *, pool: Executor | None = None) -> None:
+        """Add rows: an Arrow batch or table, or ``{column: values}`` (arrays or lists, None for null).
+
+        With a thread ``pool`` the columns are counted in parallel (NumPy and Arrow release
+        the interpreter lock); each column is one task, so the counts are the same either way.
+        """
         arrays = _columns_of(data, list(self.columns))
         lengths = {len(a) for a in arrays.values()}
         if len(lengths) > 1:
             raise InvalidInputError(f"columns of different lengths: {sorted(lengths)}")
-        for name, values in arrays.items():
-            self.columns[name].add(values)
+        columns = self.columns
+        if pool is None or len(arrays) < 2:
+            for name, values in arrays.items():
+                columns[name].add(values)
+        else:
+            for _ in pool.map(lambda item: columns[item[0]].add(item[1]), arrays.items()):
+                pass
         self.rows += lengths.pop() if lengths else 0
 
     def merge(self, other: Accumulator) -> Accumulator:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from enum import StrEnum
 from typing import Any
 
@@ -286,17 +287,19 @@ class _Bins:
             if c.kind is Kind.CATEGORICAL and kind is not FeatureType.BOOL
         }
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        arrays = []
-        for name in self.numeric:
-            x = _as_float(_whole(batch.column(name)), name)
+    def add(self, batch: pa.RecordBatch, pool: Executor | None) -> None:
+        arrays = {name: _as_float(_whole(batch.column(name)), name) for name in self.numeric}
+
+        def ranges(name: str) -> None:
+            x = arrays[name]
             finite = x[np.isfinite(x)] if not np.isfinite(x).all() else x
             if len(finite):
                 self.low[name] = min(self.low[name], float(finite.min()))
                 self.high[name] = max(self.high[name], float(finite.max()))
                 self.finite[name] += len(finite)
-            arrays.append(x)
-        self.sample.add(arrays)
+
+        _each(ranges, self.numeric, pool)
+        self.sample.add(list(arrays.values()))
         for name, levels in self.levels.items():
             levels.add(_as_text(_whole(batch.column(name)), name))
 
@@ -393,6 +396,16 @@ def _concat(pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(pieces).combine_chunks().to_batches()[0]
 
 
+def _each(function: Callable[[Any], None], items: Iterable[Any], pool: Executor | None) -> None:
+    """``function`` on every item, on the pool's threads when there is one (one column per task)."""
+    if pool is None:
+        for item in items:
+            function(item)
+        return
+    for _ in pool.map(function, list(items)):
+        pass
+
+
 def _whole(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
@@ -404,6 +417,7 @@ def build_profile(
     settings: ProfileSettings | None = None,
     subject: Subject | None = None,
     source: Callable[[int], SourceInfo] | None = None,
+    pool: Executor | None = None,
 ) -> ReferenceProfile:
     """Profile ``columns`` of the rows ``batches()`` yields; it is called once per pass (2 or 3).
 
@@ -417,8 +431,8 @@ def build_profile(
     rows = 0
     for batch in _blocks(batches(), BATCH_ROWS):
         rows += batch.num_rows
-        picker.add(batch)
-    chosen = _choose(columns, picker, batches, settings)
+        picker.add(batch, pool)
+    chosen = _choose(columns, picker, batches, settings, pool)
     bins = [b for b, _, _ in chosen]
     chunk_count = min(settings.chunks, rows // settings.min_chunk_rows) if settings.chunks else 0
     chunk_rows = rows // chunk_count if chunk_count >= 2 else None
@@ -429,7 +443,7 @@ def build_profile(
         while start < batch.num_rows:
             part = min((seen + start) // chunk_rows, len(parts) - 1) if chunk_rows else 0
             end = batch.num_rows if part == len(parts) - 1 else min(batch.num_rows, (part + 1) * chunk_rows - seen)
-            parts[part].update(batch.slice(start, end - start))
+            parts[part].update(batch.slice(start, end - start), pool=pool)
             start = end
         seen += batch.num_rows
     if seen != rows:
@@ -479,6 +493,7 @@ def _choose(
     picker: _Bins,
     batches: Callable[[], Iterable[pa.RecordBatch]],
     settings: ProfileSettings,
+    pool: Executor | None,
 ) -> list[tuple[Bins, list[float], bool]]:
     """Every column's bins: (bins, coarse edges, whether the coarse edges are exact deciles)."""
     step = settings.fine_bins // settings.coarse_bins
@@ -490,9 +505,12 @@ def _choose(
     }
     if refine:
         for batch in _blocks(batches(), BATCH_ROWS):
-            for name, deciles in refine.items():
-                x = _as_float(_whole(batch.column(name)), name)
-                deciles.add(x[np.isfinite(x)])
+
+            def add(item: tuple[str, _Deciles], batch: pa.RecordBatch = batch) -> None:
+                x = _as_float(_whole(batch.column(item[0])), item[0])
+                item[1].add(x[np.isfinite(x)])
+
+            _each(add, refine.items(), pool)
     out = []
     for column, kind, _ in columns:
         name = column.name

@@ -33,7 +33,7 @@ from scoregate.monitoring.profile import (
     input_columns,
     output_columns,
 )
-from scoregate.monitoring.sources import Column, FileSource
+from scoregate.monitoring.sources import Column, FileSource, worker_pool
 from scoregate.monitoring.statistics import ks_exact
 from scoregate.registry import Registry
 from scoregate.registry.records import ModelVersion
@@ -156,7 +156,7 @@ def profile_file(
     score = score and bool(version.output_schema)
     columns = _profile_columns(version, outputs=score)
     source = FileSource(data, [c for c, _, role in columns if role is Role.INPUT])
-    with tempfile.TemporaryDirectory(prefix="scoregate-profile-") as folder:
+    with tempfile.TemporaryDirectory(prefix="scoregate-profile-") as folder, worker_pool() as pool:
         batches: Batches = _Scored(source, _Scorer(registry, version), Path(folder)) if score else source.batches
         return build_profile(
             columns,
@@ -164,6 +164,7 @@ def profile_file(
             settings=settings,
             subject=subject_of(version),
             source=lambda rows: SourceInfo(uri=source.uri, sha256=source.sha256, rows=rows),
+            pool=pool,
         )
 
 
@@ -195,11 +196,12 @@ def _count_file(
     if outputs is not None and not logged and scorer is None:
         notes.append("the model's outputs were not compared: they are not in the file and scoring is off")
         outputs = None
-    for batch in source.batches():
-        inputs.update(batch)
-        if outputs is None:
-            continue
-        outputs.update(batch if logged else scorer(batch, str(path)))
+    with worker_pool() as pool:
+        for batch in source.batches():
+            inputs.update(batch, pool=pool)
+            if outputs is None:
+                continue
+            outputs.update(batch if logged else scorer(batch, str(path)), pool=pool)
     if outputs is not None and not logged:
         notes.append("the model's outputs were scored on the current data")
     return inputs, outputs, source
@@ -310,10 +312,11 @@ def drift_log(
     )
     inputs = profile.accumulator(Role.INPUT)
     outputs = profile.accumulator(Role.OUTPUT) if profile.role(Role.OUTPUT) else None
-    for input_batch, output_batch in source.batches():
-        inputs.update(input_batch)
-        if outputs is not None:
-            outputs.update(output_batch)
+    with worker_pool() as pool:
+        for input_batch, output_batch in source.batches():
+            inputs.update(input_batch, pool=pool)
+            if outputs is not None:
+                outputs.update(output_batch, pool=pool)
     result = compare(
         profile,
         inputs,

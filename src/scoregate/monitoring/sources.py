@@ -10,8 +10,11 @@ is re-readable, because building a profile takes two passes.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,20 @@ from scoregate.monitoring.counts import Kind, describe
 #: enough that a batch of 100 float columns is 50 MB.
 BATCH_ROWS = 65_536
 _READ_BUFFER = 1 << 20
+#: Threads that count columns in parallel in batch monitoring (two cores is the design point).
+THREADS = min(4, os.cpu_count() or 1)
+
+
+@contextmanager
+def worker_pool() -> Iterator[ThreadPoolExecutor | None]:
+    """Threads for counting columns in parallel; None on one core."""
+    if THREADS < 2:
+        yield None
+        return
+    with ThreadPoolExecutor(THREADS, thread_name_prefix="monitor") as pool:
+        yield pool
+
+
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
