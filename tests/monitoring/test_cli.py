@@ -186,3 +186,19 @@ def test_scoring_rows_the_model_cannot_take_is_one_line(run, credit, tmp_path: P
     code, _out, err = run("monitor", "drift", "credit-risk@1", "--current", tmp_path / "holes.parquet", "--no-score")
     assert code == 0, err
     assert "outputs were not compared" in err
+
+
+def test_new_levels_and_values_out_of_range(run, credit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("monitor", "reference", "credit-risk@1", credit["train"])[0] == 0
+    frame = pd.read_parquet(credit["same"])
+    frame.loc[:599, "purpose"] = "crypto"  # a level training never saw
+    frame.loc[:299, "age"] = 120  # above the training maximum
+    frame.to_parquet(tmp_path / "odd.parquet", index=False)
+    out_file = tmp_path / "odd.json"
+    code, _, err = run("monitor", "drift", "credit-risk@1", "--current", tmp_path / "odd.parquet", "-o", out_file)
+    assert code == 0, err
+    result = DriftResult.model_validate_json(out_file.read_bytes())
+    by_name = {c.name: c for c in result.columns}
+    assert by_name["purpose"].quality.other_share_current == pytest.approx(0.2) and by_name["purpose"].drifted
+    assert by_name["age"].quality.above_range_share == pytest.approx(0.1)
+    assert by_name["prediction"].current_count == 3_000  # every row was scored

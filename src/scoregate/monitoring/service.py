@@ -37,7 +37,7 @@ from scoregate.monitoring.sources import Column, FileSource, worker_pool
 from scoregate.monitoring.statistics import ks_exact
 from scoregate.registry import Registry
 from scoregate.registry.records import ModelVersion
-from scoregate.schema import FeatureType, ModelSchema, prepare_frame
+from scoregate.schema import Feature, FeatureType, ModelSchema, prepare_frame
 
 Batches = Callable[[], Iterator[pa.RecordBatch]]
 
@@ -69,8 +69,9 @@ class _Scorer:
         self.registry, self.version = registry, version
         self.names = [o.name for o in version.output_schema]
         # Ranges and levels seen in training are no reason to refuse a row here: monitoring
-        # exists to see values outside them. Types and nullability still hold.
-        features = [f.model_copy(update={"minimum": None, "maximum": None}) for f in version.input_schema.features]
+        # exists to see values outside them (a category's new level is scored as the text it
+        # is, as the model would be given it). Types and nullability still hold.
+        features = [_relaxed(f) for f in version.input_schema.features]
         self.schema = ModelSchema(features=features, target=version.input_schema.target)
         self._model = None
 
@@ -90,6 +91,12 @@ class _Scorer:
         if missing:
             raise InvalidInputError(f"the model did not return its output(s) {', '.join(missing)}")
         return pa.RecordBatch.from_pandas(outputs[self.names], preserve_index=False)
+
+
+def _relaxed(feature: Feature) -> Feature:
+    if feature.type is FeatureType.CATEGORY:
+        return Feature(name=feature.name, type=FeatureType.STRING, nullable=feature.nullable)
+    return feature.model_copy(update={"minimum": None, "maximum": None})
 
 
 def _with(batch: pa.RecordBatch, extra: pa.RecordBatch) -> pa.RecordBatch:
