@@ -225,7 +225,7 @@ class _Sample:
 
     def __init__(self, names: list[str], size: int, seed: int) -> None:
         self.names, self.size = names, size
-        self.values = np.full((size, len(names)), np.nan)
+        self.values = np.full((len(names), size), np.nan)  # a row per column: writes stay contiguous
         self.rng = np.random.default_rng(seed)
         self.seen = 0
 
@@ -233,7 +233,7 @@ class _Sample:
         n = len(columns[0]) if columns else 0
         fill = max(0, min(n, self.size - self.seen))
         for i, x in enumerate(columns):
-            self.values[self.seen : self.seen + fill, i] = x[:fill]
+            self.values[i, self.seen : self.seen + fill] = x[:fill]
         if n > fill:
             # row t (0-based) replaces slot j ~ U{0..t} when j < size; a later row wins a slot
             rows = np.arange(self.seen + fill, self.seen + n)
@@ -242,11 +242,11 @@ class _Sample:
             last = len(kept) - 1 - np.unique(slots[kept][::-1], return_index=True)[1]
             kept, targets = kept[last], slots[kept][last]
             for i, x in enumerate(columns):
-                self.values[targets, i] = x[fill:][kept]
+                self.values[i, targets] = x[fill:][kept]
         self.seen += n
 
     def column(self, i: int) -> np.ndarray:
-        x = self.values[: min(self.seen, self.size), i]
+        x = self.values[i, : min(self.seen, self.size)]
         return x[np.isfinite(x)]
 
 
