@@ -184,6 +184,9 @@ class ReferenceProfile(BaseModel):
                 return column
         raise KeyError(name)
 
+    def columns_to_read(self, role: Role) -> list[Column]:
+        return [column_of(c.name, c.type, c.kind) for c in self.role(role)]
+
     def accumulator(self, role: Role) -> Accumulator:
         """Empty counters over this profile's bins, for current data."""
         return Accumulator(c.bins for c in self.role(role))
@@ -206,11 +209,15 @@ def output_kind(kind: FeatureType) -> Kind:
 
 
 def input_columns(schema: ModelSchema) -> list[tuple[Column, FeatureType]]:
-    return [(Column(f.name, kind_of(f.type)), f.type) for f in schema.features]
+    return [(column_of(f.name, f.type, kind_of(f.type)), f.type) for f in schema.features]
 
 
 def output_columns(schema: ModelSchema) -> list[tuple[Column, FeatureType]]:
-    return [(Column(o.name, output_kind(o.type)), o.type) for o in schema.outputs]
+    return [(column_of(o.name, o.type, output_kind(o.type)), o.type) for o in schema.outputs]
+
+
+def column_of(name: str, kind: FeatureType, binned: Kind) -> Column:
+    return Column(name, binned, boolean=kind is FeatureType.BOOL)
 
 
 # -- building --------------------------------------------------------------------------------------------

@@ -193,9 +193,9 @@ def _count_file(
     profile: ReferenceProfile, path: Path, scorer: _Scorer | None, notes: list[str]
 ) -> tuple[Accumulator, Accumulator | None, FileSource]:
     inputs = profile.accumulator(Role.INPUT)
-    wanted = [Column(b.name, b.kind) for b in inputs.bins]
+    wanted = profile.columns_to_read(Role.INPUT)
     output_bins = profile.accumulator(Role.OUTPUT).bins
-    optional = [Column(b.name, b.kind) for b in output_bins]
+    optional = profile.columns_to_read(Role.OUTPUT)
     source = FileSource(path, wanted, optional=optional)
     present = {c.name for c in source.present}
     outputs = profile.accumulator(Role.OUTPUT) if output_bins else None

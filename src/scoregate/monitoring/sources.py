@@ -52,6 +52,7 @@ class Column:
 
     name: str
     kind: Kind
+    boolean: bool = False  # true/false values: CSV text such as "True" is parsed, not taken as a label
 
 
 @dataclass
@@ -124,7 +125,7 @@ class FileSource:
         yield from handle.iter_batches(batch_size=self.batch_rows, columns=[c.name for c in self.present])
 
     def _csv(self) -> Iterator[pa.RecordBatch]:
-        types = {c.name: _CSV_TYPES[c.kind] for c in self.present if c.kind in _CSV_TYPES}
+        types = {c.name: pa.bool_() if c.boolean else _CSV_TYPES[c.kind] for c in self.present}
         reader = pacsv.open_csv(
             self.path,
             read_options=pacsv.ReadOptions(block_size=8 << 20),
