@@ -47,6 +47,10 @@ def test_reference_drift_and_history(run, credit, home: Path, tmp_path: Path) ->
     assert entries[0]["profile_digest"] == result.profile_digest
     registry = Registry(Settings(home=home))
     assert registry.artifacts.read_bytes(entries[0]["result_digest"]) == result_file.read_bytes()
+    code, out, _ = run("monitor", "show", "credit-risk@1")
+    assert code == 0 and "5,000 rows of" in out and "income" in out and "proba_1" in out
+    code, out, _ = run("monitor", "show", "credit-risk@1", "--json")
+    assert json.loads(out)["source"]["rows"] == 5_000
     code, out, _ = run("audit", "verify")
     assert code == 0 and "chain intact" in out
     code, out, _ = run("audit", "log", "--subject", "credit-risk@1")

@@ -275,3 +275,51 @@ def history(
             f"{len(e.drifted)}/{e.columns}" + (f" ({escape(', '.join(e.drifted[:5]))})" if e.drifted else ""),
         )
     out.print(table)
+
+
+@monitor_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the profile document.")] = False,
+) -> None:
+    """The reference profile bound to a version: where it came from and each column's summary."""
+    from scoregate.monitoring import store
+
+    registry = get_registry()
+    try:
+        version = registry.resolve(ref)
+        stored = store.bound_reference(registry, version)
+    finally:
+        registry.close()
+    profile = stored.profile
+    if as_json:
+        out.print_json(profile.canonical_json().decode())
+        return
+    source = profile.source
+    out.print(
+        f"[bold]{escape(version.ref)}[/] reference profile sha256:{stored.digest} "
+        f"({len(profile.canonical_json()) / 1024:.0f} KiB), recorded {stored.recorded_at:%Y-%m-%d %H:%M:%S} UTC "
+        f"by {escape(stored.recorded_by)}\n{source.rows:,} rows of {escape(source.uri or '-')} "
+        f"sha256:{source.sha256 or '-'}; {profile.statistics}",
+        highlight=False,
+    )
+    table = Table("column", "role", "type", "bins", "nulls", "mean", "std", "range / top levels")
+    for c in profile.columns:
+        if c.kind.value == "numeric":
+            detail = "-" if c.minimum is None else f"[{c.minimum:g}, {c.maximum:g}]"
+        elif c.kind.value == "categorical":
+            ranked = sorted(zip(c.levels, c.counts, strict=False), key=lambda lc: -lc[1])[:4]
+            detail = ", ".join(f"{escape(level)} {count / max(c.count, 1):.0%}" for level, count in ranked)
+        else:
+            detail = "not binned"
+        table.add_row(
+            escape(c.name),
+            c.role.value,
+            c.type.value,
+            str(len(c.counts)),
+            f"{c.nulls / c.rows:.1%}" if c.rows else "-",
+            _fmt(c.mean),
+            _fmt(c.std),
+            detail,
+        )
+    out.print(table)
