@@ -111,3 +111,26 @@ def test_nulls_and_an_empty_column() -> None:
     assert profile.column("x").nulls == 500 and sum(profile.column("x").counts) == 1_500
     empty = profile.column("empty")
     assert empty.edges == [] and empty.counts == [0] and empty.nulls == 2_000 and empty.role is Role.INPUT
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(counts=c["counts"][:-1]), "counts for"),
+        (lambda c: c.update(edges=c["edges"][::-1]), "strictly increasing"),
+        (lambda c: c.update(nulls=c["nulls"] + 1), "for 3000 rows"),
+        (lambda c: c.update(coarse_edges=[0.123456]), "coarse edges"),
+        (lambda c: c["chunks"][0].__setitem__(5, c["chunks"][0][5] + 1), "do not add up"),
+    ],
+    ids=["counts", "edges", "rows", "coarse", "chunks"],
+)
+def test_an_inconsistent_profile_document_is_refused(edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from scoregate.errors import InvalidInputError
+
+    profile = profile_of({"x": np.random.default_rng(8).normal(size=3_000)}, min_chunk_rows=500)
+    document = json.loads(profile.canonical_json())
+    edit(document["columns"][0])
+    with pytest.raises(InvalidInputError, match=message):
+        ReferenceProfile.from_json(json.dumps(document))

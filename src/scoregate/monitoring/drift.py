@@ -235,10 +235,11 @@ def compare(
 
 def choose(kind: Kind, n_current: int, settings: DriftSettings, exact: bool) -> Statistic:
     """The deciding statistic for a column of this kind and current size."""
-    if settings.statistic is not None and not (kind is Kind.CATEGORICAL and settings.statistic in NUMERIC_ONLY):
-        if settings.statistic is Statistic.KS and exact:
-            return Statistic.KS_EXACT
-        return settings.statistic
+    chosen = settings.statistic
+    if chosen is not None and not (kind is Kind.CATEGORICAL and chosen in NUMERIC_ONLY):
+        if chosen in (Statistic.KS, Statistic.KS_EXACT):
+            return Statistic.KS_EXACT if exact else Statistic.KS
+        return chosen
     small = n_current < settings.small_sample_rows
     if kind is Kind.NUMERIC:
         if small:

@@ -102,6 +102,26 @@ class ColumnProfile(BaseModel):
     def count(self) -> int:
         return sum(self.counts)
 
+    def inconsistency(self) -> str | None:
+        """What makes this column's counts unusable, if anything."""
+        try:
+            size = self.bins.size
+        except ValueError as exc:
+            return str(exc)
+        if len(self.counts) != size or any(c < 0 for c in self.counts):
+            return f"{len(self.counts)} counts for {size} bins"
+        if self.kind is Kind.NUMERIC and len(self.sums) != size:
+            return f"{len(self.sums)} sums for {size} bins"
+        if not set(self.coarse_edges) <= set(self.edges):
+            return "coarse edges that are not bin edges"
+        if any(len(chunk) != size for chunk in self.chunks):
+            return "chunk counts of another size"
+        if self.chunks and [sum(c) for c in zip(*self.chunks, strict=True)] != self.counts:
+            return "chunk counts that do not add up to the counts"
+        if self.count + self.nulls + self.invalid != self.rows:
+            return f"{self.count} values, {self.nulls} nulls and {self.invalid} invalid for {self.rows} rows"
+        return None
+
     def to_counts(self) -> ColumnCounts:
         column = ColumnCounts.empty(self.bins)
         column.counts = np.asarray(self.counts, dtype=np.int64)
@@ -172,7 +192,9 @@ class ReferenceProfile(BaseModel):
         if profile.format != PROFILE_FORMAT:
             raise InvalidInputError(f"unsupported reference profile format {profile.format!r}")
         for column in profile.columns:
-            column.bins  # noqa: B018 - validates edges and levels
+            problem = column.inconsistency()
+            if problem:
+                raise InvalidInputError(f"invalid reference profile: column {column.name!r}: {problem}")
         return profile
 
     def role(self, role: Role) -> list[ColumnProfile]:
