@@ -195,7 +195,9 @@ def evidently(cache: Path, reference: Path, current: Path) -> dict[str, float]:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "evidently>=0.7,<0.8", "pyarrow"], check=True)
+    # Evidently 0.7 imports pandas internals that pandas 3 removed
+    wanted = ["evidently>=0.7,<0.8", "pandas>=2,<3", "pyarrow"]
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted], check=True, capture_output=True)
     script = cache / "evidently_drift.py"
     script.write_text(EVIDENTLY_SCRIPT)
     start = time.perf_counter()
