@@ -47,3 +47,14 @@ def test_a_word_in_a_csv_boolean_column_is_named(tmp_path: Path) -> None:
     source = FileSource(tmp_path / "f.csv", [Column("flag", Kind.CATEGORICAL, boolean=True)])
     with pytest.raises(InvalidInputError, match=r"cannot read .*maybe"):
         list(source.batches())
+
+
+def test_a_file_changed_between_passes_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f.parquet"
+    pd.DataFrame({"x": np.arange(1_000.0)}).to_parquet(path, index=False)
+    source = FileSource(path, [Column("x", Kind.NUMERIC)])
+    first = sum(b.num_rows for b in source.batches())
+    assert first == 1_000 and source.sha256 is not None
+    pd.DataFrame({"x": np.arange(1_001.0)}).to_parquet(path, index=False)
+    with pytest.raises(InvalidInputError, match="changed while it was being read"):
+        list(source.batches())

@@ -69,6 +69,7 @@ class FileSource:
     batch_rows: int = BATCH_ROWS
     sha256: str | None = field(default=None, init=False)
     rows: int | None = field(default=None, init=False)
+    _hashed: tuple[int, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).expanduser()
@@ -100,8 +101,15 @@ class FileSource:
             raise InvalidInputError(f"cannot read {self.path}: {_first_line(exc)}") from None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        digest = _Hasher(self.path)
-        digest.start()
+        """The rows, batch by batch. The first read also hashes the file; later reads (a profile
+        takes three) check by size and modification time that it is still the file hashed."""
+        stamp = self._stamp()
+        digest = None
+        if self.sha256 is None:
+            digest = _Hasher(self.path)
+            digest.start()
+        elif stamp != self._hashed:
+            raise InvalidInputError(f"{self.path} changed while it was being read")
         rows = 0
         try:
             reader = self._parquet() if self.format == "parquet" else self._csv()
@@ -112,10 +120,19 @@ class FileSource:
         except pa.ArrowException as exc:
             raise InvalidInputError(f"cannot read {self.path}: {_first_line(exc)}") from None
         finally:
-            digest.join()
+            if digest is not None:
+                digest.join()
         if rows == 0:
             raise InvalidInputError(f"{self.path} has no rows")
-        self.rows, self.sha256 = rows, digest.hexdigest
+        if self._stamp() != stamp or (self.rows is not None and rows != self.rows):
+            raise InvalidInputError(f"{self.path} changed while it was being read")
+        self.rows = rows
+        if digest is not None:
+            self.sha256, self._hashed = digest.hexdigest, stamp
+
+    def _stamp(self) -> tuple[int, int]:
+        info = self.path.stat()
+        return info.st_size, info.st_mtime_ns
 
     def _parquet(self) -> Iterator[pa.RecordBatch]:
         handle = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=_READ_BUFFER)
