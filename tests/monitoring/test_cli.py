@@ -206,3 +206,23 @@ def test_new_levels_and_values_out_of_range(run, credit, tmp_path: Path) -> None
     assert by_name["purpose"].quality.other_share_current == pytest.approx(0.2) and by_name["purpose"].drifted
     assert by_name["age"].quality.above_range_share == pytest.approx(0.1)
     assert by_name["prediction"].current_count == 3_000  # every row was scored
+
+
+def test_recording_needs_the_callers_token_and_role(run, credit, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = run("init", "--name", "root")
+    admin = out.strip().splitlines()[1]
+    monkeypatch.setenv("SCOREGATE_TOKEN", admin)
+    _, out, _ = run("users", "add", "watcher", "--role", "viewer")
+    viewer = out.strip().splitlines()[-1]
+    assert run("monitor", "reference", "credit-risk@1", credit["train"])[0] == 0
+    monkeypatch.delenv("SCOREGATE_TOKEN")
+    code, _, err = run("monitor", "drift", "credit-risk@1", "--current", credit["same"])
+    assert code == 7 and "API token is required" in one_line_error(err)
+    monkeypatch.setenv("SCOREGATE_TOKEN", viewer)
+    code, _, err = run("monitor", "reference", "credit-risk@1", credit["same"])
+    assert code == 8 and "may not register" in one_line_error(err)  # refused before reading the data
+    code, _, err = run("monitor", "drift", "credit-risk@1", "--current", credit["same"])
+    assert code == 8 and "watcher" in one_line_error(err) and "may not register" in err
+    code, out, err = run("monitor", "drift", "credit-risk@1", "--current", credit["same"], "--no-record")
+    assert code == 0, err  # reading and comparing needs no role
+    assert run("monitor", "history", "credit-risk@1")[1].startswith("no drift results")
