@@ -1,21 +1,26 @@
 """The reference profile: what the training data looked like, in a few KiB per feature.
 
-Built by streaming record batches twice, so memory is flat in rows:
+Built by streaming record batches three times, so memory is flat in rows:
 
 1. pass one picks the bins: the exact minimum and maximum of each numeric column and a
    seeded uniform sample of 131,072 rows (algorithm R), whose percentiles 1..99 are the
    inner edges; bounded level counts (Misra-Gries) give each categorical column's top-K;
-2. pass two counts the reference exactly into those bins, chunk by chunk, with the same
-   :class:`~scoregate.monitoring.counts.Accumulator` that monitors current data.
+2. pass two replaces the sample's deciles by the exact ones (see :class:`_Deciles`);
+   skipped when the sample held every row, whose percentiles are then exact already;
+3. pass three counts the reference exactly into those bins, chunk by chunk, with the
+   same :class:`~scoregate.monitoring.counts.Accumulator` that monitors current data.
 
-Why this and not exact quantiles: exact quantiles need every value in memory (80 MB a
+Rows are re-cut into blocks of 65,536 before anything is summed, so the same rows in the
+same order give the same profile bit for bit, whatever the file format or its batches.
+
+Why this and not exact quantiles throughout: they need every value in memory (80 MB a
 column at 10M rows). Why not a KLL sketch: the DataSketches binding is randomised with no
 seed, so the same data gave a different profile, and digest, on every build; a validator
 must be able to rebuild it bit for bit. Since the counts are exact, the sample's rank
-error (about 0.14 % at the median, 0.4 % at worst over 99 edges) only makes bins slightly
-unequal in mass: PSI moves by about 1e-4 against exact decile PSI on 1M rows, inside the
-0.005 target, and data of up to 131,072 rows gets exact quantiles. The sample costs 1 MB
-per numeric column whatever the row count.
+error (about 0.14 % at the median, 0.4 % at worst over 99 edges) only makes the fine bins
+slightly unequal in mass, which KS and Wasserstein barely notice; PSI's ten bins, where a
+decile in a near-empty stretch of the reference makes that error matter, are cut at the
+exact deciles. The sample costs 1 MB per numeric column whatever the row count.
 
 The chunk counts (the reference cut into up to 20 consecutive chunks) are what the
 calibrated drift mode bootstraps over. A profile holds counts and a few moments, never a

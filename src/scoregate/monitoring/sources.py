@@ -4,7 +4,7 @@ Memory stays flat in rows: Parquet is read batch by batch with buffered column r
 (``pre_buffer`` off, so a row group is never loaded whole ahead of time), CSV through
 Arrow's streaming reader with the column types fixed by the schema (so a later block
 cannot change a column's type, and a stray word in a numeric column is named). A file
-is re-readable, because building a profile takes two passes.
+is re-readable, because building a profile takes three passes; it is hashed on the first.
 """
 
 from __future__ import annotations
