@@ -40,24 +40,37 @@ as alice scoregate alias set credit-risk@2 staging
 scoregate predict credit-risk@staging --input "$work/rows.json"
 as alice scoregate alias set credit-risk@2 production || echo "(refused: exit $?)"
 
-step "5. Alice validates v2: generated edge cases, refusals and parity against a separate process"
+step "5. A shortcut is refused: a weak run does not validate, and a report cannot be uploaded as evidence"
+as alice scoregate validate credit-risk@2 --reference none --mark-validated -o "$reports/weak" | tail -n 3 \
+    || echo "(recorded as it was, but not marked validated: exit $?)"
+python - "$reports/weak/report.json" "$work/forged.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+report["cases"][0]["status"] = "fail"   # a failure ...
+report["passed"] = True                  # ... with "passed" edited in
+json.dump(report, open(sys.argv[2], "w"))
+PY
+as alice scoregate evidence attach credit-risk@2 validation "$work/forged.json" || echo "(refused: exit $?)"
+scoregate check credit-risk@2 || echo "(still missing: exit $?)"
+
+step "6. Alice validates v2: edge cases, refusals, deeper checks and parity against a separate process"
 as alice scoregate validate credit-risk@2 --mark-validated -o "$reports/validation"
 
-step "6. Alice profiles the scoring path and load-tests it (a short run) against its 300 ms budget"
+step "7. Alice profiles the scoring path and load-tests it (a short run) against its 300 ms budget"
 as alice scoregate profile credit-risk@2 --requests 100 -o "$reports/profile" | tail -n 4
 as alice scoregate loadtest credit-risk@2 --rps 40 --users 4 --duration 5s -o "$reports/loadtest" | tail -n 6
 
-step "7. Four eyes: Alice may not approve her own model; Victor can"
+step "8. Four eyes: Alice may not approve her own model; Victor can"
 as alice scoregate approve credit-risk@2 --reason "mine" || echo "(refused: exit $?)"
 as victor scoregate approve credit-risk@2 --reason "validation and load test reviewed"
 scoregate check credit-risk@2
 
-step "8. Alice (deployer) promotes v2 to production; the decisions are on record"
+step "9. Alice (deployer) promotes v2 to production; the decisions are on record"
 as alice scoregate alias set credit-risk@2 production --reason "go live"
 scoregate decisions credit-risk@2
 scoregate alias history credit-risk production
 
-step "9. Serve it over HTTP (plain JSON and Open Inference Protocol V2)"
+step "10. Serve it over HTTP (plain JSON and Open Inference Protocol V2)"
 port=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 scoregate serve --port "$port" --log-level warning &
 server=$!
@@ -72,16 +85,16 @@ curl -s "http://127.0.0.1:$port/metrics" | grep -E '^scoregate_requests_total' |
 kill -TERM $server; wait $server 2>/dev/null || true
 trap - EXIT
 
-step "10. Reproduce the served decision exactly, from the prediction log"
+step "11. Reproduce the served decision exactly, from the prediction log"
 scoregate reproduce demo-request-1
 
-step "11. Audit: every change above is in a hash chain; the model card is generated from the records"
+step "12. Audit: every change above is in a hash chain; the model card is generated from the records"
 scoregate audit log --limit 8
 scoregate audit verify
 scoregate card credit-risk@2 --format html -o "$reports/model-card.html"
 scoregate inventory
 
-step "12. Containers (when podman or docker works here): build the image offline, test it, render Kubernetes"
+step "13. Containers (when podman or docker works here): build the image offline, test it, render Kubernetes"
 # asks the engine (`info`), not the PATH: a docker client without a running daemon cannot build
 if engine=$(bash "$here/container_engine.sh"); then
     # Users build on python:3.11-slim; machines that cannot pull use the base .ci/containers.sh made.

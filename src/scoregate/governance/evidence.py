@@ -68,7 +68,7 @@ def judge_validation(
     if not isinstance(settings, Mapping) or not isinstance(cases, list):
         return ["its settings or cases are missing"]
     problems = _settings_problems(settings, rules)
-    problems += _case_problems(cases, settings, schema, has_reference, version_budget_ms, rules)
+    problems += _case_problems(cases, _retimed(document.get("checks")), schema, has_reference, version_budget_ms, rules)
     problems += _parity_problems(document.get("parity"), settings, rules)
     problems += _check_problems(document.get("checks"), rules)
     return problems
@@ -105,9 +105,28 @@ def _settings_problems(settings: Mapping[str, Any], rules: ValidationRequirement
     return problems
 
 
+def _retimed(checks: Any) -> dict[str, float]:
+    """The fastest run of each case the latency check timed again (a slow first run is often
+    the machine, so the check times a slow case twice more and keeps its best)."""
+    best: dict[str, float] = {}
+    for check in checks if isinstance(checks, list) else []:
+        if not isinstance(check, Mapping) or check.get("id") != "latency":
+            continue
+        details = check.get("details") if isinstance(check.get("details"), Mapping) else {}
+        for entry in [*details.get("retimed_within_budget", []), *details.get("over_budget", [])]:
+            runs = (
+                [r for r in (entry.get("runs_ms") or []) if _number(r) is not None]
+                if isinstance(entry, Mapping)
+                else []
+            )
+            if runs:
+                best[str(entry.get("case"))] = min(runs)
+    return best
+
+
 def _case_problems(
     cases: list[Any],
-    settings: Mapping[str, Any],
+    retimed: Mapping[str, float],
     schema: ModelSchema,
     has_reference: bool,
     version_budget_ms: float | None,
@@ -119,11 +138,13 @@ def _case_problems(
     if failed:
         problems.append(f"{len(failed)} case(s) failed: {_listing(failed)}")
     budget = latency_budget(version_budget_ms, rules.latency_budget_ms)
-    slow = [
-        f"{c.get('id')} ({elapsed:.0f} ms)"
-        for c in results
-        if (elapsed := _number(c.get("elapsed_ms"))) is not None and elapsed > budget
-    ]
+    slow = []
+    for c in results:
+        elapsed = _number(c.get("elapsed_ms"))
+        if elapsed is not None:
+            elapsed = min(elapsed, retimed.get(str(c.get("id")), elapsed))
+            if elapsed > budget:
+                slow.append(f"{c.get('id')} ({elapsed:.0f} ms)")
     if slow:
         problems.append(f"{len(slow)} case(s) took longer than the {budget:g} ms budget: {_listing(slow)}")
     problems += coverage_problems(results, schema, has_reference, rules.min_reference_rows)
