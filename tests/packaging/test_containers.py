@@ -91,7 +91,7 @@ def test_a_swapped_model_fails(built, engine, cli, tmp_path: Path) -> None:  # t
     registry = built
     home = registry.settings.home
     # the image of version 2, tested as version 1: it does not serve what it is tested as
-    code, out = cli(home, "image", "test", "credit-risk@1", "--image", IMAGE_2, "--no-attach")
+    code, out = cli(home, "image", "test", "credit-risk@1", "--image", IMAGE_2, "--no-record")
     assert code == 1, out
     assert "FAILED" in out and "label" in out
     # version 1's image with its model swapped for version 2's: a consistent, lying bundle whose
@@ -109,7 +109,7 @@ def test_a_swapped_model_fails(built, engine, cli, tmp_path: Path) -> None:  # t
     engine.build(str(context), TAMPERED)
     try:
         assert engine.image_labels(TAMPERED)["scoregate.artifact.digest"] == f"sha256:{v1.artifact_digest}"
-        code, out = cli(home, "image", "test", "credit-risk@1", "--image", TAMPERED, "--no-attach")
+        code, out = cli(home, "image", "test", "credit-risk@1", "--image", TAMPERED, "--no-record")
         assert code == 1, out
         assert "FAILED" in out and "parity" in out and "label" not in out
         assert "0 mismatches" not in out

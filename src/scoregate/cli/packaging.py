@@ -47,7 +47,7 @@ def image_build(
     out.print(f"  image id  {built.image_id}")
     out.print(f"  context   {built.context} (sha256:{built.context_digest[:16]}…)")
     if built.evidence:
-        out.print(f"  evidence  image #{built.evidence.get('id')} attached to {built.ref}")
+        out.print(f"  evidence  image #{built.evidence.get('id')} recorded on {built.ref}")
     for note in built.notes:
         out.print(f"  [yellow]note[/] {escape(note)}")
 
@@ -57,14 +57,14 @@ def image_test(
     model: Annotated[str, typer.Argument(help="NAME@VERSION the image claims to serve.")],
     image: Annotated[str | None, typer.Option(help="Image to test (default the version's tag).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the JSON report here too.")] = None,
-    attach: Annotated[bool, typer.Option(help="Attach the report as validation evidence.")] = True,
+    record: Annotated[bool, typer.Option(help="Record this run on the version as validation evidence.")] = True,
     engine: EngineOption = None,
     runtime: RuntimeOption = None,
 ) -> None:
     """Start the image, run the validation suite and parity against it, stop it."""
     from scoregate.packaging import test_image
 
-    result = test_image(get_registry(), model, image=image, engine=_engine(engine, runtime), attach=attach)
+    result = test_image(get_registry(), model, image=image, engine=_engine(engine, runtime), record=record)
     report = result.report
     if output is not None:
         output.write_bytes(report.to_json_bytes())
@@ -81,7 +81,7 @@ def image_test(
     for failure in report.failures[:5]:
         out.print(f"  [red]fail[/] {escape(failure.case.id)}: {escape(failure.reason)}")
     if result.evidence:
-        out.print(f"  evidence validation #{result.evidence.get('id')} attached")
+        out.print(f"  evidence validation #{result.evidence.get('id')} recorded")
     if not result.passed:
         raise typer.Exit(1)
 

@@ -87,9 +87,12 @@ def build_image(
         notes=ctx.notes,
     )
     if record:
-        built.evidence = Governance(registry).record_run(
-            ctx.ref, "image", built.document(), name=f"image-{image_id[:12]}.json"
-        )
+        try:
+            built.evidence = Governance(registry).record_run(
+                ctx.ref, "image", built.document(), name=f"image-{image_id[:12]}.json"
+            )
+        except ConflictError:  # the same image, already recorded
+            built.evidence = None
     return built
 
 
@@ -162,7 +165,7 @@ def test_image(
     *,
     image: str | None = None,
     engine: Engine | None = None,
-    attach: bool = True,
+    record: bool = True,
     seed: int = 0,
 ) -> ImageTestResult:
     """Start the image, run the validation suite + parity against it, stop it."""
@@ -191,7 +194,7 @@ def test_image(
     if measured:
         document["container"] = measured
     evidence = None
-    if attach:
+    if record:
         evidence = Governance(registry).record_run(
             version.ref, "validation", document, name=f"image-validation-{version.version}.json"
         )
