@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import reprlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -470,7 +471,7 @@ def _json_type_ok(feature: Feature, value: Any) -> tuple[bool, str]:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = reprlib.repr(value)  # bounded in depth and length: a body nested 990 deep must not recurse
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"
