@@ -123,17 +123,20 @@ class ThreadedServer:
         """``port`` 0 lets the kernel pick a free one at bind time (no race with other binds)."""
         import uvicorn
 
+        from scoregate.serving.protocol import ScoringProtocol
+
         self.port = port
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=port,
             loop="asyncio",
-            http="httptools",
+            http=ScoringProtocol,  # the server's own protocol: its timeouts, connection cap and drain
             lifespan="on",
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=20,
+            timeout_keep_alive=app.options.keep_alive_timeout,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -93,6 +93,6 @@ def test_registry_two_workers_triton_client_swap_and_shutdown(tmp_path: Path, ar
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     log = read_predictions(settings)
-    assert {"triton-1"} <= set(log["request_id"])
+    assert {"triton-1"} <= set(log["client_request_id"])  # the V2 id is kept as the client's id
     assert set(log["version"]) == {1, 2}
     assert len(log) >= 3 + 3 + 20
