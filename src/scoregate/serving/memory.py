@@ -39,9 +39,16 @@ _TRIM = _malloc_trim()
 
 
 def give_back_memory() -> None:
-    """Return free heap pages to the OS now (a no-op where the C library cannot)."""
+    """Return free heap pages to the OS now (a no-op where the C library cannot), and what
+    Arrow's allocator keeps of the prediction log's last flush."""
     if _TRIM is not None:
         _TRIM(0)
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except Exception:  # pragma: no cover - best effort
+        log.debug("releasing Arrow's unused memory failed", exc_info=True)
 
 
 class MemoryTrim:
