@@ -125,6 +125,7 @@ class ThreadedServer:
 
         from scoregate.serving.protocol import ScoringProtocol
 
+        self.app = app
         self.port = port
         config = uvicorn.Config(
             app,

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from scoregate.refs import ALIAS_PATTERN, NAME_PATTERN
 from scoregate.schema import Feature, FeatureType
 from scoregate.serving.options import ServeOptions
 from scoregate.serving.v2 import DATATYPES, FEATURE_DATATYPE, NUMERIC_DATATYPES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_REF_PATTERN = f"^{NAME_PATTERN}(@([0-9]{{1,18}}|{ALIAS_PATTERN}))?$"
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _WORDS = {
     400: "Malformed JSON, request or reference",
@@ -133,9 +135,9 @@ def _tensor(feature: Feature, max_rows: int) -> dict[str, Any]:
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 2,
-                "items": {"type": "integer", "minimum": 0, "maximum": max_rows},
+                "items": {"type": "integer", "minimum": 1, "maximum": max_rows},
             },
-            "data": {"type": "array", "maxItems": max_rows, "items": feature_schema(feature)},
+            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": feature_schema(feature)},
             "parameters": {"type": "object"},
         },
     }
@@ -164,12 +166,17 @@ def _v2_request(served: Any, max_rows: int) -> dict[str, Any]:
 def openapi_document(version: str, table: Any = None, options: ServeOptions | None = None) -> dict[str, Any]:
     options = options or ServeOptions()
     max_rows = options.max_request_rows
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": f"^{NAME_PATTERN}$"},
+    }
     ver = {
         "name": "version",
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
         "description": "A version number.",
     }
     request_id = {
@@ -217,7 +224,7 @@ def openapi_document(version: str, table: Any = None, options: ServeOptions | No
                         "name": "ref",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": _REF_PATTERN},
                         "example": "credit-risk@production",
                     },
                     request_id,
@@ -383,7 +390,7 @@ def _components(max_rows: int) -> dict[str, Any]:
         "required": ["name", "shape", "datatype"],
         "properties": {
             "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}},
+            "shape": {"type": "array", "minItems": 1, "maxItems": 8, "items": {"type": "integer", "minimum": 0}},
             "datatype": {"type": "string", "enum": sorted(DATATYPES)},
             "parameters": {"type": "object"},
             "data": {"type": "array", "items": {}},
@@ -416,9 +423,16 @@ def _components(max_rows: int) -> dict[str, Any]:
         },
         "PredictRequest": {
             "type": "object",
+            "description": 'Rows ({"rows": [{feature: value, ...}, ...]}) or columns ({"columns": {feature: '
+            "[values...], ...}}, all of one length); each model's own path gives its features.",
+            "anyOf": [{"required": ["rows"]}, {"required": ["columns"]}],
             "properties": {
-                "rows": {"type": "array", "maxItems": max_rows, "items": {"type": "object"}},
-                "columns": {"type": "object", "additionalProperties": {"type": "array", "maxItems": max_rows}},
+                "rows": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {"type": "object"}},
+                "columns": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {"type": "array", "minItems": 1, "maxItems": max_rows},
+                },
             },
         },
         "PredictResponse": {
@@ -441,7 +455,7 @@ def _components(max_rows: int) -> dict[str, Any]:
             "properties": {
                 "id": {"$ref": "#/components/schemas/ClientRequestId"},
                 "parameters": {"type": "object"},
-                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
+                "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Tensor"}},
                 "outputs": {"$ref": "#/components/schemas/RequestedOutputs"},
             },
         },
