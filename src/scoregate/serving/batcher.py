@@ -115,6 +115,12 @@ def _batch_predictor(scorer: Scorer, validator: RecordValidator) -> Callable[[Se
         frame = validator.frame
         return lambda records: scorer.predict_columns(frame(records))
     names = [f.name for f in features]
+    order = scorer.matrix_features if scorer.takes_matrix else None
+    if order is not None and sorted(order) == sorted(names):
+        names = list(order)  # the columns in the order the model was fitted on
+    elif order is not None:  # the model reads other columns than the schema names: give it a frame
+        frame = validator.frame
+        return lambda records: scorer.predict_columns(frame(records))
 
     def matrix(records: Sequence[Any]) -> np.ndarray:
         return np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
