@@ -31,7 +31,7 @@ SLOW_MEMORY = 32
 
 
 class LoopCommit:
-    def __init__(self, log: PredictionLog, *, observe: Any = None, thread_above: float = 0.005) -> None:
+    def __init__(self, log: PredictionLog, *, observe: Any = None, thread_above: float = 0.001) -> None:
         self.log = log
         self.thread_above = thread_above
         self._observe = observe  # called with each commit's seconds (a histogram's observe)
