@@ -650,6 +650,8 @@ class ScoringApp:
             primary.info.input_schema,
             max_rows=self.max_request_rows,
             drop_undeclared=primary.drop_extra,
+            names=primary.feature_names,
+            known=primary.known,
         )
         served, outputs, records = await self._score(route, records, exchange)
         await self._after(route, served, request_id, exchange.client_id, records, outputs, started, f"v2:{name}")

@@ -118,18 +118,38 @@ def _tensor_values(
 ) -> tuple[list[Any], int, list[int]]:
     """Return (flat values, new binary offset, shape) of one input tensor."""
     name = tensor.get("name")
+    shape = tensor.get("shape")
+    data = tensor.get("data")
+    datatype = tensor.get("datatype")
+    # The common case first, with the same rules in fewer steps: a named JSON tensor of shape [n].
+    if (
+        name.__class__ is str
+        and shape.__class__ is list
+        and len(shape) == 1
+        and data.__class__ is list
+        and datatype.__class__ is str
+        and datatype in DATATYPES
+        and "parameters" not in tensor
+    ):
+        n = shape[0]
+        if (
+            n.__class__ is int
+            and 0 <= n <= max_rows
+            and len(data) == n
+            and name
+            and (not n or data[0].__class__ is not list)
+        ):
+            return data, offset, shape
     field = f"inputs[{index}]"
     if not isinstance(name, str) or not name:
         raise _problem(f"{field}.name", "type", "each input tensor needs a name (a non-empty string)")
     field = name
-    datatype = tensor.get("datatype")
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise _problem(
             field,
             "datatype",
             f"unknown datatype {bounded(repr(datatype), 40)}; expected one of {', '.join(sorted(DATATYPES))}",
         )
-    shape = tensor.get("shape")
     if not isinstance(shape, list) or not 0 < len(shape) <= 8 or not all(_is_count(d) for d in shape):
         raise _problem(
             field, "shape", f"shape must be a list of 1 to 8 non-negative integers, got {bounded(repr(shape), 60)}"
@@ -176,18 +196,21 @@ def decode_inputs(
     *,
     max_rows: int = 10_000,
     drop_undeclared: bool = False,
+    names: list[str] | None = None,
+    known: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Turn the request's input tensors into JSON-like rows for the record validator.
 
     An input that is not a feature is refused (``unknown_input``), or skipped with
-    ``drop_undeclared`` (the version's ``serving.extra_fields=drop``)."""
+    ``drop_undeclared`` (the version's ``serving.extra_fields=drop``). ``names`` and
+    ``known``: the schema's feature names as a list and a set, when the caller keeps them."""
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
         raise _problem("inputs", "required", "the request needs a non-empty list of input tensors")
     if len(inputs) > 4 * len(schema.features) + 16:
         raise _problem("inputs", "max_items", f"{len(inputs)} input tensors for {len(schema.features)} features")
-    names = schema.feature_names
-    known = set(names)
+    names = names if names is not None else schema.feature_names
+    known = known if known is not None else frozenset(names)
     offset = 0
     decoded = []
     for index, tensor in enumerate(inputs):
