@@ -79,18 +79,39 @@ def test_a_record_cut_short_by_a_crash_ends_the_replay(tmp_path: Path) -> None:
     for i in range(3):
         log.append("m", 1, f"r{i}", [{"x": float(i)}], outputs(0.5), 1.0)
     log.commit()
-    segment = log._journal.segment.path  # type: ignore[union-attr]
-    whole = segment.read_bytes()
+    segment = log._journal.segment  # type: ignore[union-attr]
+    whole = segment.offset
     log.append("m", 1, "torn", [{"x": 9.0}], outputs(0.5), 1.0)
     log.commit()
-    torn = segment.read_bytes()
-    with segment.open("wb") as handle:  # the crash came in the middle of the last write
-        handle.write(torn[: len(whole) + (len(torn) - len(whole)) // 2])
-    entries, cut = read_segment(segment)
-    assert [e.request_id for e in entries] == ["r0", "r1", "r2"] and cut > 0
+    with segment.path.open("r+b") as handle:  # the crash came in the middle of the last write
+        handle.seek(whole + (segment.offset - whole) // 2)
+        handle.write(bytes(segment.offset - handle.tell()))
+    entries, damaged = read_segment(segment.path)
+    assert [e.request_id for e in entries] == ["r0", "r1", "r2"] and damaged > 0
     die(log)
     assert PredictionLog(root).recover() == 3
     assert logged_ids(tmp_path) == ["r0", "r1", "r2"]
+
+
+def test_a_recycled_segment_replays_only_its_own_records(tmp_path: Path) -> None:
+    root = tmp_path / "predictions"
+    log = PredictionLog(root, flush_interval=3600)
+    for i in range(3):
+        log.append("m", 1, f"first-{i}", [{"x": float(i)}], outputs(0.5), 1.0)
+    log.commit()
+    first = log._journal.segment.path  # type: ignore[union-attr]
+    assert log.flush() == 3  # compacted: the segment becomes the spare, under the next number
+    log.append("m", 1, "second", [{"x": 1.0}], outputs(0.5), 1.0)
+    log.commit()
+    assert log.flush() == 1  # the second segment is retired; the spare (the first file) is reused
+    log.append("m", 1, "third", [{"x": 2.0}], outputs(0.5), 1.0)
+    log.commit()
+    current = log._journal.segment.path  # type: ignore[union-attr]
+    assert current != first and current.stat().st_size >= 8 << 20  # preallocated
+    assert [e.request_id for e in read_segment(current)[0]] == ["third"]  # not first-0..2
+    die(log)
+    assert PredictionLog(root).recover() == 1
+    assert logged_ids(tmp_path) == ["first-0", "first-1", "first-2", "second", "third"]
 
 
 @pytest.mark.parametrize("durability", ["sync", "os", "off"])

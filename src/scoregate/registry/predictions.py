@@ -279,7 +279,7 @@ class PredictionLog:
                 segment = self._journal.segment if self._journal is not None else None
             if pending and segment is not None:
                 try:
-                    segment.write(b"".join(pending), sync=self.durability is Durability.SYNC)
+                    segment.write(pending, sync=self.durability is Durability.SYNC)
                 except OSError:
                     self.write_errors += 1
                     raise
@@ -335,10 +335,9 @@ class PredictionLog:
                     if journal is not None and fresh is not None and buffers:
                         old, journal.segment = journal.segment, fresh
                 if old is not None and pending:
-                    old.write(b"".join(pending), sync=True)  # `os` durability's periodic sync too
+                    old.write(pending, sync=True)  # `os` durability's periodic sync too
             if fresh is not None and old is None:  # nothing to rotate: keep the current segment
-                fresh.close()
-                fresh.path.unlink(missing_ok=True)
+                journal.retire(fresh)  # type: ignore[union-attr]
             if not buffers:
                 return 0
             stem = old.stem if old is not None else f"{self.owner}-f{next(self._files):08d}"
@@ -350,8 +349,7 @@ class PredictionLog:
                     self._leftovers.append(old.path)
                 raise
             if old is not None:
-                old.close()
-                old.path.unlink(missing_ok=True)
+                journal.retire(old)  # type: ignore[union-attr]
             self.rows_written += written
             return written
 

@@ -128,7 +128,9 @@ class ScoringApp:
             state.on_credentials = self.tokens.update
         self._commit: LoopCommit | None = None
         if prediction_log is not None and prediction_log.durability is not Durability.OFF:
-            self._commit = LoopCommit(prediction_log, observe=metrics.log_commit.observe)
+            self._commit = LoopCommit(
+                prediction_log, observe=metrics.log_commit.observe, in_flight=lambda: self.in_flight
+            )
         self._openapi: tuple[Any, bytes] | None = None
         self.worker_id, self._new_request_id = server_ids(prediction_log.owner if prediction_log else None)
         self.in_flight = 0

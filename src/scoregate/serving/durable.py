@@ -7,11 +7,14 @@ on this project's disks), after which all their responses go. Under load one syn
 covers every request that completed in the turn, so its cost per request shrinks as the
 load grows; alone, a request pays one sync.
 
-The commit runs on the loop itself because handing it to a thread and back costs two
-thread wake-ups, more than the sync. A disk that turns slow must not stall the loop, so
-a commit that takes ``thread_above`` seconds or longer sends the next ``SLOW_MEMORY``
-commits to a thread of their own (requests keep arriving and are validated and scored
-meanwhile; the loop answers health checks); the next fast commit there brings it back.
+When the commit's requests are all the worker has in flight, it runs on the loop itself:
+nothing else could progress meanwhile, and handing it to a thread and back costs two
+thread wake-ups, more than the sync. When other requests are in flight, it runs on a
+thread of its own, so the loop keeps reading, validating and scoring them while the disk
+syncs, and they form the next group (one commit in flight at a time). A disk that turns
+slow must not stall the loop either: a commit that takes ``thread_above`` seconds or
+longer sends the next ``SLOW_MEMORY`` commits to the thread whatever the load (the loop
+answers health checks meanwhile); the next fast commit there brings it back.
 A commit that fails (disk full, I/O error) fails its requests with 503: a decision that
 is not recorded is not answered.
 """
@@ -31,9 +34,17 @@ SLOW_MEMORY = 32
 
 
 class LoopCommit:
-    def __init__(self, log: PredictionLog, *, observe: Any = None, thread_above: float = 0.001) -> None:
+    def __init__(
+        self,
+        log: PredictionLog,
+        *,
+        observe: Any = None,
+        thread_above: float = 0.001,
+        in_flight: Any = None,
+    ) -> None:
         self.log = log
         self.thread_above = thread_above
+        self._in_flight = in_flight or (lambda: 0)  # requests the worker is handling, these included
         self._observe = observe  # called with each commit's seconds (a histogram's observe)
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
@@ -61,8 +72,10 @@ class LoopCommit:
         waiters, self._waiters = self._waiters, []
         if not waiters:
             return
-        if self._in_thread:
-            self._in_thread -= 1
+        others = self._in_flight() > len(waiters)
+        if self._in_thread or others:
+            if self._in_thread:
+                self._in_thread -= 1
             self._busy = True
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log-commit")

@@ -10,7 +10,8 @@ liked. This subclass adds, from the app's :class:`~scoregate.serving.options.Ser
   ``MAX_HEADER_BYTES`` of request line and headers,
 * ``body_timeout`` from the end of the headers to the end of the body (in all, not per
   chunk, so a trickle cannot reset it),
-* ``max_connections`` open connections per worker; the next gets 503 and is closed.
+* ``max_connections`` open connections per worker (at most the file limit less a few); the
+  next gets 503 and is closed.
 
 A request that runs out of time gets 408 (when no response has started) and the
 connection is closed. And a graceful drain answers instead of resetting: on shutdown
@@ -35,6 +36,22 @@ from scoregate.serving.options import ServeOptions
 log = logging.getLogger("scoregate.serving")
 
 MAX_HEADER_BYTES = 32 * 1024
+#: File descriptors kept for everything but connections (models, the log, the registry).
+SPARE_FDS = 64
+
+
+def _fd_limit() -> int:
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not on Linux
+        return 1 << 30
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+#: A connection cap above the process's file limit would fail accept() instead of answering 503.
+_CONNECTIONS_POSSIBLE = max(1, _fd_limit() - SPARE_FDS)
 
 
 def _canned(status: bytes, code: str, message: str) -> bytes:
@@ -80,7 +97,7 @@ class ScoringProtocol(HttpToolsProtocol):
         self._header_timeout = options.header_timeout
         self._body_timeout = options.body_timeout
         self._idle_timeout = options.keep_alive_timeout
-        self._max_connections = options.max_connections
+        self._max_connections = min(options.max_connections, _CONNECTIONS_POSSIBLE)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._draining = False
