@@ -8,16 +8,19 @@ subprocess and drives it with wrk (Lua script, on loopback) at 1, 8 and 32 conne
 In one run it prints, each with its ratios:
 
 1. the array-fitted model with the log's durability ``sync`` (every decision synced to
-   disk before its response), then the same series with durability ``off``, so the cost
-   of durability is a ratio; the issue's targets; how evenly the workers shared the load;
-2. a bare ASGI server with greedy batching on the same model (``bare_server.py``: no
-   validation, log or metrics), the anchor of the server's own overhead;
-3. the DataFrame-fitted model, durability ``sync``;
-4. with ``--vs-mlserver``: MLServer 1.7 (``mlserver-sklearn``, adaptive batching on) serving
+   disk before its response), the same with durability ``off``, so the cost of
+   durability is a ratio, and a bare ASGI server with greedy batching on the same model
+   (``bare_server.py``: no validation, log or metrics), the anchor of the server's own
+   overhead; the issue's targets; how evenly the workers shared the load;
+2. the DataFrame-fitted model, durability ``sync``;
+3. with ``--vs-mlserver``: MLServer 1.7 (``mlserver-sklearn``, adaptive batching on) serving
    the same DataFrame-fitted model, against scoregate, with 1 and then 2 workers each, at
    32 connections. MLServer is installed once, pinned, into its own virtual environment
    under ``benchmarks/.cache/`` (with the scikit-learn, numpy and pandas versions of this
    one, so the model loads the same), never into the project's.
+
+The servers compared in a section run side by side and wrk drives them in turn at each
+connection count, so the machine's other load falls on all of them alike.
 
     .venv/bin/python benchmarks/serving.py [--workers 2] [--duration 10] [--connections 1,8,32] [--vs-mlserver]
 
@@ -40,6 +43,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from importlib.metadata import version as installed
 from pathlib import Path
 from typing import Any
@@ -137,65 +141,85 @@ def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 300) -> N
     raise RuntimeError("server did not become ready")
 
 
+@dataclass
+class Server:
+    """One server to drive: how to start it and where to send the requests."""
+
+    label: str
+    command: list[str]
+    port: int
+    path: str
+    bodies: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    log: Path | None = None  # a chatty server's output, kept out of the report
+
+
 class Series:
-    """wrk at each connection count against a server started for the series."""
+    """wrk at each connection count against servers started together and driven in turn.
+
+    Taking the servers in turn at each connection count, rather than one whole series
+    after the other, spreads the other load of a shared machine over all of them, so the
+    ratios between them hold better than their absolute figures."""
 
     def __init__(self, script: Path, connections: list[int], duration: int, threads: int) -> None:
         self.script = script
         self.connections, self.duration, self.threads = connections, duration, threads
 
-    def wrk(self, url: str, path: str, bodies: Path, conns: int, seconds: int) -> str:
+    def wrk(self, server: Server, conns: int, seconds: int) -> tuple[float, float, float, float, int]:
         command = ["wrk", f"-t{min(self.threads, conns)}", f"-c{conns}", f"-d{seconds}s", "-s", str(self.script)]
-        return subprocess.run(
-            [*command, url, "--", str(bodies), path], check=True, capture_output=True, text=True
+        url = f"http://127.0.0.1:{server.port}"
+        out = subprocess.run(
+            [*command, url, "--", str(server.bodies), server.path], check=True, capture_output=True, text=True
         ).stdout
+        match = re.search(r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p95=(\d+) p99=(\d+)", out)
+        if match is None:
+            print(out)
+            raise RuntimeError("could not parse wrk output")
+        requests, duration, errors, p50, p95, p99 = map(int, match.groups())
+        return requests / (duration / 1e6), p50 / 1e3, p95 / 1e3, p99 / 1e3, errors
 
-    def run(
-        self,
-        command: list[str],
-        port: int,
-        path: str,
-        bodies: Path,
-        one_row: float,
-        connections: list[int] | None = None,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-        log: Path | None = None,
-    ) -> Results:
-        url = f"http://127.0.0.1:{port}"
-        output = log.open("w") if log is not None else None  # a chatty server's output, kept out of the report
-        server = subprocess.Popen(command, start_new_session=True, env=env, cwd=cwd, stdout=output, stderr=output)
-        results: Results = {}
+    def run(self, servers: list[Server], one_row: float, connections: list[int] | None = None) -> dict[str, Results]:
+        started = []
+        outputs = []
+        results: dict[str, Results] = {s.label: {} for s in servers}
         try:
-            wait_ready(url, server)
-            self.wrk(url, path, bodies, 8, 2)  # warm every worker
-            print(
+            for s in servers:
+                output = s.log.open("w") if s.log is not None else None
+                outputs.append(output)
+                started.append(
+                    subprocess.Popen(
+                        s.command, start_new_session=True, env=s.env, cwd=s.cwd, stdout=output, stderr=output
+                    )
+                )
+            for s, proc in zip(servers, started, strict=True):
+                wait_ready(f"http://127.0.0.1:{s.port}", proc)
+                self.wrk(s, 8, 2)  # warm every worker
+            width = max(len(s.label) for s in servers)
+            head = (
                 f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'p50/in-proc':>11}"
             )
+            print(f"{'server':<{width}} {head}")
             for conns in connections or self.connections:
-                out = self.wrk(url, path, bodies, conns, self.duration)
-                match = re.search(
-                    r"RESULT requests=(\d+) duration_us=(\d+) errors=(\d+) p50=(\d+) p95=(\d+) p99=(\d+)", out
-                )
-                if match is None:
-                    print(out)
-                    raise RuntimeError("could not parse wrk output")
-                requests, duration, errors, p50, p95, p99 = map(int, match.groups())
-                rps = requests / (duration / 1e6)
-                results[conns] = (rps, p50 / 1e3, p99 / 1e3)
-                print(
-                    f"{conns:>5} {rps:>9.0f} {p50 / 1e3:>8.3f} {p95 / 1e3:>8.3f} {p99 / 1e3:>8.3f} {errors:>6} "
-                    f"{p50 / 1e6 / one_row:>10.2f}x",
-                    flush=True,
-                )
+                for s in servers:
+                    rps, p50, p95, p99, errors = self.wrk(s, conns, self.duration)
+                    results[s.label][conns] = (rps, p50, p99)
+                    print(
+                        f"{s.label:<{width}} {conns:>5} {rps:>9.0f} {p50:>8.3f} {p95:>8.3f} {p99:>8.3f} {errors:>6} "
+                        f"{p50 / 1e3 / one_row:>10.2f}x",
+                        flush=True,
+                    )
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-            if output is not None:
-                output.close()
+            for proc in started:
+                os.killpg(proc.pid, signal.SIGTERM)
+            for proc in started:
+                try:
+                    proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            for output in outputs:
+                if output is not None:
+                    output.close()
         return results
 
 
@@ -380,27 +404,24 @@ def main() -> None:
     v2_scoregate = home / "v2.jsonl"
     v2_bodies(v2_scoregate, x, for_mlserver=False)
 
-    def bodies_for(path: str) -> Path:
-        return v2_scoregate if path.startswith("/v2") else bodies
-
-    def scoregate(ref: str, durability: str, workers: int, conns: list[int] | None = None, path: str = "") -> Results:
+    def scoregate(label: str, ref: str, durability: str, workers: int, *, v2: bool = False) -> Server:
+        # a home of its own (a copy of the registry), so its prediction log holds its own requests only
+        own = home / "servers" / label
+        shutil.copytree(home, own, ignore=shutil.ignore_patterns("servers", "mlserver-*"))
         port = free_port()
-        command = scoregate_command(home, port, workers, ref, durability, args.scorer_threads)
-        return series.run(command, port, path or f"/models/{ref}/predict", bodies_for(path), one_row, conns)
+        command = scoregate_command(own, port, workers, ref, durability, args.scorer_threads)
+        name = ref.split("@")[0]
+        if v2:
+            return Server(label, command, port, f"/v2/models/{name}/infer", v2_scoregate)
+        return Server(label, command, port, f"/models/{ref}/predict", bodies)
 
-    print(f"\n1. array-fitted model, scoregate: {args.workers} worker(s), validation on, log durability sync")
-    synced = scoregate("bench@production", "sync", args.workers)
-    report_targets(synced, one_row * 1e3)
-    print(f"worker balance: {balance(home, 'bench')}")
+    print(f"\n1. array-fitted model: scoregate, {args.workers} worker(s), validation on, log durability sync; the same")
+    print("   with durability off (the decisions of the last second are lost on a crash); and a bare ASGI server")
+    print("   (benchmarks/bare_server.py: no validation, log or metrics), driven in turn at each connection count")
+    servers = [scoregate("sync", "bench@production", "sync", args.workers)]
     if not args.no_durability_off:
-        print("\n   the same with log durability off (the decisions of the last second are lost on a crash)")
-        unsynced = scoregate("bench@production", "off", args.workers)
-        compare("   durability sync / off, same run:", synced, unsynced)
+        servers.append(scoregate("off", "bench@production", "off", args.workers))
     if not args.no_baseline:
-        print(
-            f"\n2. bare ASGI server (benchmarks/bare_server.py): {args.workers} worker(s), "
-            "no validation, log or metrics"
-        )
         bare_port = free_port()
         bare = [
             sys.executable,
@@ -411,46 +432,48 @@ def main() -> None:
             *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--app-dir", str(Path(__file__).parent)),
         ]
         env = {**os.environ, "BARE_MODEL": str(home / "bench.joblib")}
-        baseline = series.run(bare, bare_port, "/", bodies, one_row, env=env)
-        compare("   scoregate (durability sync) / bare server, same run:", synced, baseline)
+        servers.append(Server("bare", bare, bare_port, "/", bodies, env=env))
+    first = series.run(servers, one_row)
+    synced = first["sync"]
+    print("scoregate, durability sync:")
+    report_targets(synced, one_row * 1e3)
+    print(f"worker balance (all connection counts): {balance(home / 'servers' / 'sync', 'bench')}")
+    if "off" in first:
+        compare("durability sync / off, same run:", synced, first["off"])
+    if "bare" in first:
+        compare("scoregate (durability sync) / bare server, same run:", synced, first["bare"])
 
-    print(f"\n3. DataFrame-fitted model, scoregate: {args.workers} worker(s), validation on, log durability sync")
-    framed = scoregate("bench-frame@production", "sync", args.workers)
-    compare("   DataFrame-fitted / array-fitted, same run:", framed, synced)
+    print(f"\n2. DataFrame-fitted model: scoregate, {args.workers} worker(s), validation on, log durability sync")
+    framed = series.run([scoregate("frame", "bench-frame@production", "sync", args.workers)], one_row)["frame"]
+    compare("DataFrame-fitted / array-fitted (section 1), same run:", framed, synced)
 
     if args.vs_mlserver:
         venv = mlserver_env()
         v2_ml = home / "v2-mlserver.jsonl"
         v2_bodies(v2_ml, x, for_mlserver=True)
         print(
-            f"\n4. DataFrame-fitted model: scoregate against MLServer {MLSERVER_VERSION} ({MLSERVER_BATCH}), 32 conns"
+            f"\n3. DataFrame-fitted model: scoregate against MLServer {MLSERVER_VERSION} ({MLSERVER_BATCH}), 32 conns:"
         )
+        print("   scoregate plain JSON and V2 (durability sync), MLServer V2 with the pandas codec, in turn")
         ml_env = {**os.environ, "OMP_NUM_THREADS": str(args.scorer_threads)}
         ml_env.pop("PYTHONPATH", None)
         for workers in (1, 2):
-            print(f"   {workers} worker(s) each: scoregate plain JSON, scoregate V2, MLServer V2 (pandas codec)")
-            plain = scoregate("bench-frame@production", "sync", workers, [32])
-            tensors = scoregate("bench-frame@production", "sync", workers, [32], "/v2/models/bench-frame/infer")
+            print(f"   {workers} worker(s) each")
             port = free_port()
-            command = mlserver_command(venv, home / f"mlserver-{workers}", home / "bench-frame.joblib", port, workers)
             folder = home / f"mlserver-{workers}"  # its working folder: MLServer writes .metrics/ there
-            ml = series.run(
-                command,
-                port,
-                "/v2/models/bench/infer",
-                v2_ml,
-                one_row,
-                [32],
-                env=ml_env,
-                cwd=folder,
-                log=folder / "log",
-            )
-            for label, ours in (("plain JSON", plain), ("V2", tensors)):
-                rps, _, p99 = ours[32]
-                m_rps, _, m_p99 = ml[32]
+            command = mlserver_command(venv, folder, home / "bench-frame.joblib", port, workers)
+            servers = [
+                scoregate(f"scoregate-{workers}", "bench-frame@production", "sync", workers),
+                scoregate(f"scoregate-v2-{workers}", "bench-frame@production", "sync", workers, v2=True),
+                Server("mlserver", command, port, "/v2/models/bench/infer", v2_ml, ml_env, folder, folder / "log"),
+            ]
+            runs = series.run(servers, one_row, [32])
+            m_rps, _, m_p99 = runs["mlserver"][32]
+            for label in (f"scoregate-{workers}", f"scoregate-v2-{workers}"):
+                rps, _, p99 = runs[label][32]
                 verdict = "met" if rps >= 5 * m_rps and p99 <= m_p99 / 5 else "NOT met"
                 print(
-                    f"   scoregate {label} / MLServer, {workers} worker(s): {rps / m_rps:.2f}x the requests, "
+                    f"   {label} / MLServer, {workers} worker(s): {rps / m_rps:.2f}x the requests, "
                     f"p99 {p99:.1f} ms against {m_p99:.1f} ms ({m_p99 / p99:.1f}x lower); "
                     f"target 5x and a fifth: {verdict}"
                 )
