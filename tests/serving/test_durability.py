@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from scoregate.registry.journal import read_segment
 from scoregate.registry.predictions import PredictionLog
 from scoregate.serving import InMemorySource, read_predictions
 from scoregate.serving.batcher import Outputs
-from tests.serving.conftest import free_port, sample_rows, serve, wait_for
+from tests.serving.conftest import free_port, register_credit, sample_rows, serve, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -154,14 +152,9 @@ def test_a_dead_workers_journal_is_compacted_by_another(tmp_path: Path) -> None:
 
 
 def _registered(tmp_path: Path, artifacts: dict[str, Path]) -> Settings:
-    settings = Settings(home=tmp_path / "home")
-    registry = Registry.open(settings)
-    registry.register(
-        "credit", artifacts["v1"], flavor="sklearn", train_data=artifacts["train"], target="default", risk_tier="low"
-    )
-    registry.set_alias("credit", "production", 1)
+    registry = register_credit(tmp_path / "home", artifacts)
     registry.close()
-    return settings
+    return registry.settings
 
 
 def _workers(pid: int) -> list[Any]:
@@ -176,12 +169,7 @@ def test_kill_9_of_a_worker_under_load_loses_no_answered_decision(tmp_path: Path
     settings = _registered(tmp_path, artifacts)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    code = (
-        "from scoregate.config import Settings; from scoregate.serving import run; "
-        f"run(Settings(home={str(settings.home)!r}), '127.0.0.1', {port}, workers=2, log_level='warning')"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    proc = start_server(settings.home, port, workers=2)
     answered: set[str] = set()
     lock = threading.Lock()
     stop = threading.Event()
@@ -218,12 +206,7 @@ def test_kill_9_of_a_worker_under_load_loses_no_answered_decision(tmp_path: Path
         stop.set()
         for t in threads:
             t.join(30)
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            assert proc.wait(60) == 0
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        assert stop_server(proc) == 0
     logged = set(read_predictions(settings)["request_id"])
     lost = answered - logged
     assert not lost, f"{len(lost)} of {len(answered)} answered decisions are not in the prediction log"

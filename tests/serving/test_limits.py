@@ -4,10 +4,6 @@ the event loop between them and lets the small ones go first; the worker's memor
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +14,7 @@ import pytest
 
 from scoregate.flavors.base import Scorer
 from scoregate.serving import InMemorySource, read_predictions
-from tests.serving.conftest import free_port, sample_rows, serve, wait_for
+from tests.serving.conftest import free_port, register_credit, sample_rows, serve, start_server, stop_server, wait_for
 
 ROWS = sample_rows(400, seed=0)  # the training rows: within the schema's ranges
 
@@ -104,23 +100,11 @@ def rss(pid: int) -> int:
 
 @pytest.mark.slow
 def test_the_workers_memory_comes_back_after_large_requests(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    from scoregate.config import Settings
-    from scoregate.registry import Registry
-
-    settings = Settings(home=tmp_path / "home")
-    registry = Registry.open(settings)
-    registry.register(
-        "credit", artifacts["v1"], flavor="sklearn", train_data=artifacts["train"], target="default", risk_tier="low"
-    )
-    registry.set_alias("credit", "production", 1)
+    registry = register_credit(tmp_path / "home", artifacts)
     registry.close()
     port = free_port()
     url = f"http://127.0.0.1:{port}/models/credit/predict"
-    code = (
-        "from scoregate.config import Settings; from scoregate.serving import run; "
-        f"run(Settings(home={str(settings.home)!r}), '127.0.0.1', {port}, log_level='warning')"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    proc = start_server(registry.settings.home, port)
     try:
         wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200)
         with httpx.Client(timeout=120) as http:
@@ -137,6 +121,5 @@ def test_the_workers_memory_comes_back_after_large_requests(tmp_path: Path, arti
         time.sleep(1.5)
         grown = rss(proc.pid) - baseline
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
+        stop_server(proc)
     assert grown < 60 * 2**20, f"the worker kept {grown / 2**20:.0f} MB after large requests"

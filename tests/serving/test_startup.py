@@ -15,28 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from scoregate.config import Settings
 from scoregate.errors import NotFoundError
 from scoregate.registry import Registry
 from scoregate.serving import RegistrySource, create_app
-from tests.serving.conftest import Served, sample_rows
+from tests.serving.conftest import Served, register_credit, sample_rows
 
 GOOD = sample_rows(400, seed=0)[0]
-
-
-def registered(home: Path, artifacts: dict[str, Path], versions: int = 1) -> Registry:
-    registry = Registry.open(Settings(home=home))
-    for version in range(1, versions + 1):
-        registry.register(
-            "credit",
-            artifacts[f"v{version}"],
-            flavor="sklearn",
-            train_data=artifacts["train"],
-            target="default",
-            risk_tier="low",
-        )
-    registry.set_alias("credit", "production", 1)
-    return registry
 
 
 def test_serving_only_missing_models_is_one_line_and_exit_4(run: Any) -> None:
@@ -50,7 +34,7 @@ def test_serving_only_missing_models_is_one_line_and_exit_4(run: Any) -> None:
 @pytest.mark.slow
 def test_a_missing_model_is_reported_once_and_the_others_are_served(tmp_path: Path, artifacts: dict[str, Path]) -> None:
     home = tmp_path / "home"
-    registered(home, artifacts).close()
+    register_credit(home, artifacts).close()
     env = {**os.environ, "SCOREGATE_HOME": str(home)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
@@ -102,7 +86,7 @@ def tamper(registry: Registry, version: int) -> None:
 async def test_a_tampered_artifact_is_refused_and_the_others_are_served(
     tmp_path: Path, artifacts: dict[str, Path]
 ) -> None:
-    registry = registered(tmp_path / "home", artifacts, versions=2)
+    registry = register_credit(tmp_path / "home", artifacts, versions=2)
     registry.set_alias("credit", "challenger", 2)
     tamper(registry, 2)
     try:
@@ -125,7 +109,7 @@ async def test_a_tampered_artifact_is_refused_and_the_others_are_served(
 
 @pytest.mark.anyio
 async def test_nothing_to_serve_refuses_to_start_in_one_line(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    registry = registered(tmp_path / "home", artifacts)
+    registry = register_credit(tmp_path / "home", artifacts)
     tamper(registry, 1)
     app = create_app(RegistrySource(registry))
     try:
