@@ -92,10 +92,18 @@ async def test_a_large_request_holds_the_loop_one_slice_at_a_time(
     assert list(big["row"]) == list(range(2000))
 
 
-def rss(pid: int) -> int:
+def settled_rss(pid: int, seconds: float = 3.0) -> int:
+    """The worker's resident memory once its log has flushed and its heap is trimmed: the
+    lowest of a few readings over ``seconds`` (a flush or a trim may fall in between)."""
     import psutil
 
-    return psutil.Process(pid).memory_info().rss
+    process = psutil.Process(pid)
+    readings = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        readings.append(process.memory_info().rss)
+        time.sleep(0.25)
+    return min(readings)
 
 
 @pytest.mark.slow
@@ -110,16 +118,22 @@ def test_the_workers_memory_comes_back_after_large_requests(tmp_path: Path, arti
         with httpx.Client(timeout=120) as http:
             for _ in range(3):  # warm: a few requests of every size the test sends
                 assert http.post(url, json={"rows": ROWS * 25}).status_code == 200
-            time.sleep(1.5)  # the log's first flush and the heap trim
-            baseline = rss(proc.pid)
-            huge = http.post(url, json={"rows": ROWS * 250})  # 100,000 rows, about 8 MB: under the body limit
-            assert huge.status_code == 413 and huge.json()["error"] == "too_many_rows"
-            for _ in range(10):
-                assert http.post(url, json={"rows": ROWS * 25}).status_code == 200  # 10,000 rows, the most
-            for _ in range(50):
-                assert http.post(url, json={"rows": ROWS[:1]}).status_code == 200
-        time.sleep(1.5)
-        grown = rss(proc.pid) - baseline
+            baseline = settled_rss(proc.pid)
+            after = []
+            for _ in range(3):
+                huge = http.post(url, json={"rows": ROWS * 250})  # 100,000 rows, about 8 MB: under the body limit
+                assert huge.status_code == 413 and huge.json()["error"] == "too_many_rows"
+                for _ in range(10):
+                    assert http.post(url, json={"rows": ROWS * 25}).status_code == 200  # 10,000 rows, the most
+                for _ in range(20):
+                    assert http.post(url, json={"rows": ROWS[:1]}).status_code == 200
+                after.append(settled_rss(proc.pid))
     finally:
         stop_server(proc)
+    # The C allocator keeps some freed memory in fragments (up to about 100 MB here, coming and
+    # going); what matters is that large requests neither keep it nor add up (the 100k-row
+    # request the first release accepted left a worker 530 MB larger for good).
+    grown = after[0] - baseline
+    assert grown < 128 * 2**20, f"the worker kept {grown / 2**20:.0f} MB after large requests"
+    assert max(after) - after[0] < 64 * 2**20, f"large requests added up: {[a // 2**20 for a in after]} MB"
     assert grown < 60 * 2**20, f"the worker kept {grown / 2**20:.0f} MB after large requests"

@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scoregate.files import fsync_dir, open_private, private_dir
+from scoregate.memory import give_back_memory
 from scoregate.registry.journal import (
     JOURNAL_DIR,
     Entry,
@@ -81,6 +82,8 @@ PARTITION_SCHEMA = pa.schema([("model", pa.string()), ("version", pa.int64()), (
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 #: Seconds between scans for journals that dead workers left behind.
 RECOVER_INTERVAL = 5.0
+#: A flush of at least this many rows hands the memory it used back to the OS afterwards.
+LARGE_FLUSH_ROWS = 20_000
 
 
 class Durability(StrEnum):
@@ -314,7 +317,8 @@ class PredictionLog:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
-                self.flush()
+                if self.flush() >= LARGE_FLUSH_ROWS:
+                    give_back_memory()
             except Exception:  # pragma: no cover - disk full and friends: keep serving
                 self.write_errors += 1
                 log.exception("prediction log flush failed")

@@ -33,6 +33,7 @@ import orjson
 from scoregate.errors import InvalidInputError, InvalidReferenceError, ScoregateError
 from scoregate.extra_fields import check_records
 from scoregate.extra_fields import violations as undeclared_violations
+from scoregate.memory import MemoryTrim
 from scoregate.registry.predictions import Durability, PredictionLog
 from scoregate.schema import MAX_REPORTED_VIOLATIONS, Violation, raise_for
 from scoregate.serving import v2
@@ -41,7 +42,6 @@ from scoregate.serving.batcher import BatcherClosed, Outputs
 from scoregate.serving.durable import LoopCommit
 from scoregate.serving.errors import HTTPError, error_body
 from scoregate.serving.ids import client_request_id, server_ids
-from scoregate.serving.memory import MemoryTrim
 from scoregate.serving.metrics import Metrics
 from scoregate.serving.openapi import openapi_document
 from scoregate.serving.options import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, ServeOptions
@@ -194,10 +194,12 @@ class ScoringApp:
             self._commit.close()
 
     async def _gauge_loop(self) -> None:
+        """Once a second: the gauges, and the memory a large request left (:mod:`scoregate.memory`)."""
         while True:
             await asyncio.sleep(GAUGE_INTERVAL)
             try:
                 self._refresh_gauges()
+                self._trim.run_if_marked()
             except Exception:  # pragma: no cover - metrics must not take the server down
                 log.exception("refreshing the gauges failed")
 

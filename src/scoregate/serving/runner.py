@@ -89,6 +89,9 @@ def serve_worker(payload: dict[str, Any], host: str, port: int, log_level: str, 
     """Run one worker until SIGTERM/SIGINT (``sock``: its own listening socket, or None to bind)."""
     import uvicorn
 
+    from scoregate.memory import fixed_mmap_threshold
+
+    fixed_mmap_threshold()
     app = build_app(payload)
     server = uvicorn.Server(uvicorn_config(app, host, port, app.options, log_level))
     server.run(sockets=[sock] if sock is not None else None)
