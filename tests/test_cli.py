@@ -150,15 +150,23 @@ def test_errors_are_one_line_with_exit_codes(run, credit_files, tmp_path: Path) 
 
 def test_serve_refuses_bad_options_before_starting(run) -> None:  # type: ignore[no-untyped-def]
     cases = [
-        (("serve", "--port", "0"), "invalid --port 0: must be at least 1"),
-        (("serve", "--workers", "0"), "invalid --workers 0: must be at least 1"),
-        (("serve", "--max-queued-requests", "0"), "invalid --max-queued-requests 0: must be at least 1"),
-        (("serve", "--scoring", "gpu"), "invalid --scoring 'gpu': use thread or inline"),
+        (("serve", "--port", "-1"), "invalid --port -1: must be 0-65535"),
+        (("serve", "--workers", "0"), "invalid --workers 0: must be 1-256"),
+        (
+            ("serve", "--max-queued-requests", "0"),
+            "invalid --max-queued-requests 0: must be greater than or equal to 1",
+        ),
+        (("serve", "--max-request-rows", "0"), "invalid --max-request-rows 0: must be greater than or equal to 1"),
+        (("serve", "--scoring", "gpu"), "invalid --scoring 'gpu': must be 'thread' or 'inline'"),
+        (("serve", "--log-durability", "maybe"), "invalid --log-durability 'maybe': must be 'sync', 'os' or 'off'"),
+        (("serve", "--token-role", "boss"), "invalid --token-role 'boss': must be any or one of the roles"),
+        (("serve", "--header-timeout", "0"), "invalid --header-timeout 0.0: must be greater than 0"),
         (("serve", "--direct-below-ms", "-1"), "invalid --direct-below-ms -1.0: must be 0 or more"),
-        (("serve", "--poll-interval", "0"), "must be positive"),
+        (("serve", "--poll-interval", "0"), "must be greater than 0"),
+        (("serve", "credit@"), "invalid model reference"),
     ]
     for args, message in cases:
         code, out, err = run(*args)
-        assert code == 3, (args, code, out, err)
+        assert code == (2 if "reference" in message else 3), (args, code, out, err)
         assert message in " ".join(err.split()), (args, err)
         assert "Traceback" not in err

@@ -55,8 +55,7 @@ class ModelRef:
                 )
             return cls(name)
         if selector.isascii() and selector.isdigit():
-            # the length test first: int() of a long digit string is slow (and limited) in Python
-            if len(selector) > len(str(MAX_VERSION)) or not 1 <= int(selector) <= MAX_VERSION:
+            if not is_version(selector):
                 raise bad
             return cls(name, version=int(selector))
         if not _ALIAS.fullmatch(selector):
@@ -69,6 +68,21 @@ class ModelRef:
         if self.alias is not None:
             return f"{self.name}@{self.alias}"
         return self.name
+
+
+def is_version(selector: str) -> bool:
+    """True for the ASCII digits of a version from 1 to MAX_VERSION (``str.isdigit`` also takes
+    '²'; the length test comes first, as int() of a long digit string is slow and limited)."""
+    return (
+        selector.isascii()
+        and selector.isdigit()
+        and len(selector) <= len(str(MAX_VERSION))
+        and 1 <= int(selector) <= MAX_VERSION
+    )
+
+
+def is_alias(selector: str) -> bool:
+    return _ALIAS.fullmatch(selector) is not None and not selector.isdigit()
 
 
 def validate_model_name(name: str) -> str:

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import reprlib
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from scoregate.errors import SchemaViolationError
 
 #: A column with at most this many distinct string levels is inferred as a category.
 MAX_CATEGORY_LEVELS = 50
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT_EXACT = 2**53  # past this a float stands for several integers
 #: How many violations an error reports before it stops listing them.
 MAX_REPORTED_VIOLATIONS = 50
 
@@ -436,10 +439,23 @@ def _column_array(feature: Feature, values: list[Any]) -> Any:
             return pd.Series(values, dtype=object)
         return np.array(values, dtype=bool)
     if kind is FeatureType.DATETIME:
-        return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").to_numpy()
+        # Row by row, so a row's value never depends on what it was batched with: an offset
+        # becomes UTC wall time (rows with different offsets could not share a column).
+        return pd.to_datetime(pd.Series([_naive(v) for v in values], dtype=object), errors="coerce").to_numpy()
     # A Series keeps Python strings as ``object``; a bare array would be re-inferred as
     # pandas' string dtype, unlike the frame path.
     return pd.Series(values, dtype=object)
+
+
+def _naive(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
 
 
 def _value_check(feature: Feature) -> Any:
@@ -459,6 +475,10 @@ def _value_check(feature: Feature) -> Any:
                 return "finite", f"value {value!r} is not finite"
             if integer and value != int(value):
                 return "type", f"expected an integer, got {_describe(value)}"
+            if integer and not _INT64_MIN <= value <= _INT64_MAX:  # the model's int64 column would overflow
+                return "type", f"value {_describe(value)} is outside the 64-bit integer range"
+            if integer and isinstance(value, float) and abs(value) > _FLOAT_EXACT:
+                return "type", f"{_describe(value)} is not an exact integer; send integers this large as integers"
             if low is not None and value < low:
                 return "minimum", f"value {value!r} is below the minimum {low!r}"
             if high is not None and value > high:
@@ -584,7 +604,7 @@ def _json_type_ok(feature: Feature, value: Any) -> tuple[bool, str]:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = reprlib.repr(value)  # bounded in depth and length: a body nested 990 deep must not recurse
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"

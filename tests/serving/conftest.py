@@ -123,17 +123,21 @@ class ThreadedServer:
         """``port`` 0 lets the kernel pick a free one at bind time (no race with other binds)."""
         import uvicorn
 
+        from scoregate.serving.protocol import ScoringProtocol
+
+        self.app = app
         self.port = port
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=port,
             loop="asyncio",
-            http="httptools",
+            http=ScoringProtocol,  # the server's own protocol: its timeouts, connection cap and drain
             lifespan="on",
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=20,
+            timeout_keep_alive=app.options.keep_alive_timeout,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -171,6 +175,55 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
             pass
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def register_credit(home: Path, artifacts: dict[str, Path], versions: int = 1) -> Any:
+    """An open registry under ``home`` with ``versions`` versions of the credit model and
+    production on version 1 (the low risk tier's policy moves production without evidence)."""
+    from scoregate.config import Settings
+    from scoregate.registry import Registry
+
+    registry = Registry.open(Settings(home=home))
+    for version in range(1, versions + 1):
+        registry.register(
+            "credit",
+            artifacts[f"v{version}"],
+            flavor="sklearn",
+            train_data=artifacts["train"],
+            target="default",
+            risk_tier="low",
+        )
+    registry.set_alias("credit", "production", 1)
+    return registry
+
+
+def start_server(home: Path, port: int, *, workers: int = 1) -> Any:
+    """``serving.run`` on the registry under ``home`` in its own process group, with this
+    process's environment (so it imports this checkout) and its own metrics folder."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from scoregate.config import Settings; from scoregate.serving import run; "
+        f"run(Settings(home={str(home)!r}), '127.0.0.1', {port}, workers={workers}, log_level='warning')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+
+
+def stop_server(proc: Any, timeout: float = 60) -> int:
+    """SIGTERM to the server's process group; its exit code (killed and raised if it hangs)."""
+    import os
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
 def free_port() -> int:

@@ -3,45 +3,31 @@ an alias moved through the registry, SIGTERM, and the prediction log afterwards.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from scoregate.config import Settings
-from scoregate.registry import Registry
 from scoregate.serving import read_predictions
-from tests.serving.conftest import FEATURES, free_port, sample_rows, wait_for
+from tests.serving.conftest import (
+    FEATURES,
+    free_port,
+    register_credit,
+    sample_rows,
+    start_server,
+    stop_server,
+    wait_for,
+)
 
 
 @pytest.mark.slow
 def test_registry_two_workers_triton_client_swap_and_shutdown(tmp_path: Path, artifacts: dict[str, Path]) -> None:
-    settings = Settings(home=tmp_path / "home")
-    registry = Registry.open(settings)
-    for version in (1, 2):
-        registry.register(
-            "credit",
-            artifacts[f"v{version}"],
-            flavor="sklearn",
-            train_data=artifacts["train"],
-            target="default",
-            risk_tier="low",  # the low tier's policy lets production move without evidence
-        )
-    registry.set_alias("credit", "production", 1)
-
+    registry = register_credit(tmp_path / "home", artifacts, versions=2)
+    settings = registry.settings
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    code = (
-        "from scoregate.config import Settings; from scoregate.serving import run; "
-        f"run(Settings(home={str(settings.home)!r}), '127.0.0.1', {port}, workers=2, log_level='warning')"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    proc = start_server(settings.home, port, workers=2)
     try:
         wait_for(lambda: httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200, what="readiness")
         rows = sample_rows(3, seed=0)
@@ -86,13 +72,8 @@ def test_registry_two_workers_triton_client_swap_and_shutdown(tmp_path: Path, ar
         assert 'scoregate_requests_total{code="200",model="credit",protocol="json",version="2"}' in metrics
         assert "scoregate_request_latency_seconds_bucket" in metrics
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            assert proc.wait(60) == 0
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+        assert stop_server(proc) == 0
     log = read_predictions(settings)
-    assert {"triton-1"} <= set(log["request_id"])
+    assert {"triton-1"} <= set(log["client_request_id"])  # the V2 id is kept as the client's id
     assert set(log["version"]) == {1, 2}
     assert len(log) >= 3 + 3 + 20

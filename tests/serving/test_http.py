@@ -41,7 +41,9 @@ async def test_plain_rows_columns_and_headers(source: InMemorySource) -> None:
         )
         assert r.status_code == 200, r.text
         body = r.json()
-        assert r.headers["x-request-id"] == "req-123" and body["request_id"] == "req-123"
+        # the server's id names the decision; the client's is kept beside it
+        assert r.headers["x-request-id"] == body["request_id"] and len(body["request_id"]) == 32
+        assert r.headers["x-client-request-id"] == "req-123" and body["client_request_id"] == "req-123"
         assert r.headers["x-model-version"] == "credit@1"
         assert (body["model"], body["version"], body["alias"]) == ("credit", 1, "production")
         close(body["predictions"], expected(source, 1, rows))

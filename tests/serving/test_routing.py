@@ -88,11 +88,12 @@ async def test_shadow_is_logged_off_the_response_path(source: InMemorySource, tm
     log = read_predictions(tmp_path)
     primary = log[~log["shadow"]]
     shadow = log[log["shadow"]]
-    assert sorted(primary["request_id"]) == ids and set(primary["version"]) == {1}
-    assert sorted(shadow["request_id"]) == ids and set(shadow["version"]) == {2}
+    assert sorted(primary["client_request_id"]) == ids and set(primary["version"]) == {1}
+    assert sorted(shadow["client_request_id"]) == ids and set(shadow["version"]) == {2}
+    assert set(shadow["request_id"]) == set(primary["request_id"])  # the shadow logs the decision's server id
     _info, challenger = source.load("credit", 2)
     want = challenger.predict(pd.DataFrame(rows)[FEATURES]).to_dict(orient="records")
-    got = shadow.sort_values("request_id")["outputs"].tolist()
+    got = shadow.sort_values("client_request_id")["outputs"].tolist()
     for g, w in zip(got, want, strict=True):
         assert g["prediction"] == w["prediction"]
         assert g["proba_1"] == pytest.approx(w["proba_1"], rel=1e-12)
@@ -117,7 +118,8 @@ async def test_prediction_log_contents_and_flush(source: InMemorySource, tmp_pat
     assert {p.parent.parent.name for p in files} == {"version=1", "version=2"}
     assert all(p.parent.parent.parent.name == "model=credit" for p in files)
     log = read_predictions(tmp_path, model="credit", version=1)
-    assert list(log["request_id"]) == ["batch-1"] * 3 and list(log["row"]) == [0, 1, 2]
+    assert list(log["request_id"]) == [r.json()["request_id"]] * 3 and list(log["row"]) == [0, 1, 2]
+    assert list(log["client_request_id"]) == ["batch-1"] * 3
     assert log["inputs"].tolist() == rows
     assert log["outputs"].tolist() == r.json()["predictions"]
     assert (log["latency_ms"] > 0).all() and not log["shadow"].any()

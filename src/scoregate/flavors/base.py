@@ -22,6 +22,9 @@ class Scorer(ABC):
     flavor: ClassVar[str]
     #: True when :meth:`predict_matrix` takes a float matrix directly (no frame needed).
     takes_matrix: bool = False
+    #: The column order :meth:`predict_matrix` expects, when it is not the schema's order
+    #: (a model fitted on a DataFrame reads the columns it was fitted on, by position).
+    matrix_features: list[str] | None = None
 
     @abstractmethod
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +40,8 @@ class Scorer(ABC):
         return {str(name): column.to_numpy() for name, column in self.predict(frame).items()}
 
     def predict_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        """The same outputs from a 2-D float64 array whose columns are the schema's features.
+        """The same outputs from a 2-D float64 array whose columns are the schema's features
+        (in :attr:`matrix_features` order when that is set).
 
         Only called when :attr:`takes_matrix` is true. For an all-float schema and a model
         fitted on arrays the frame is pure overhead: building it and taking it apart again

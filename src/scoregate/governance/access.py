@@ -21,6 +21,7 @@ class Role(StrEnum):
     VALIDATOR = "validator"
     DEPLOYER = "deployer"
     ADMIN = "admin"
+    SCORER = "scorer"  # a client of the scoring server (`scoregate serve --require-token`)
 
 
 class Permission(StrEnum):
@@ -35,6 +36,7 @@ class Permission(StrEnum):
     GRANT_EXCEPTION = "grant a policy exception"
     LEGAL_HOLD = "place or lift a legal hold"
     DELETE = "delete a version"
+    SCORE = "score with and read the metadata of served models"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -43,6 +45,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VALIDATOR: frozenset({Permission.REGISTER, Permission.VALIDATE, Permission.APPROVE}),
     Role.DEPLOYER: frozenset({Permission.MOVE_ALIAS, Permission.MOVE_PROTECTED_ALIAS, Permission.RETIRE}),
     Role.ADMIN: frozenset(Permission),
+    Role.SCORER: frozenset({Permission.SCORE}),
 }
 
 

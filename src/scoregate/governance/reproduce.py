@@ -131,28 +131,24 @@ class ReproduceResult:
 
 
 def read_logged_request(predictions_dir: Path | str, request_id: str) -> Any:
-    """The primary (non-shadow) rows logged for ``request_id``, in timestamp and row order.
+    """The primary (non-shadow) rows logged for ``request_id`` (a server id, or a client's id,
+    which may name several requests), in timestamp and row order.
 
     The filter is pushed down to the Parquet scan, so only matching row groups are decoded.
     """
     import pandas as pd
-    import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from scoregate.registry.predictions import PARTITION_SCHEMA, ROW_SCHEMA
+    from scoregate.registry.predictions import PARTITION_SCHEMA, ROW_SCHEMA, predictions_dataset, request_filter
 
     root = Path(predictions_dir)
     if not root.is_dir():
         return pd.DataFrame(columns=[*ROW_SCHEMA.names, *PARTITION_SCHEMA.names])
-    dataset = ds.dataset(
-        root,
-        format="parquet",
-        schema=pa.unify_schemas([ROW_SCHEMA, PARTITION_SCHEMA]),
-        partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
+    condition = request_filter(request_id) & ~ds.field("shadow")
+    frame = predictions_dataset(root).to_table(filter=condition).to_pandas()
+    return frame.sort_values(["timestamp", "request_id", "model", "version", "row"], kind="stable").reset_index(
+        drop=True
     )
-    condition = (ds.field("request_id") == request_id) & ~ds.field("shadow")
-    frame = dataset.to_table(filter=condition).to_pandas()
-    return frame.sort_values(["timestamp", "model", "version", "row"], kind="stable").reset_index(drop=True)
 
 
 def reproduce(
@@ -162,7 +158,8 @@ def reproduce(
     tolerance: float = DEFAULT_TOLERANCE,
     predictions_dir: Path | str | None = None,
 ) -> ReproduceResult:
-    """Re-score the inputs logged for ``request_id`` with the version that answered it.
+    """Re-score the inputs logged for ``request_id`` (the server's id, or the client's) with the
+    version that answered it.
 
     Raises :class:`NotFoundError` when the log has no primary rows for the id; an
     artifact whose bytes no longer match their digest raises ``IntegrityError`` (from
@@ -178,7 +175,8 @@ def reproduce(
         raise NotFoundError(f"request id {request_id!r} is not in the prediction log at {folder}")
     results: list[ReproducedRequest] = []
     locks: dict[str, dict[str, Any]] = {}
-    for (timestamp, model, version), rows in frame.groupby(["timestamp", "model", "version"], sort=True):
+    groups = frame.groupby(["timestamp", "request_id", "model", "version"], sort=True)
+    for (timestamp, served_id, model, version), rows in groups:
         rows = rows.sort_values("row", kind="stable")
         loaded = registry.load(f"{model}@{int(version)}")  # verifies the artifact digest
         record = loaded.version
@@ -186,7 +184,7 @@ def reproduce(
         inputs = [orjson.loads(v) for v in rows["inputs"]]
         logged = [orjson.loads(v) for v in rows["outputs"]]
         result = ReproducedRequest(
-            request_id=request_id,
+            request_id=str(served_id),
             ref=record.ref,
             artifact_digest=record.artifact_digest,
             logged_at=timestamp.to_pydatetime(),

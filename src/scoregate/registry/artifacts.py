@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 
 from scoregate.errors import IntegrityError, InvalidInputError, NotFoundError, StoreUnavailableError
+from scoregate.files import DIR_MODE, FILE_MODE, make_private, private_dir
 
 CHUNK = 1 << 20
 
@@ -62,6 +63,16 @@ def _walk_sorted(root: Path) -> Iterator[Path]:
         yield path
         if path.is_dir():
             yield from _walk_sorted(path)
+
+
+def _owner_only(root: Path) -> None:
+    """Drop group and other permissions under an unpacked directory artifact."""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), DIR_MODE)
+        for name in files:
+            path = os.path.join(folder, name)
+            os.chmod(path, FILE_MODE | (os.stat(path).st_mode & 0o100))
 
 
 class ArtifactStore:
@@ -105,9 +116,10 @@ class ArtifactStore:
                 return digest, size
             if self._local:
                 # Write beside the target and rename: a reader never sees half a blob.
-                os.makedirs(os.path.dirname(key), exist_ok=True)
+                private_dir(os.path.dirname(key))
                 partial = f"{key}.{uuid.uuid4().hex}.partial"
                 shutil.copyfile(path, partial)
+                make_private(partial)
                 os.replace(partial, key)
             else:
                 # An object store's PUT is atomic: the object appears whole or not at all.
@@ -133,10 +145,11 @@ class ArtifactStore:
             if sha256_file(cached) == digest:
                 return cached
             cached.unlink()  # a damaged cache copy is dropped and fetched again
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(cached.parent)
         partial = cached.with_name(f"{digest}.{uuid.uuid4().hex}.partial")
         try:
             self.fs.get_file(self._key(digest), str(partial))
+            make_private(partial)
         except FileNotFoundError:
             raise NotFoundError(f"artifact sha256:{digest} is missing from the artifact store {self.url}") from None
         except OSError as exc:
@@ -157,17 +170,19 @@ class ArtifactStore:
         if kind == "file":
             target = self.cache_dir / "files" / digest / name
             if not target.is_file() or sha256_file(target) != digest:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(target.parent)
                 partial = target.with_name(f".{uuid.uuid4().hex}.partial")
                 shutil.copyfile(blob, partial)
+                make_private(partial)
                 os.replace(partial, target)
             return target
         target = self.cache_dir / "dirs" / digest
         if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(target.parent)
             staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
             with tarfile.open(blob) as tar:
                 tar.extractall(staging, filter="data")
+            _owner_only(staging)
             try:
                 os.replace(staging, target)
             except OSError:

@@ -8,6 +8,7 @@ beyond a row lock, which the registry takes itself.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from scoregate.errors import ConfigurationError, StoreUnavailableError
+from scoregate.files import open_private, private_dir
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration. Checked against Alembic's script directory by the tests; kept
@@ -43,7 +45,7 @@ def make_engine(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _private_database_file(Path(parsed.database).expanduser())
         engine = create_engine(parsed, connect_args={"timeout": 60})
         _configure_sqlite(engine)
         return engine
@@ -51,6 +53,14 @@ def make_engine(url: str) -> Engine:
         return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     except (ImportError, ArgumentError) as exc:
         raise ConfigurationError(f"cannot use database URL {redact(url)!r}: {exc}") from None
+
+
+def _private_database_file(path: Path) -> None:
+    """Create a new SQLite file 0600 in 0700 folders: SQLite gives its -wal and -shm files the
+    database file's mode, so the metadata (users, token hashes, audit) stays the owner's."""
+    private_dir(path.parent)
+    if not path.exists():
+        os.close(open_private(path, os.O_WRONLY | os.O_CREAT))
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from scoregate import extra_fields
 from scoregate.flavors.base import Scorer
-from scoregate.schema import ModelSchema, OutputField, RecordValidator, prepare_frame, prepare_records
+from scoregate.schema import ModelSchema, OutputField, RecordValidator, prepare_frame, prepare_records, raise_for
 
 RISK_TIERS = ("low", "medium", "high")
 STATUSES = ("registered", "validated", "approved", "production", "retired", "deleted")
@@ -89,6 +90,16 @@ class LoadedModel:
         return RecordValidator(self.version.input_schema)
 
     def predict(self, data: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
+        """Score a frame (extra columns such as ids are left out) or JSON-like rows, whose
+        undeclared fields are refused or dropped as the version's ``serving.extra_fields`` tag says."""
         schema = self.version.input_schema
-        frame = prepare_frame(schema, data) if isinstance(data, pd.DataFrame) else prepare_records(schema, data)
-        return self.scorer.predict(frame)
+        if isinstance(data, pd.DataFrame):
+            return self.scorer.predict(prepare_frame(schema, data))
+        setting = extra_fields.from_tags(self.version.tags, self.version.ref)
+        data, problems = extra_fields.check_records(data, frozenset(schema.feature_names), setting)
+        if problems:  # every broken rule in one refusal, the undeclared fields first
+            validator = RecordValidator(schema)
+            for row, record in enumerate(data):
+                problems.extend(validator.check(record, row))
+            raise_for(problems)
+        return self.scorer.predict(prepare_records(schema, data))

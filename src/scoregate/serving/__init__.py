@@ -5,9 +5,10 @@ registry; ``create_app(source, ...)`` builds the ASGI app for embedding and test
 ``read_predictions(home, model, version)`` reads the prediction log.
 """
 
-from scoregate.registry.predictions import PredictionLog, read_predictions
+from scoregate.registry.predictions import Durability, PredictionLog, read_predictions
 from scoregate.serving.app import ScoringApp, create_app
 from scoregate.serving.local import local_server
+from scoregate.serving.options import ServeOptions
 from scoregate.serving.policy import CanarySplit, ShadowTarget, TrafficPolicy
 from scoregate.serving.runner import run
 from scoregate.serving.source import AliasEntry, InMemorySource, ModelSource, RegistrySource, VersionInfo
@@ -15,11 +16,13 @@ from scoregate.serving.source import AliasEntry, InMemorySource, ModelSource, Re
 __all__ = [
     "AliasEntry",
     "CanarySplit",
+    "Durability",
     "InMemorySource",
     "ModelSource",
     "PredictionLog",
     "RegistrySource",
     "ScoringApp",
+    "ServeOptions",
     "ShadowTarget",
     "TrafficPolicy",
     "VersionInfo",

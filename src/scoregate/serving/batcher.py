@@ -33,6 +33,7 @@ scorer at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -70,15 +71,25 @@ class Outputs:
         names = self.names
         return [dict(zip(names, values, strict=True)) for values in zip(*self.columns, strict=True)]
 
+    @classmethod
+    def concat(cls, parts: Sequence[Outputs]) -> Outputs:
+        """The outputs of a request scored in slices, in order."""
+        first = parts[0]
+        if len(parts) == 1:
+            return first
+        columns = [[value for part in parts for value in part.columns[i]] for i in range(len(first.names))]
+        return cls(first.names, first.kinds, columns)
+
 
 class _Job:
-    __slots__ = ("callback", "future", "loop", "records")
+    __slots__ = ("bulk", "callback", "future", "loop", "records")
 
-    def __init__(self, records: Sequence[Any], future: Any, loop: Any, callback: Any) -> None:
+    def __init__(self, records: Sequence[Any], future: Any, loop: Any, callback: Any, bulk: bool = False) -> None:
         self.records = records
         self.future = future
         self.loop = loop
         self.callback = callback
+        self.bulk = bulk
 
 
 def _deliver(items: list[tuple[Any, Any, BaseException | None]]) -> None:
@@ -104,6 +115,12 @@ def _batch_predictor(scorer: Scorer, validator: RecordValidator) -> Callable[[Se
         frame = validator.frame
         return lambda records: scorer.predict_columns(frame(records))
     names = [f.name for f in features]
+    order = scorer.matrix_features if scorer.takes_matrix else None
+    if order is not None and sorted(order) == sorted(names):
+        names = list(order)  # the columns in the order the model was fitted on
+    elif order is not None:  # the model reads other columns than the schema names: give it a frame
+        frame = validator.frame
+        return lambda records: scorer.predict_columns(frame(records))
 
     def matrix(records: Sequence[Any]) -> np.ndarray:
         return np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
@@ -152,7 +169,11 @@ class Batcher:
         self._calls_since_slow = SLOW_CALL_MEMORY
         self._scoring = threading.Lock()  # held by whoever is calling the scorer
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Taken from the queue by the scoring thread: requests first, slices of large ones after
+        self._regular: collections.deque[_Job] = collections.deque()
+        self._bulk: collections.deque[_Job] = collections.deque()
         self._pending: list[_Job] = []  # waiting for the end of the loop turn (inline, direct path)
+        self._pending_bulk: collections.deque[_Job] = collections.deque()  # inline: slices of large requests
         self._drain_scheduled = False
         self._loop_initialised = False  # thread_init has run on the event loop's thread
         self._thread: threading.Thread | None = None
@@ -162,13 +183,21 @@ class Batcher:
 
     # --- called on the event loop -------------------------------------------------------
 
-    def submit(self, records: Sequence[Any]) -> asyncio.Future[Outputs]:
+    def submit(self, records: Sequence[Any], *, bulk: bool = False) -> asyncio.Future[Outputs]:
+        """Queue a request's rows. ``bulk``: one slice of a large request, scored only when no
+        request is waiting, so a large request delays the others by one slice at most."""
         if self.closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        job = _Job(records, future, loop, None)
-        if self.inline or (self.direct_below and not self.thread_only_calls):
+        job = _Job(records, future, loop, None, bulk)
+        if bulk:
+            if self.inline:
+                self._pending_bulk.append(job)
+                self._schedule_drain(loop)
+            else:
+                self._queue.put(job)
+        elif self.inline or (self.direct_below and not self.thread_only_calls):
             self._enqueue_inline(job, loop)
         else:
             self._queue.put(job)
@@ -186,8 +215,12 @@ class Batcher:
         return True
 
     def pending(self) -> int:
-        """Jobs waiting to be scored (not counting a batch being scored)."""
-        return len(self._pending) + (0 if self.inline else self._queue.qsize())
+        """Requests waiting to be scored (not counting a batch being scored, nor slices of large ones)."""
+        return len(self._pending) + (0 if self.inline else self._queue.qsize() + len(self._regular))
+
+    def queue_depth(self) -> int:
+        """Everything waiting: requests and slices of large requests."""
+        return self.pending() + len(self._bulk) + len(self._pending_bulk)
 
     def close(self) -> None:
         """Stop after the jobs already queued (in-flight requests finish on this version)."""
@@ -198,7 +231,7 @@ class Batcher:
 
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is None:
-            return not self._pending
+            return not self._pending and not self._pending_bulk
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -206,6 +239,9 @@ class Batcher:
 
     def _enqueue_inline(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         self._pending.append(job)
+        self._schedule_drain(loop)
+
+    def _schedule_drain(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._drain_scheduled:
             self._drain_scheduled = True
             loop.call_soon(self._drain, loop)
@@ -227,9 +263,13 @@ class Batcher:
                 break
             rows += len(job.records)
             taken += 1
-        batch = pending[:taken]
-        del pending[:taken]
-        if pending:  # I/O runs before the next drain
+        if taken:
+            batch = pending[:taken]
+            del pending[:taken]
+        else:  # no request waiting: one slice of a large one
+            batch = [self._pending_bulk.popleft()]
+            rows = len(batch[0].records)
+        if pending or self._pending_bulk:  # I/O runs before the next drain
             self._drain_scheduled = True
             loop.call_soon(self._drain, loop)
         self._score(batch, rows, on_loop=True)
@@ -244,7 +284,7 @@ class Batcher:
                 for job in jobs:
                     self._score([job], len(job.records), on_loop=True)
             return
-        if len(pending) == 1 and self._queue.empty() and self._scoring.acquire(blocking=False):
+        if len(pending) == 1 and self._queue.empty() and not self._regular and self._scoring.acquire(blocking=False):
             job = pending.pop()
             try:
                 self._init_loop_thread()
@@ -290,31 +330,41 @@ class Batcher:
             except Exception:  # pragma: no cover - best effort tuning
                 log.exception("scorer thread init failed for %s", self.name)
         get, get_nowait, limit = self._queue.get, self._queue.get_nowait, self.max_batch_rows
-        carry: Any = None
+        regular, bulk = self._regular, self._bulk
+        stopping = False
         while True:
-            job = carry if carry is not None else get()
-            carry = None
-            if job is _STOP:
-                return
-            batch = [job]
-            rows = len(job.records)
-            stop = False
-            while rows < limit:
+            if not regular and not bulk:
+                if stopping:
+                    return
+                stopping = self._sort(get(), stopping)
+            while True:  # whatever else is waiting, without blocking
                 try:
-                    nxt = get_nowait()
+                    item = get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                if rows + len(nxt.records) > limit:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-                rows += len(nxt.records)
+                stopping = self._sort(item, stopping)
+            if regular:  # requests first, merged up to the row limit
+                job = regular.popleft()
+                batch = [job]
+                rows = len(job.records)
+                while regular and rows + len(regular[0].records) <= limit:
+                    job = regular.popleft()
+                    batch.append(job)
+                    rows += len(job.records)
+            elif bulk:  # then one slice of a large request
+                job = bulk.popleft()
+                batch = [job]
+                rows = len(job.records)
+            else:
+                continue
             self._score(batch, rows, on_loop=False)
-            if stop:
-                return
+
+    def _sort(self, item: Any, stopping: bool) -> bool:
+        """File a queued item into its lane; True once the stop marker was seen."""
+        if item is _STOP:
+            return True
+        (self._bulk if item.bulk else self._regular).append(item)
+        return stopping
 
     def _score(self, batch: list[_Job], rows: int, *, on_loop: bool) -> None:
         """Score and answer. ``on_loop``: called on the event loop, whose caller holds the lock

@@ -24,11 +24,21 @@ def local_server(registry: Any, ref: str) -> Iterator[str]:
     import uvicorn
 
     from scoregate.serving.app import create_app
+    from scoregate.serving.protocol import ScoringProtocol
     from scoregate.serving.source import RegistrySource
 
     app = create_app(RegistrySource(registry), models=[ref], predictions_dir=None)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", access_log=False, log_level="warning")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=ScoringProtocol,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=app.options.keep_alive_timeout,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="scoregate-loadtest-server", daemon=True)
     thread.start()

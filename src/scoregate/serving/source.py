@@ -3,15 +3,18 @@ in-memory source (for embedding the server and for tests)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scoregate.errors import NotFoundError
+from scoregate.extra_fields import ExtraFields, from_tags
 from scoregate.flavors.base import Scorer
 from scoregate.refs import ModelRef
 from scoregate.schema import ModelSchema
+from scoregate.serving.auth import Credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,7 @@ class VersionInfo:
     flavor: str
     input_schema: ModelSchema
     latency_budget_ms: float | None = None
+    extra_fields: ExtraFields = ExtraFields.REFUSE
 
     @property
     def ref(self) -> str:
@@ -51,6 +55,9 @@ class ModelSource(Protocol):
 
     def load(self, name: str, version: int) -> tuple[VersionInfo, Scorer]: ...
 
+    # Optional: ``credentials() -> dict[str, Credential]`` (token SHA-256 -> owner), for
+    # ``--require-token``; a source without it admits no token.
+
 
 def _info_from_model_version(mv: Any) -> VersionInfo:
     return VersionInfo(
@@ -59,6 +66,7 @@ def _info_from_model_version(mv: Any) -> VersionInfo:
         flavor=mv.flavor,
         input_schema=mv.input_schema,
         latency_budget_ms=getattr(mv, "latency_budget_ms", None),
+        extra_fields=from_tags(dict(getattr(mv, "tags", {}) or {}), f"{mv.name}@{mv.version}"),
     )
 
 
@@ -90,6 +98,34 @@ class RegistrySource:
         loaded = self.registry.load(f"{name}@{version}")
         return _info_from_model_version(loaded.version), loaded.scorer
 
+    def credentials(self) -> dict[str, Credential]:
+        """Tokens that are neither revoked nor held by a disabled user (expiry is checked per request)."""
+        from sqlalchemy import select
+
+        from scoregate.governance.tables import TokenRow, UserRow
+
+        query = (
+            select(TokenRow.token_hash, TokenRow.expires_at, UserRow.name, UserRow.roles)
+            .join(UserRow, TokenRow.user_id == UserRow.id)
+            .where(TokenRow.revoked_at.is_(None), UserRow.disabled.is_(False))
+        )
+        with self.registry.reading() as session:
+            rows = session.execute(query).all()
+        return {
+            token_hash: Credential(
+                user, frozenset(str(r) for r in roles or ()), _epoch(expires) if expires is not None else None
+            )
+            for token_hash, expires, user, roles in rows
+        }
+
+
+def _epoch(value: Any) -> float:
+    import datetime as dt
+
+    if value.tzinfo is None:  # SQLite returns naive datetimes; the registry stores UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
 
 @dataclass
 class _Stored:
@@ -107,13 +143,32 @@ class InMemorySource:
     _versions: dict[tuple[str, int], _Stored] = field(default_factory=dict)
     _aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     _policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _tokens: dict[str, Credential] = field(default_factory=dict)
     _counter: Any = field(default_factory=lambda: itertools.count(1))
     _revision: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, name: str, version: int, scorer: Scorer, schema: ModelSchema, flavor: str = "sklearn") -> None:
+    def add(
+        self,
+        name: str,
+        version: int,
+        scorer: Scorer,
+        schema: ModelSchema,
+        flavor: str = "sklearn",
+        *,
+        extra_fields: ExtraFields | str = ExtraFields.REFUSE,
+    ) -> None:
+        info = VersionInfo(name, version, flavor, schema, extra_fields=ExtraFields(extra_fields))
         with self._lock:
-            self._versions[(name, version)] = _Stored(VersionInfo(name, version, flavor, schema), scorer)
+            self._versions[(name, version)] = _Stored(info, scorer)
+
+    def add_token(self, token: str, user: str, roles: list[str], *, expires_at: float | None = None) -> None:
+        with self._lock:
+            self._tokens[hashlib.sha256(token.encode()).hexdigest()] = Credential(user, frozenset(roles), expires_at)
+
+    def credentials(self) -> dict[str, Credential]:
+        with self._lock:
+            return dict(self._tokens)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         with self._lock:

@@ -2,10 +2,18 @@
 
 The routing table is an immutable snapshot replaced by reference: a request looks
 its route up once, validates and queues its rows without yielding to the event loop,
-so it always completes on the version it started with. When the registry's alias
-revision changes, the new versions are loaded and warmed on a loader thread, the
-table is swapped in one assignment, and versions no longer routed are retired: their
-scoring threads finish the jobs already queued and exit.
+so it always completes on the version it started with (a large request, validated in
+slices with yields between them, holds its version so it is not retired meanwhile).
+When the registry's alias revision changes, the new versions are loaded and warmed on
+a loader thread, the table is swapped in one assignment, and versions no longer
+routed are retired: their scoring threads finish the jobs already queued and exit.
+
+A version that cannot be loaded (not found, an artifact that fails its integrity
+check, a flavor error) does not take the others down: it is logged in one line, kept
+in :attr:`ServingState.unavailable` with the reason (``/v2/health/ready`` and the
+``scoregate_model_loaded`` gauge report it, a request for it gets 503 naming the
+reason), and retried at the next alias change. Only when nothing at all can be served
+does the worker refuse to start.
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scoregate.errors import NotFoundError, ScoregateError
-from scoregate.refs import ModelRef
+from scoregate.errors import InvalidReferenceError, NotFoundError, ScoregateError
+from scoregate.extra_fields import ExtraFields
+from scoregate.refs import REFERENCE_RULE, ModelRef, is_alias, is_version
 from scoregate.schema import FeatureType, ModelSchema, RecordValidator
 from scoregate.serving.batcher import Batcher, Outputs
+from scoregate.serving.errors import HTTPError, bounded
 from scoregate.serving.metrics import Metrics
+from scoregate.serving.options import DEFAULT_DIRECT_BELOW
 from scoregate.serving.policy import TrafficPolicy, choose_canary
 from scoregate.serving.source import AliasEntry, ModelSource, VersionInfo
 
@@ -38,15 +49,20 @@ class Served:
 
     __slots__ = (
         "batcher",
+        "drop_extra",
         "feature_names",
         "header",
+        "holds",
         "info",
+        "known",
         "m_batch",
         "m_latency",
         "m_rows",
         "name",
         "outputs",
         "ref",
+        "retired",
+        "strict",
         "validator",
         "version",
         "version_label",
@@ -62,10 +78,30 @@ class Served:
         self.batcher = batcher
         self.validator = validator
         self.feature_names = info.input_schema.feature_names
+        self.known = frozenset(self.feature_names)
+        #: No nullable feature: a row that passes validation with as many keys as features has no undeclared one.
+        self.strict = not any(f.nullable for f in info.input_schema.features)
+        self.drop_extra = info.extra_fields is ExtraFields.DROP
         self.outputs: Outputs | None = None  # from the warm-up call: names and dtypes
+        self.holds = 0  # large requests between routing and queueing their slices
+        self.retired = False
         self.m_latency = metrics.child(metrics.latency, info.name, self.version_label)
         self.m_batch = metrics.child(metrics.batch_rows, info.name, self.version_label)
         self.m_rows = metrics.child(metrics.rows, info.name, self.version_label, "false")
+
+    def hold(self) -> None:
+        self.holds += 1
+
+    def release(self) -> None:
+        """End a hold; a version retired meanwhile is closed now that nothing else will queue to it."""
+        self.holds -= 1
+        if self.retired and not self.holds:
+            self.batcher.close()
+
+    def retire(self) -> None:
+        self.retired = True
+        if not self.holds:
+            self.batcher.close()
 
 
 @dataclass(slots=True)
@@ -109,8 +145,6 @@ class Table:
 
 
 SCORING_MODES = ("thread", "inline")
-#: Seconds under which a model's lone requests may be scored on the event loop (the direct path).
-DEFAULT_DIRECT_BELOW = 0.002
 
 
 def warmup_record(schema: ModelSchema) -> dict[str, Any]:
@@ -163,6 +197,10 @@ class ServingState:
         self.direct_below = direct_below
         self.table = Table()
         self.ready = False
+        #: Wanted versions (or references) that are not served, and why.
+        self.unavailable: dict[str, str] = {}
+        #: Called with the source's credentials at every poll (``--require-token``); None: not polled.
+        self.on_credentials: Callable[[dict[str, Any]], None] | None = None
         # Registry calls and model loading happen on one loader thread, never on the loop.
         self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._poller: asyncio.Task[None] | None = None
@@ -175,7 +213,11 @@ class ServingState:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.source = await loop.run_in_executor(self._loader, self._source_factory)
-        await self.refresh(strict=True)
+        await self._refresh_credentials()
+        await self.refresh(force=True)
+        if not self.table.served and self.unavailable:
+            reasons = "; ".join(f"{ref}: {why}" for ref, why in sorted(self.unavailable.items()))
+            raise NotFoundError(f"nothing to serve: {reasons}")
         self.ready = True
         self._poller = asyncio.create_task(self._poll(), name="scoregate-alias-poller")
 
@@ -201,28 +243,39 @@ class ServingState:
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
+                await self._refresh_credentials()
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.last_error = str(exc)
-                log.exception("refreshing the served models failed; keeping the current ones")
+                log.error("refreshing the served models failed, keeping the current ones: %s", _one_line(exc))
+
+    async def _refresh_credentials(self) -> None:
+        if self.on_credentials is None:
+            return
+        read = getattr(self.source, "credentials", None)
+        if read is None:
+            return
+        credentials = await asyncio.get_running_loop().run_in_executor(self._loader, read)
+        self.on_credentials(credentials)
 
     # --- refresh / hot swap ---------------------------------------------------------------------
 
-    async def refresh(self, *, strict: bool = False) -> bool:
+    async def refresh(self, *, force: bool = False) -> bool:
         """Re-read aliases and policies; load, warm and swap in changes. True if swapped."""
         loop = asyncio.get_running_loop()
         revision = await loop.run_in_executor(self._loader, self.source.revision)  # type: ignore[union-attr]
-        if revision == self.table.revision and not strict:
+        if revision == self.table.revision and not force:
             return False
-        table = await loop.run_in_executor(self._loader, self._build_table, revision, strict)
+        table, unavailable = await loop.run_in_executor(self._loader, self._build_table, revision)
         old = self.table
         self.table = table  # the atomic switch
+        self.unavailable = unavailable
         retired = [s for key, s in old.served.items() if table.served.get(key) is not s]
         for s in retired:
-            s.batcher.close()
-        self._retired = [s for s in self._retired if s.batcher._thread.is_alive()] + retired
+            s.retire()
+        self._retired = [s for s in self._retired if not s.batcher.join(0)] + retired
         if old.revision is not None:
             self.swap_count += 1
             self.metrics.swaps.inc()
@@ -231,7 +284,9 @@ class ServingState:
         )
         return True
 
-    def _wanted(self, strict: bool) -> tuple[list[AliasEntry], set[tuple[str, int]], dict[tuple[str, str], Any]]:
+    def _wanted(
+        self, unavailable: dict[str, str]
+    ) -> tuple[list[AliasEntry], set[tuple[str, int]], dict[tuple[str, str], Any]]:
         source = self.source
         assert source is not None
         aliases = source.aliases()
@@ -241,37 +296,39 @@ class ServingState:
             return aliases, pinned, policies
         kept: list[AliasEntry] = []
         for text in self.models:
-            ref = ModelRef.parse(text)
+            try:
+                ref = ModelRef.parse(text)
+            except ScoregateError as exc:
+                unavailable[text] = exc.message
+                continue
             if ref.version is not None:
                 try:
                     source.resolve(str(ref))
-                except ScoregateError:
-                    if strict:
-                        raise
-                    log.warning("model version %s no longer resolves", ref)
+                except ScoregateError as exc:
+                    unavailable[str(ref)] = exc.message
                     continue
                 pinned.add((ref.name, ref.version))
             elif ref.alias is not None:
                 match = [a for a in aliases if a.name == ref.name and a.alias == ref.alias]
-                if not match and strict:
-                    raise NotFoundError(f"model {ref.name} has no alias {ref.alias!r}")
+                if not match:
+                    unavailable[str(ref)] = f"model {ref.name} has no alias {ref.alias!r}"
                 kept.extend(match)
             else:
                 match = [a for a in aliases if a.name == ref.name]
                 if match:
                     kept.extend(match)
-                else:
-                    try:
-                        info = source.resolve(ref.name)
-                    except ScoregateError:
-                        if strict:
-                            raise
-                        continue
-                    pinned.add((info.name, info.version))
+                    continue
+                try:
+                    info = source.resolve(ref.name)
+                except ScoregateError as exc:
+                    unavailable[str(ref)] = exc.message
+                    continue
+                pinned.add((info.name, info.version))
         return kept, pinned, policies
 
-    def _build_table(self, revision: str, strict: bool) -> Table:
-        aliases, pinned, raw_policies = self._wanted(strict)
+    def _build_table(self, revision: str) -> tuple[Table, dict[str, str]]:
+        unavailable: dict[str, str] = {}
+        aliases, pinned, raw_policies = self._wanted(unavailable)
         policies: dict[tuple[str, str], TrafficPolicy] = {}
         for a in aliases:
             raw = raw_policies.get((a.name, a.alias))
@@ -288,16 +345,14 @@ class ServingState:
         served: dict[tuple[str, int], Served] = {}
         for key in sorted(needed):
             existing = current.get(key)
-            if existing is not None and not existing.batcher.closed:
+            if existing is not None and not existing.retired:
                 served[key] = existing
                 continue
             try:
                 served[key] = self._load(*key)
             except Exception as exc:
-                if strict:
-                    raise
-                self.last_error = f"{key[0]}@{key[1]}: {exc}"
-                log.exception("could not load %s@%s; it is not served", *key)
+                unavailable[f"{key[0]}@{key[1]}"] = _one_line(exc)
+                log.debug("loading %s@%s failed", *key, exc_info=True)
 
         table = Table(revision=revision, served=served)
         for (name, version), s in served.items():
@@ -309,7 +364,10 @@ class ServingState:
                 # keep the alias on what this worker served before rather than dropping it
                 old = self.table.models.get(a.name)
                 previous = old.aliases.get(a.alias) if old else None
-                if previous is None or previous.primary.batcher.closed:
+                if previous is None or previous.primary.retired:
+                    reason = unavailable.get(f"{a.name}@{a.version}")
+                    if reason is not None:
+                        unavailable[f"{a.name}@{a.alias}"] = f"its version {a.version} is not loaded: {reason}"
                     continue
                 primary = previous.primary
                 served[(primary.name, primary.version)] = primary
@@ -327,7 +385,10 @@ class ServingState:
             table.models.setdefault(a.name, ModelEntry(a.name)).aliases[a.alias] = route
         for entry in table.models.values():
             entry.default = entry.aliases.get(DEFAULT_ALIAS) or entry.versions[max(entry.versions)]
-        return table
+        for ref, reason in sorted(unavailable.items()):
+            if self.unavailable.get(ref) != reason:  # once per reason, not at every poll
+                log.error("not serving %s: %s", ref, reason)
+        return table, unavailable
 
     def _load(self, name: str, version: int) -> Served:
         assert self.source is not None
@@ -371,14 +432,20 @@ class ServingState:
 
     def route(self, name: str, selector: str | None) -> Route:
         entry = self.table.models.get(name)
+        if selector is not None and not (is_version(selector) or is_alias(selector)):
+            raise InvalidReferenceError(
+                f"invalid model reference {bounded(f'{name}@{selector}', 80)!r}: {REFERENCE_RULE}"
+            )
         if entry is None:
+            self._if_unavailable(name, selector)
             served = ", ".join(sorted(self.table.models)) or "none"
-            raise NotFoundError(f"model {name!r} is not served here (served models: {served})")
+            raise NotFoundError(f"model {bounded(name, 80)!r} is not served here (served models: {served})")
         if selector is None:
             route = entry.default
-        elif selector.isdigit():
+        elif is_version(selector):
             route = entry.versions.get(int(selector))
             if route is None:
+                self._if_unavailable(name, selector)
                 raise NotFoundError(
                     f"version {selector} of model {name!r} is not served here "
                     f"(served versions: {', '.join(map(str, sorted(entry.versions)))})"
@@ -386,9 +453,35 @@ class ServingState:
         else:
             route = entry.aliases.get(selector)
             if route is None:
+                self._if_unavailable(name, selector)
                 raise NotFoundError(
                     f"model {name!r} has no served alias {selector!r} "
                     f"(served aliases: {', '.join(sorted(entry.aliases)) or 'none'})"
                 )
         assert route is not None
         return route
+
+    def _if_unavailable(self, name: str, selector: str | None) -> None:
+        """503 naming the reason when the reference was wanted here but could not be loaded."""
+        if not self.unavailable:
+            return
+        ref = name if selector is None else f"{name}@{int(selector) if is_version(selector) else selector}"
+        reason = self.unavailable.get(ref)
+        if reason is not None:
+            raise HTTPError(503, "not_loaded", f"{ref} is not loaded: {reason}")
+
+    def loaded(self) -> dict[tuple[str, str], bool]:
+        """(model, version) -> whether it is served, for the loaded gauge (references that never
+        resolved to a version are reported with the version they named, or none)."""
+        out = {(s.name, s.version_label): True for s in self.table.served.values()}
+        for ref in self.unavailable:
+            name, _, selector = ref.partition("@")
+            out.setdefault((name, selector if is_version(selector) else ""), False)
+        return out
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ScoregateError):
+        return exc.message
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {bounded(text, 200)}"

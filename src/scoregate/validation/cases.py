@@ -283,8 +283,10 @@ def batch_cases(
             id="extra_field",
             kind="extra_field",
             rows=[{**base, "__not_a_feature__": 1}],
-            expect=SCORE,
-            description="an unknown extra field is ignored",
+            expect=REFUSE,
+            field="__not_a_feature__",
+            rule="undeclared",
+            description="an undeclared field is refused, naming it (it is never scored nor logged)",
         ),
     ]
     # one bad row among good ones: the whole request is refused, naming the field

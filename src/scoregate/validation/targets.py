@@ -259,6 +259,11 @@ def v2_request(schema: ModelSchema, rows: list[Any]) -> dict[str, Any]:
             continue
         values = [r.get(f.name) for r in rows]
         inputs.append({"name": f.name, "datatype": V2_DATATYPES[f.type], "shape": [len(rows)], "data": values})
+    known = set(schema.feature_names)
+    for name in dict.fromkeys(k for r in rows for k in r if k not in known):  # sent, so the server can refuse it
+        values = [r.get(name) for r in rows]
+        datatype = "FP64" if all(is_number(v) for v in values) else "BYTES"
+        inputs.append({"name": str(name), "datatype": datatype, "shape": [len(rows)], "data": values})
     return {"inputs": inputs}
 
 
