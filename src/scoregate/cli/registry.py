@@ -180,15 +180,12 @@ def models_show(
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     out.print(table)
-    features = Table("feature", "type", "nullable", "range / categories", title="input schema")
+    # validity rules refuse; the observed profile of the training data only flags
+    features = Table("feature", "type", "nullable", "validity rules", "observed in training", title="input schema")
     for f in version.input_schema.features:
-        if f.categories:
-            detail = ", ".join(f.categories[:8]) + (" ..." if len(f.categories) > 8 else "")
-        elif f.minimum is not None or f.maximum is not None:
-            detail = f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None and f.maximum is not None else ""
-        else:
-            detail = ""
-        features.add_row(f.name, f.type.value, "yes" if f.nullable else "no", detail)
+        features.add_row(
+            f.name, f.type.value, "yes" if f.nullable else "no", f.limits_text() or "-", f.observed_text() or "-"
+        )
     out.print(features)
     shown = ", ".join(f"{o.name} ({o.type.value}{', nullable' if o.nullable else ''})" for o in version.output_schema)
     contract = version.input_schema.output_contract
@@ -280,7 +277,7 @@ def predict(
     from scoregate.refs import ModelRef
     from scoregate.registry import isolated
     from scoregate.registry.lineage import read_table
-    from scoregate.schema import prepare_frame, prepare_records
+    from scoregate.schema import flag_frame, prepare_frame, prepare_records
 
     ModelRef.parse(ref, require_selector=True)
     if output is not None:
@@ -295,6 +292,9 @@ def predict(
     else:
         frame = prepare_frame(schema, read_table(input, what="input file"))
     predictions = isolated.predict(registry, version, frame, timeout=timeout)
+    flagged = flag_frame(schema, frame).summary()
+    if flagged:  # one line, whether the predictions go to the terminal or a file
+        out.print(flagged, markup=False, highlight=False, soft_wrap=True)
     if output is not None:
         writer = {
             ".csv": lambda p: predictions.to_csv(p, index=False),

@@ -26,6 +26,16 @@ class Scorer(ABC):
     #: (a model fitted on a DataFrame reads the columns it was fitted on, by position).
     matrix_features: list[str] | None = None
 
+    def accepts_unseen(self) -> frozenset[str]:
+        """Input columns whose category levels the model takes without having seen them in
+        training (a one-hot encoder that ignores unknown levels, LightGBM's native categoricals).
+
+        Registration opens those category features (``unseen: score``) in a schema it
+        inferred. Empty unless the flavor can tell for sure: a closed category refuses an
+        unknown level, which is what it always did.
+        """
+        return frozenset()
+
     @abstractmethod
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score ``frame``; the result has one row per input row, in order."""

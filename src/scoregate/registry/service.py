@@ -69,7 +69,15 @@ from scoregate.registry.tables import (
     VersionRow,
     utcnow,
 )
-from scoregate.schema import ModelSchema, OutputContract, OutputField, infer_schema, prepare_frame, settle_outputs
+from scoregate.schema import (
+    ModelSchema,
+    OutputContract,
+    OutputField,
+    infer_schema,
+    open_categories,
+    prepare_frame,
+    settle_outputs,
+)
 from scoregate.traffic import TrafficPolicy
 
 #: Rows of training data kept with a version for validation and monitoring.
@@ -258,6 +266,7 @@ class Registry:
         flavor_impl = get_flavor(flavor)
 
         training = describe_training_data(Path(train_data)) if train_data is not None else None
+        inferred = schema is None and training is not None
         if schema is None:
             if training is not None:
                 schema = infer_schema(training.frame, target=target)
@@ -281,6 +290,10 @@ class Registry:
             sample = prepare_frame(schema, reference).head(SAMPLE_ROWS)
         # the model's code runs in a worker process, so a hang is stopped at the timeout
         trial = try_artifact(flavor, artifact, sample, timeout=timeout)
+        if inferred and trial.accepts_unseen:
+            # an inferred closed set opens where the model takes unknown levels; a declared
+            # schema keeps what its author declared
+            schema = open_categories(schema, trial.accepts_unseen)
         if trial.outputs is not None:
             fields, contract = settle_outputs(trial.outputs, declared)
             schema = schema.model_copy(update={"outputs": fields, "output_contract": contract})

@@ -35,7 +35,7 @@ from scoregate.extra_fields import check_records
 from scoregate.extra_fields import violations as undeclared_violations
 from scoregate.memory import MemoryTrim
 from scoregate.registry.predictions import Durability, PredictionLog
-from scoregate.schema import MAX_REPORTED_VIOLATIONS, Violation, raise_for
+from scoregate.schema import MAX_REPORTED_VIOLATIONS, ObservedFlags, Violation, raise_for
 from scoregate.serving import v2
 from scoregate.serving.auth import TokenCheck
 from scoregate.serving.batcher import BatcherClosed, Outputs
@@ -583,6 +583,7 @@ class ScoringApp:
         served, outputs, records = await self._score(route, records, exchange)
         kind = f"{name}@{selector}" if selector else name
         await self._after(route, served, request_id, exchange.client_id, records, outputs, started, kind)
+        flags = await self._flag(served, records)
         response: dict[str, Any] = {
             "model": served.name,
             "version": served.version,
@@ -593,7 +594,32 @@ class ScoringApp:
         if exchange.client_id is not None:
             response["client_request_id"] = exchange.client_id
         response["predictions"] = outputs.rows()
+        if flags.flags:
+            response["flags"] = flags.to_list()
         return 200, orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def _flag(self, served: Served, records: list[Any]) -> ObservedFlags:
+        """Flag the scored rows outside the version's observed profile and count the flags.
+
+        A flag never refuses: the rows were scored. A large request is flagged a slice per
+        loop turn, like its validation, so other requests are not held up.
+        """
+        flagger = served.flagger
+        if not flagger.active:
+            return ObservedFlags((), len(records))
+        size = self.slice_rows
+        if len(records) <= size:
+            flags = flagger.flag(records)
+        else:
+            found = []
+            for start in range(0, len(records), size):
+                found.extend(flagger.flag(records[start : start + size], start).flags)
+                await asyncio.sleep(0)
+            flags = ObservedFlags(tuple(found), len(records))
+        metric = self.metrics.input_flags
+        for (feature, kind), n in flags.counts().items():
+            self.metrics.child(metric, served.name, served.version_label, feature, kind.value).inc(n)
+        return flags
 
     def _columns_to_rows(self, columns: Any) -> list[dict[str, Any]]:
         if not isinstance(columns, dict) or not all(isinstance(v, list) for v in columns.values()):
@@ -659,8 +685,9 @@ class ScoringApp:
         )
         served, outputs, records = await self._score(route, records, exchange)
         await self._after(route, served, request_id, exchange.client_id, records, outputs, started, f"v2:{name}")
+        flags = await self._flag(served, records)
         payload, binary_header = v2.encode_response(
-            served.name, served.version, request, outputs, len(records), exchange.client_id
+            served.name, served.version, request, outputs, len(records), exchange.client_id, flags.to_list()
         )
         return 200, payload, binary_header
 
