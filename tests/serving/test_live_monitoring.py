@@ -3,6 +3,7 @@ restarts, failures that never fail scoring, bounded labels, and the same figures
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from scoregate.errors import InvalidInputError
 from scoregate.flavors import load_scorer
 from scoregate.monitoring import live
 from scoregate.monitoring.counts import Accumulator
@@ -27,7 +29,7 @@ from scoregate.monitoring.profile import (
 )
 from scoregate.schema import Feature, FeatureType, ModelSchema
 from scoregate.serving import InMemorySource, create_app
-from tests.serving.conftest import FEATURES, Served, register_credit, run, sample_rows, training_frame
+from tests.serving.conftest import FEATURES, Served, register_credit, run, sample_rows, training_frame, wait_for
 
 OUTPUT_TYPES = {"prediction": FeatureType.INT, "proba_0": FeatureType.FLOAT, "proba_1": FeatureType.FLOAT}
 
@@ -132,6 +134,15 @@ async def wait_metric(served: Served, family: str, predicate: Any = None, timeou
     raise AssertionError(f"no {family}{labels} after {timeout}s:\n{text[-3000:]}")
 
 
+def in_range_rows(n: int, seed: int, debt_factor: float = 1.0, shifted: int = 0) -> list[dict[str, Any]]:
+    """Rows inside the inferred schema's ranges (the first ``shifted`` with debt times ``debt_factor``)."""
+    rows = sample_rows(n, seed)
+    for i, r in enumerate(rows):
+        r["income"] = min(max(r["income"], 10.06), 199.47)
+        r["debt"] = min(max(r["debt"] * (debt_factor if i < shifted else 1.0), 0.49), 99.95)
+    return rows
+
+
 def shifted_rows(n: int, seed: int = 3) -> list[dict[str, Any]]:
     rows = sample_rows(n, seed)
     for r in rows:
@@ -220,10 +231,7 @@ def test_live_figures_equal_monitor_drift_on_the_same_rows(artifacts: dict[str, 
 
     registry = register_credit(tmp_path / "home", artifacts)
     service.record_reference(registry, "credit@1", artifacts["train"])
-    rows = sample_rows(700, seed=11)
-    for i, r in enumerate(rows):  # within the schema's ranges, some drift in debt
-        r["income"] = min(max(r["income"], 10.06), 199.47)
-        r["debt"] = min(max(r["debt"] * (1.4 if i < 350 else 1.0), 0.49), 99.95)
+    rows = in_range_rows(700, seed=11, debt_factor=1.4, shifted=350)  # some drift in debt
 
     async def go() -> None:
         async with app_of(RegistrySource(registry), tmp_path / "live") as s:
@@ -359,10 +367,21 @@ def test_damaged_window_files_are_skipped(monitored: Any, tmp_path: Path) -> Non
     monitor.observe(_Version, rows, _outputs(scorer, rows))
     monitor.stop()
     where = live.version_folder(folder, "credit", 1)
+    (real,) = live.list_windows(folder, "credit", 1)
+    edited = json.loads(real.path.read_bytes())  # same version and digest, other bins
+    column = next(c for c in edited["inputs"]["columns"] if c["name"] == "income")
+    column["edges"] = [e * 2 for e in column["edges"]]
+    (where / "6000-60-editor.json").write_text(json.dumps(edited))
     (where / "6060-60-intruder.json").write_text('{"format": "scoregate-window/1", "model": "credit"')
     (where / "6120-60-other.json").write_bytes(b"\x00" * 10)
     (where / "notes.txt").write_text("hello")
     assert [(w.start, w.rows) for w in live.read_windows(folder, "credit", 1)] == [(6000, 10)]
+    _, profile = monitored
+    assert not live.Window.from_json((where / "6000-60-editor.json").read_bytes()).matches(profile)
+    (kept,) = live.read_windows(folder, "credit", 1, profile=profile)
+    assert kept.workers != ["editor"] and kept.matches(profile) and kept.rows == 10
+    with pytest.raises(InvalidInputError):
+        live.version_folder(folder, "../etc", 1)
 
 
 # -- faults ------------------------------------------------------------------------------------------
@@ -502,3 +521,61 @@ def test_counting_is_the_same_as_arrow_batches(monitored: Any) -> None:
     for name in names:
         assert served[name].to_dict() == batch[name].to_dict(), name
     assert np.isfinite(served["income"].maximum)
+
+
+# -- real worker processes ---------------------------------------------------------------------------
+
+
+def test_worker_processes_merge_and_a_killed_worker_loses_at_most_its_open_window(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """`serve --workers 2`: both workers' windows are merged into one figure at /metrics; kill -9 of
+    the server loses at most the open window (the closed ones stay on disk)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from scoregate.monitoring import service
+    from tests.serving.conftest import free_port
+
+    home = tmp_path / "home"
+    registry = register_credit(home, artifacts)
+    service.record_reference(registry, "credit@1", artifacts["train"])
+    registry.close()
+    port = free_port()
+    code = (
+        "from scoregate.config import Settings; from scoregate.serving import run; "
+        f"run(Settings(home={str(home)!r}), '127.0.0.1', {port}, workers=2, log_level='warning', "
+        "monitoring_window=1, log_predictions=False)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, what="the server")
+        rows = in_range_rows(400, seed=21)
+        for start in range(0, 400, 10):  # a connection each: the kernel spreads them over both workers
+            with httpx.Client() as client:
+                r = client.post(f"{url}/models/credit@1/predict", json={"rows": rows[start : start + 10]})
+                assert r.status_code == 200, r.text
+
+        def merged() -> bool:
+            text = httpx.get(f"{url}/metrics").text
+            return value(text, "scoregate_monitoring_window_rows", model="credit", version="1", window="24h") == 400
+
+        wait_for(merged, timeout=60, what="the merged window rows")
+        folder = live.live_folder(home)
+        assert len({f.worker for f in live.list_windows(folder, "credit", 1)}) == 2
+        text = httpx.get(f"{url}/metrics").text
+        assert value(text, "scoregate_feature_drift", feature="income", statistic="psi", window="24h") is not None
+        # rows in the open window, then kill -9: those may be lost, the closed windows are not
+        with httpx.Client() as client:
+            assert client.post(f"{url}/models/credit@1/predict", json={"rows": rows[:10]}).status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    kept = sum(w.rows for w in live.read_windows(live.live_folder(home), "credit", 1))
+    assert 400 <= kept <= 410

@@ -102,9 +102,18 @@ class Window:
         """Rows scored or refused: the denominator of the quality shares."""
         return self.inputs.rows + self.refused_rows
 
+    def matches(self, profile: ReferenceProfile) -> bool:
+        """Whether this window was counted over ``profile``'s bins (a file may have been edited)."""
+        outputs = profile.accumulator(Role.OUTPUT).bins if profile.role(Role.OUTPUT) else None
+        return self.inputs.bins == profile.accumulator(Role.INPUT).bins and (
+            (self.outputs.bins if self.outputs is not None else None) == outputs
+        )
+
     def merge(self, other: Window) -> Window:
         if (other.model, other.version, other.profile_digest) != (self.model, self.version, self.profile_digest):
             raise InvalidInputError("cannot merge windows of different versions or profiles")
+        if self.inputs.bins != other.inputs.bins or (self.outputs is None) != (other.outputs is None):
+            raise InvalidInputError("cannot merge windows binned differently")
         self.inputs.merge(other.inputs)
         if self.outputs is not None and other.outputs is not None:
             self.outputs.merge(other.outputs)
@@ -192,6 +201,8 @@ def live_folder(home: Path) -> Path:
 
 
 def version_folder(folder: Path, model: str, version: int) -> Path:
+    if not model or "/" in model or "\\" in model or model in (".", "..") or "\x00" in model:
+        raise InvalidInputError(f"invalid model name {model[:80]!r} for a live window folder")
     return Path(folder) / model / str(int(version))
 
 
@@ -271,11 +282,15 @@ def read_windows(
     since: dt.datetime | float | None = None,
     until: dt.datetime | float | None = None,
     profile_digest: str | None = None,
+    profile: ReferenceProfile | None = None,
 ) -> list[Window]:
     """A version's windows that started at or after ``since`` and ended by ``until``, one per
-    start (the workers' files merged), oldest first. Unreadable files are skipped: a window
-    being written is a temporary file until it is whole."""
+    start (the workers' files merged), oldest first. Unreadable files are skipped (a window
+    being written is a temporary file until it is whole); with ``profile``, so are windows
+    not counted over its bins (an edited file), and only its windows are kept."""
     low, high = _epoch(since), _epoch(until)
+    if profile is not None:
+        profile_digest = profile_digest or profile.digest()
     merged: dict[int, Window] = {}
     for entry in list_windows(folder, model, version):
         if (low is not None and entry.start < low) or (high is not None and entry.end > high):
@@ -286,11 +301,14 @@ def read_windows(
             continue
         if profile_digest is not None and window.profile_digest != profile_digest:
             continue
+        if profile is not None and not window.matches(profile):
+            continue
         held = merged.get(entry.start)
         if held is None:
             merged[entry.start] = window
         elif held.profile_digest == window.profile_digest:
-            held.merge(window)
+            with contextlib.suppress(InvalidInputError):  # a hand-edited file binned otherwise: left out
+                held.merge(window)
     return [merged[k] for k in sorted(merged)]
 
 

@@ -150,7 +150,13 @@ class LiveMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.run_once(final=True)
+        if not self._lock.acquire(timeout=timeout):  # a pass stuck on a dead disk: do not hang the shutdown
+            log.error("live monitoring: the open windows were not written at shutdown (a pass is stuck)")
+            return
+        try:
+            self._pass(final=True)
+        finally:
+            self._lock.release()
 
     def _run(self) -> None:
         while not self._stop.wait(TICK):
@@ -159,15 +165,18 @@ class LiveMonitor:
     def run_once(self, *, final: bool = False) -> None:
         """One pass: count the queue, close ended windows, refresh the gauges."""
         with self._lock:
-            now = self._clock()
-            try:
-                self._drain(now)
-            except Exception:  # pragma: no cover - _drain guards each version itself
-                self._fail(Stage.COUNT, "counting")
-            for tracker in list(self._trackers.values()):
-                self._roll(tracker, now, final)
-                if not final:
-                    self._refresh(tracker, now)
+            self._pass(final=final)
+
+    def _pass(self, *, final: bool) -> None:
+        now = self._clock()
+        try:
+            self._drain(now)
+        except Exception:  # pragma: no cover - _drain guards each version itself
+            self._fail(Stage.COUNT, "counting")
+        for tracker in list(self._trackers.values()):
+            self._roll(tracker, now, final)
+            if not final:
+                self._refresh(tracker, now)
 
     # --- counting -------------------------------------------------------------------------------
 
@@ -301,7 +310,7 @@ class LiveMonitor:
                     window = live.Window.from_json(path.read_bytes())
                 except (OSError, live.InvalidInputError):
                     continue
-                if window.profile_digest == tracker.digest:
+                if window.profile_digest == tracker.digest and window.matches(profile):
                     cache[path] = window
         m = self.metrics
         labels = (tracker.name, str(tracker.version))
