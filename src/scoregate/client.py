@@ -55,11 +55,15 @@ class Client:
         parent_version: int | None = None,
         latency_budget_ms: float = 300.0,
         timeout: float = DEFAULT_MODEL_TIMEOUT_S,
+        profile: bool = True,
     ) -> ModelVersion:
-        """Register a version; loading and scoring the training sample must take under ``timeout`` s."""
+        """Register a version; loading and scoring the training sample must take under ``timeout`` s.
+
+        With ``train_data`` (Parquet or CSV) and ``profile``, every training row is then profiled
+        and the reference profile bound to the version (a warning is logged when it cannot be)."""
         if schema is not None and not isinstance(schema, ModelSchema):
             schema = ModelSchema.model_validate(schema)
-        return self.registry.register(
+        version = self.registry.register(
             name,
             Path(artifact),
             flavor=flavor,
@@ -77,6 +81,11 @@ class Client:
             latency_budget_ms=latency_budget_ms,
             timeout=timeout,
         )
+        if train_data is not None and profile:
+            from scoregate.monitoring.service import profile_at_registration
+
+            profile_at_registration(self.registry, version, train_data)
+        return version
 
     def get(self, ref: str) -> ModelVersion:
         return self.registry.resolve(ref)

@@ -14,6 +14,7 @@ from rich.table import Table
 from scoregate.cli.app import (
     alias_app,
     app,
+    err,
     first_error,
     get_registry,
     models_app,
@@ -64,6 +65,19 @@ def register(
             callback=rule(seconds),
         ),
     ] = DEFAULT_MODEL_TIMEOUT_S,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="With --train-data (Parquet or CSV): profile every training row (streamed) and bind the "
+            "reference profile that monitoring compares with."
+        ),
+    ] = True,
+    profile_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the reference profile may take; past it the version has none.", callback=rule(seconds)
+        ),
+    ] = 900.0,
 ) -> None:
     """Register a new version of a model."""
     from scoregate.schema import ModelSchema
@@ -76,7 +90,8 @@ def register(
         except ValueError as exc:
             raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
     declared = _read_outputs(outputs) if outputs is not None else None
-    version = get_registry().register(
+    registry = get_registry()
+    version = registry.register(
         name,
         artifact,
         flavor=flavor,
@@ -98,6 +113,20 @@ def register(
         f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "
         f"{len(version.input_schema.features)} features)"
     )
+    if train_data is not None and profile:
+        from rich.markup import escape
+
+        from scoregate.monitoring.service import profile_at_registration
+
+        done = profile_at_registration(registry, version, train_data, timeout=profile_timeout)
+        if done.digest is not None:
+            out.print(f"reference profile sha256:{done.digest[:12]} recorded ({done.rows:,} rows)", highlight=False)
+        else:
+            err.print(
+                f"warning: no reference profile: {escape(done.note or '')}; add one with "
+                f"`scoregate monitor reference {escape(version.ref)} DATA`",
+                highlight=False,
+            )
 
 
 def _read_outputs(path: Path) -> list[Any]:

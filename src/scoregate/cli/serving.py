@@ -51,6 +51,14 @@ def serve(
         ),
     ] = "sync",
     log_flush_interval: Annotated[float, typer.Option(help="Seconds between prediction-log flushes.")] = 1.0,
+    monitoring: Annotated[
+        bool,
+        typer.Option(
+            help="Live monitoring: count scored rows per version into windows against its reference profile "
+            "and export their drift and data quality at /metrics."
+        ),
+    ] = True,
+    monitoring_window: Annotated[int, typer.Option(help="Seconds per live monitoring window.")] = 300,
     require_token: Annotated[
         bool, typer.Option(help="Scoring and metadata need a registry token (Authorization: Bearer).")
     ] = False,
@@ -101,6 +109,8 @@ def serve(
         log_predictions=log_predictions,
         log_durability=log_durability,
         log_flush_interval=log_flush_interval,
+        monitoring=monitoring,
+        monitoring_window=monitoring_window,
         require_token=require_token,
         token_role=token_role,
         require_token_for_metrics=require_token_for_metrics,

@@ -26,7 +26,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -47,6 +47,9 @@ from scoregate.serving.openapi import openapi_document
 from scoregate.serving.options import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, ServeOptions
 from scoregate.serving.source import ModelSource
 from scoregate.serving.state import Route, Served, ServingState
+
+if TYPE_CHECKING:  # imported when monitoring is on: its statistics pull in scipy
+    from scoregate.serving.monitoring import LiveMonitor
 
 log = logging.getLogger("scoregate.serving")
 
@@ -136,6 +139,8 @@ class ScoringApp:
         self.in_flight = 0
         self._gauges: asyncio.Task[None] | None = None
         self._trim = MemoryTrim()
+        #: Live monitoring (:mod:`.monitoring`), set by :func:`create_app` unless it is off.
+        self.monitor: LiveMonitor | None = None
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -172,6 +177,8 @@ class ScoringApp:
         if self.log is not None:
             self.log.start()
         await self.state.start()
+        if self.monitor is not None:
+            self.monitor.start()
         if self.tokens is not None and getattr(self.state.source, "credentials", None) is None:
             log.warning("--require-token: the model source keeps no tokens; every scoring request will get 401")
         self._refresh_gauges()
@@ -188,6 +195,8 @@ class ScoringApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gauges
         await self.state.stop()  # drains every scoring thread, shadows included
+        if self.monitor is not None:  # counts the last rows and writes the open windows
+            await asyncio.get_running_loop().run_in_executor(None, self.monitor.stop)
         if self.log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.log.close)
         if self._commit is not None:
@@ -425,6 +434,8 @@ class ScoringApp:
         size = self.slice_rows
         if n <= size:
             records, problems = self._check(served, records)
+            if problems and self.monitor is not None:
+                self.monitor.refused(served, problems)
             raise_for(problems)
             self._room(served)
             try:
@@ -447,6 +458,8 @@ class ScoringApp:
                 if len(problems) >= MAX_REPORTED_VIOLATIONS:
                     break
                 await asyncio.sleep(0)
+            if problems and self.monitor is not None:
+                self.monitor.refused(served, problems)
             raise_for(problems)
             self._room(served)
             futures = [served.batcher.submit(checked[i : i + size], bulk=True) for i in range(0, len(checked), size)]
@@ -470,6 +483,8 @@ class ScoringApp:
         latency_ms = (_perf() - started) * 1000.0
         n = len(records)
         served.m_rows.inc(n)
+        if self.monitor is not None:
+            self.monitor.observe(served, records, outputs)
         plog = self.log
         if plog is not None:
             size = self.slice_rows
@@ -520,6 +535,7 @@ class ScoringApp:
             return
         started = _perf()
         plog = self.log
+        monitor = self.monitor
         rows = self.metrics.child(self.metrics.rows, shadow.name, shadow.version_label, "true")
         if shadow.known != primary_known:  # the challenger declares other fields: its own rule applies
             records, problems = check_records(records, shadow.known, shadow.info.extra_fields)
@@ -530,6 +546,8 @@ class ScoringApp:
             if error is not None or outputs is None:
                 return
             rows.inc(len(records))
+            if monitor is not None:
+                monitor.observe(shadow, records, outputs)
             if plog is not None:
                 plog.append(
                     shadow.name,
@@ -777,12 +795,14 @@ def create_app(
     source: ModelSource | Callable[[], ModelSource],
     *,
     predictions_dir: Any = None,
+    monitoring_dir: Any = None,
     options: ServeOptions | None = None,
     **settings: Any,
 ) -> ScoringApp:
     """Build the ASGI app. ``source`` is a :class:`ModelSource` or a zero-argument factory
     (called on the loader thread at startup, e.g. ``lambda: RegistrySource.open(settings)``).
-    ``predictions_dir=None`` turns the prediction log off. The server's settings are a
+    ``predictions_dir=None`` turns the prediction log off; ``monitoring_dir`` is where live
+    monitoring writes its windows (None, or ``monitoring=False``, turns it off). The server's settings are a
     :class:`ServeOptions` or its fields as keyword arguments (``max_request_rows=...``);
     ``scoring="inline"`` scores on the event loop (lower latency for fast models when one
     worker serves few models; a slow model then delays the others, so it is opt-in), and
@@ -814,4 +834,11 @@ def create_app(
             flush_rows=options.log_flush_rows,
             durability=options.log_durability,
         )
-    return ScoringApp(state, metrics, plog, options)
+    app = ScoringApp(state, metrics, plog, options)
+    if monitoring_dir is not None and options.monitoring:
+        from pathlib import Path
+
+        from scoregate.serving.monitoring import LiveMonitor
+
+        app.monitor = LiveMonitor(Path(monitoring_dir), metrics, options, app.worker_id, lambda: state.source)
+    return app
