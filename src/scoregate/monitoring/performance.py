@@ -93,6 +93,11 @@ class PerformanceSettings(BaseModel):
     bins: int = Field(10, ge=2, le=100)  # calibration error bins
     band_draws: int = Field(100, ge=10, le=10_000)  # label draws for the estimate's band
     band_rows: int = Field(5_000, ge=100, le=1_000_000)  # rows drawn from a larger period for the band
+    #: the estimate recalibrates the scores (isotonic) only when that lowers the reference's
+    #: calibration error by more than this; an isotonic map of already calibrated scores adds noise
+    recalibrate_margin: float = Field(0.01, ge=0, le=1)
+    #: bootstrap refits of the isotonic map, whose spread widens the band by the calibration's uncertainty
+    calibration_refits: int = Field(20, ge=0, le=1_000)
     seed: int = 0
 
 
@@ -176,6 +181,7 @@ class Calibration(BaseModel):
     positives: int
     error_raw: float  # calibration error of the model's own scores on the reference
     error_calibrated: float  # of the isotonic-calibrated scores, cross-fitted (two folds)
+    recalibrated: bool  # whether the estimate uses the isotonic map (else the scores as they are)
 
 
 class LabelsUsed(BaseModel):
@@ -303,13 +309,19 @@ def realized(
 
 @dataclass(frozen=True)
 class Calibrator:
-    """Isotonic map from the positive score to P(positive), fitted on reference labels."""
+    """Map from the positive score to P(positive): isotonic, fitted on reference labels, when the
+    scores need it; else the scores themselves."""
 
     model: IsotonicRegression
     calibration: Calibration
+    #: the same map refitted on bootstrap resamples of the reference: the band's calibration part
+    refits: tuple[IsotonicRegression, ...] = ()
 
-    def __call__(self, score: np.ndarray) -> np.ndarray:
-        return np.clip(self.model.predict(np.asarray(score, dtype=np.float64)), 0.0, 1.0)
+    def __call__(self, score: np.ndarray, model: IsotonicRegression | None = None) -> np.ndarray:
+        score = np.asarray(score, dtype=np.float64)
+        if not self.calibration.recalibrated:
+            return np.clip(score, 0.0, 1.0)
+        return np.clip((model or self.model).predict(score), 0.0, 1.0)
 
 
 def fit_calibrator(
@@ -330,15 +342,25 @@ def fit_calibrator(
         part = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score[fold != k], y[fold != k])
         crossed[fold == k] = part.predict(score[fold == k])
     model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, y)
+    raw = calibration_error(y, np.clip(score, 0, 1), settings.bins)
+    calibrated = calibration_error(y, crossed, settings.bins)
     calibration = Calibration(
         uri=uri,
         sha256=sha256,
         rows=len(y),
         positives=int(y.sum()),
-        error_raw=calibration_error(y, np.clip(score, 0, 1), settings.bins),
-        error_calibrated=calibration_error(y, crossed, settings.bins),
+        error_raw=raw,
+        error_calibrated=calibrated,
+        recalibrated=bool(raw - calibrated > settings.recalibrate_margin),
     )
-    return Calibrator(model, calibration)
+    refits = []
+    if calibration.recalibrated:
+        rng = np.random.default_rng([settings.seed, 1])
+        for _ in range(settings.calibration_refits):
+            drawn = rng.integers(0, len(y), len(y))
+            refit = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            refits.append(refit.fit(score[drawn], y[drawn]))
+    return Calibrator(model, calibration, tuple(refits))
 
 
 def _expected(p: np.ndarray, yhat: np.ndarray, score: np.ndarray) -> dict[str, float | None]:
@@ -393,7 +415,8 @@ def estimate(
     yhat = np.asarray(predicted, dtype=np.int8)
     values = _expected(p, yhat, np.asarray(score, dtype=np.float64))
     # The band: draw labels from p (on at most band_rows rows), take the spread of the realized
-    # figures, and scale it to the period's size (the spread falls as 1/sqrt(rows)).
+    # figures, and scale it to the period's size (the spread falls as 1/sqrt(rows)); add the
+    # spread of the estimate over bootstrap refits of the calibration, which does not fall.
     rng = np.random.default_rng([settings.seed, abs(seed)])
     n = len(p)
     pick = rng.choice(n, settings.band_rows, replace=False) if n > settings.band_rows else np.arange(n)
@@ -404,6 +427,10 @@ def estimate(
         y = (rng.random(len(ps)) < ps).astype(np.int8)
         for k, v in _sampled(y, hs, ss).items():
             draws[k].append(v)
+    refitted: dict[str, list[float]] = {k: [] for k in ESTIMATED_METRICS}
+    for model in calibrator.refits:
+        for k, v in _expected(calibrator(ss, model), hs, ss).items():
+            refitted[k].append(np.nan if v is None else v)
     out = {}
     for key in ESTIMATED_METRICS:
         value = values[key]
@@ -412,7 +439,10 @@ def estimate(
         if value is None or len(sample) < settings.band_draws // 2:
             out[key] = Estimate(value=value)
             continue
-        half = 1.96 * float(np.std(sample)) * scale
+        spread = np.asarray(refitted[key])
+        spread = spread[np.isfinite(spread)]
+        calibration_var = float(np.var(spread)) if len(spread) > 1 else 0.0
+        half = 1.96 * float(np.sqrt((np.std(sample) * scale) ** 2 + calibration_var))
         out[key] = Estimate(value=value, low=max(0.0, value - half), high=min(1.0, value + half))
     return out
 
