@@ -139,3 +139,21 @@ def test_the_task_is_read_from_the_outputs() -> None:
     assert target_of(outputs("prediction"), "m@1").task is Task.REGRESSION
     with pytest.raises(InvalidInputError, match="no outputs performance can be measured on"):
         target_of([OutputField(name="prediction", type=FeatureType.STRING)], "m@1")
+
+
+def test_the_bands_vectorized_metrics_are_sklearns() -> None:
+    from scipy.stats import rankdata
+
+    from scoregate.monitoring.performance import _sampled
+
+    rng = np.random.default_rng(3)
+    score = np.round(rng.random(400), 2)  # ties
+    yhat = (score >= 0.5).astype(np.float64)
+    y = (rng.random((5, 400)) < score).astype(np.float64)
+    got = _sampled(y, yhat, rankdata(score))
+    for i in range(5):
+        assert got["roc_auc"][i] == pytest.approx(skm.roc_auc_score(y[i], score), abs=1e-12)
+        assert got["accuracy"][i] == pytest.approx(skm.accuracy_score(y[i], yhat), abs=1e-12)
+        assert got["precision"][i] == pytest.approx(skm.precision_score(y[i], yhat), abs=1e-12)
+        assert got["recall"][i] == pytest.approx(skm.recall_score(y[i], yhat), abs=1e-12)
+        assert got["f1"][i] == pytest.approx(skm.f1_score(y[i], yhat), abs=1e-12)

@@ -144,7 +144,6 @@ def _period(
     settings: PerformanceSettings,
     start: int | None,
     end: int | None,
-    notes: list[str],
 ) -> PeriodPerformance:
     labelled = rows[joined.labelled[rows]]
     usable = labelled
@@ -189,6 +188,25 @@ def _period(
     )
 
 
+def summarize(
+    target: Target,
+    joined: outcomes.Joined,
+    calibrator: Calibrator | None,
+    settings: PerformanceSettings,
+    by: Period,
+) -> tuple[list[PeriodPerformance], PeriodPerformance]:
+    """Each period's figures, and the whole window's (pure: the joined rows in, figures out)."""
+    starts = period_starts(joined.timestamp_us, by)
+    order = np.argsort(starts, kind="stable")
+    bounds = np.flatnonzero(np.diff(starts[order])) + 1
+    step = 7 if by is Period.WEEK else 1
+    periods = [
+        _period(target, joined, rows, calibrator, settings, int(starts[rows[0]]), int(starts[rows[0]]) + step)
+        for rows in np.split(order, bounds)
+    ]
+    return periods, _period(target, joined, np.arange(joined.rows), calibrator, settings, None, None)
+
+
 def performance(
     registry: Registry,
     version: ModelVersion | str,
@@ -231,15 +249,7 @@ def performance(
         missing = int((~np.isfinite(joined.scores).all(axis=1)).sum())
         if missing:
             notes.append(f"{missing:,} prediction(s) have no logged score and are left out")
-    starts = period_starts(joined.timestamp_us, by)
-    order = np.argsort(starts, kind="stable")
-    bounds = np.flatnonzero(np.diff(starts[order])) + 1
-    step = 7 if by is Period.WEEK else 1
-    periods = [
-        _period(target, joined, rows, calibrator, settings, int(starts[rows[0]]), int(starts[rows[0]]) + step, notes)
-        for rows in np.split(order, bounds)
-    ]
-    overall = _period(target, joined, np.arange(joined.rows), calibrator, settings, None, None, notes)
+    periods, overall = summarize(target, joined, calibrator, settings, by)
     stored = sum(b.rows for b in batches)
     return PerformanceResult(
         subject=subject_of(version),
