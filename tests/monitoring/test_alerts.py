@@ -16,6 +16,7 @@ from scoregate.governance.service import Governance
 from scoregate.governance.webhooks import SIGNATURE_HEADER, deliver_pending, verify_signature
 from scoregate.monitoring import alerting, service
 from scoregate.monitoring.alerts import Observations, Transition, WindowRecord, evaluate, replay
+from scoregate.monitoring.drift import DriftSettings
 from scoregate.monitoring.rules import DEFAULT_MONITORING_POLICY, AlertKind, MonitoringPolicy
 from scoregate.registry import Registry
 from tests.conftest import make_credit_data
@@ -199,3 +200,18 @@ def test_a_drift_of_too_few_rows_is_not_judged(watched: Registry, tmp_path: Path
     for seed in (30, 31):
         service.drift_file(watched, "credit-risk@1", _current(tmp_path, seed, 12_000, rows=50), score=False)
     assert alerting.evaluate_version(watched, "credit-risk@1") == []
+
+
+def test_neither_another_reference_nor_a_lax_alpha_resolves_an_alert(watched: Registry, tmp_path: Path) -> None:
+    """A hostile user records results meant to look clean: against the current data as its own
+    reference, and with an alpha no p-value can reach. Neither counts; the alert stays open."""
+    for seed in (40, 41):
+        service.drift_file(watched, "credit-risk@1", _current(tmp_path, seed, shift=12_000), score=False)
+    (fired,) = alerting.evaluate_version(watched, "credit-risk@1")
+    assert fired.transition is Transition.FIRE
+    for seed in (42, 43):
+        shifted = _current(tmp_path, seed, shift=12_000)
+        service.drift_file(watched, "credit-risk@1", shifted, reference=shifted, score=False)
+        service.drift_file(watched, "credit-risk@1", shifted, settings=DriftSettings(alpha=1e-300), score=False)
+    assert alerting.evaluate_version(watched, "credit-risk@1") == []
+    assert [a.kind for a in alerting.status(watched, "credit-risk@1").open_alerts] == [AlertKind.DRIFT]

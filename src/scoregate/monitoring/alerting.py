@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scoregate.errors import InvalidInputError
+from scoregate.errors import InvalidInputError, NotFoundError
 from scoregate.governance.access import Permission
 from scoregate.monitoring import feeds, store
 from scoregate.monitoring.alerts import Change, Observations, Transition, Verdict, evaluate, verdicts
@@ -220,7 +220,13 @@ def _tier(session: Session, registry: Registry, version: ModelVersion) -> tuple[
 def observations(registry: Registry, version: ModelVersion) -> Observations:
     """What scoregate recorded about ``version``: its newest stored drift results, read back and
     re-hashed, its live window history and its performance results."""
-    entries = store.history(registry, version)[-MAX_RESULTS:]
+    try:
+        bound = store.bound_reference(registry, version).digest
+    except NotFoundError:
+        bound = None
+    # only results against the version's own reference profile: a result computed against another
+    # reference (``drift --reference FILE``, even the current data itself) must not resolve an alert
+    entries = [e for e in store.history(registry, version) if e.profile_digest == bound][-MAX_RESULTS:]
     drift = [(e.result_digest, store.load_result(registry, e.result_digest)) for e in entries]
     return Observations(
         drift=drift,

@@ -90,8 +90,9 @@ class Observations:
 
 
 def drift_verdict(result: DriftResult, rule: DriftRule, evidence: str | None = None) -> Verdict:
-    judged = [c for c in result.columns if c.drifted is not None]
-    material = [c for c in judged if c.drifted and c.value is not None and c.value >= rule.min_effect]
+    # the verdict is the policy's, from the recorded figures: a run's own alpha or threshold cannot hide drift
+    judged = [c for c in result.columns if c.p_adjusted is not None and c.value is not None]
+    material = [c for c in judged if c.value >= rule.min_effect and c.p_adjusted <= rule.alpha]  # type: ignore[operator]
     inputs = [c for c in judged if c.role is Role.INPUT]
     drifted_inputs = [c for c in material if c.role is Role.INPUT]
     drifted_outputs = [c for c in material if c.role is Role.OUTPUT]

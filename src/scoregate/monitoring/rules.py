@@ -33,6 +33,7 @@ tiers:
     drift:
       max_drifted_share: 0.0      # alert when a larger share of the judged columns drifted
       min_effect: 0.1             # ...and their deciding statistic reached this effect size
+      alpha: 0.01                 # ...with a BH-adjusted p-value at most this (whatever the run's own alpha)
       consecutive: 2              # results in a row before it fires; clean ones before it resolves
       outputs: true               # a drifted model output alone raises the alert too
     quality:
@@ -91,6 +92,7 @@ class _Strict(BaseModel):
 class DriftRule(_Strict):
     max_drifted_share: float = Field(default=0.0, ge=0, lt=1)
     min_effect: float = Field(default=0.1, gt=0)
+    alpha: float = Field(default=0.01, gt=0, lt=1)
     consecutive: int = Field(default=2, ge=1, le=100)
     outputs: bool = True
 
