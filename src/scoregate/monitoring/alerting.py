@@ -301,16 +301,47 @@ def status(registry: Registry, ref: str | ModelVersion) -> Status:
     )
 
 
-def brief(registry: Registry, version: ModelVersion) -> dict[str, Any]:
-    """A one-line monitoring summary for the inventory and the model card (no result is loaded)."""
-    entries = store.history(registry, version)
+def brief(registry: Registry, ref: str) -> dict[str, Any]:
+    """The monitoring summary of a version for the inventory and the model card (no result is loaded)."""
     with registry.reading() as session:
-        alerts = [a for a in alerts_of(session, version.ref) if a.open]
-    last = entries[-1] if entries else None
+        alerts = [a for a in alerts_of(session, ref) if a.open]
+        drift = _events(session, ref, store.DRIFT_ACTION)
+        reference = _events(session, ref, store.REFERENCE_ACTION)
+    last = drift[-1] if drift else None
     return {
-        "ref": version.ref,
+        "ref": ref,
+        "reference_digest": reference[-1].after["profile_digest"] if reference else None,
+        "results": len(drift),
         "last_drift": None
         if last is None
-        else {"time": last.time.isoformat(), "drifted": len(last.drifted), "columns": last.columns},
+        else {
+            "time": last.time.isoformat(),
+            "result_digest": last.after["result_digest"],
+            "drifted": list(last.after.get("drifted", [])),
+            "columns": int(last.after.get("columns", 0)),
+        },
         "open_alerts": [a.kind.value for a in alerts],
+        "open_alert_details": [a.as_json() for a in alerts],
     }
+
+
+def model_brief(registry: Registry, summary: Any) -> dict[str, Any]:
+    """The monitoring summary of a model's watched version: its production alias's, else its latest."""
+    number = summary.aliases.get("production") or summary.latest_version
+    if number is None:
+        return {"ref": None, "results": 0, "last_drift": None, "open_alerts": []}
+    found = brief(registry, f"{summary.name}@{number}")
+    found.pop("open_alert_details")
+    return found
+
+
+def inventory_line(found: dict[str, Any]) -> str:
+    if found.get("ref") is None:
+        return "-"
+    last = found["last_drift"]
+    drift = (
+        "no drift result" if last is None else f"{len(last['drifted'])}/{last['columns']} drifted {last['time'][:10]}"
+    )
+    alerts = found["open_alerts"]
+    shown = f"{len(alerts)} open alert{'s' if len(alerts) != 1 else ''} ({', '.join(alerts)})" if alerts else "no alert"
+    return f"@{found['ref'].split('@')[1]}: {drift}; {shown}"
