@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from scoregate.cli.app import (
@@ -154,11 +155,18 @@ def _read_outputs(path: Path) -> list[Any]:
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List every model with its latest version and aliases."""
-    summaries = get_registry().list_models()
+    from scoregate.monitoring.alerting import inventory_line, model_brief
+
+    registry = get_registry()
+    try:
+        summaries = registry.list_models()
+        monitoring = {s.name: model_brief(registry, s) for s in summaries}
+    finally:
+        registry.close()
     if as_json:
-        out.print_json(json.dumps([s.model_dump(mode="json") for s in summaries]))
+        out.print_json(json.dumps([s.model_dump(mode="json") | {"monitoring": monitoring[s.name]} for s in summaries]))
         return
-    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "description")
+    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "monitoring", "description")
     for s in summaries:
         aliases = ", ".join(f"{a}→{v}" for a, v in s.aliases.items())
         table.add_row(
@@ -168,6 +176,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
             aliases,
             s.owner or "",
             s.risk_tier or "",
+            escape(inventory_line(monitoring[s.name])),
             s.description or "",
         )
     out.print(table)

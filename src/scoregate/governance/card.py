@@ -27,7 +27,14 @@ def card_facts(governance: Governance, ref: str) -> dict[str, Any]:
         "decisions": governance.decisions(version.ref),
         "alias_history": history,
         "check": governance.check(version.ref),
+        "monitoring": _monitoring(registry, version.ref),
     }
+
+
+def _monitoring(registry: Any, ref: str) -> dict[str, Any]:
+    from scoregate.monitoring.alerting import brief
+
+    return brief(registry, ref)
 
 
 def render_markdown(facts: dict[str, Any]) -> str:
@@ -121,8 +128,30 @@ def render_markdown(facts: dict[str, Any]) -> str:
         lines.append("_no aliases_")
     lines += ["", "## Policy status (production)", ""]
     lines += [f"- missing: {item['message']}" for item in facts["check"]] or ["- meets the policy of its risk tier"]
-    lines += ["", "## Monitoring", "", "_no monitoring records yet_", ""]
+    lines += ["", "## Monitoring", "", *_monitoring_lines(facts.get("monitoring")), ""]
     return "\n".join(lines)
+
+
+def _monitoring_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found or (found["reference_digest"] is None and not found["results"] and not found["open_alerts"]):
+        return ["_no monitoring records yet_"]
+    last = found["last_drift"]
+    lines = [
+        "| item | value |",
+        "|---|---|",
+        f"| reference profile | sha256:`{(found['reference_digest'] or '-')[:16]}` |",
+        f"| drift results recorded | {found['results']} |",
+    ]
+    if last is not None:
+        drifted = ", ".join(last["drifted"][:10]) or "none"
+        lines.append(
+            f"| last drift result | {last['time'][:16]} UTC, {len(last['drifted'])} of {last['columns']} columns "
+            f"drifted ({drifted}), sha256:`{last['result_digest'][:16]}` |"
+        )
+    alerts = found.get("open_alert_details", [])
+    lines.append(f"| open alerts | {len(alerts) or 'none'} |")
+    lines += ["", *[f"- open alert **{a['kind']}** since {a['opened_at'][:16]} UTC: {a['summary']}" for a in alerts]]
+    return lines
 
 
 def render_html(markdown: str) -> str:
