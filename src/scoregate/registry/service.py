@@ -320,7 +320,7 @@ class Registry:
             parent_version=parent_version,
             # an MLflow directory delegates to the flavor inside it: pin that one's packages too
             environment=environment(
-                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages))
+                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages + trial.packages))
             ),
         )
         for attempt in range(10):
