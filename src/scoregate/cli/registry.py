@@ -26,7 +26,7 @@ from scoregate.cli.app import (
     writable_file,
 )
 from scoregate.errors import InvalidInputError
-from scoregate.flavors import FLAVOR_NAMES
+from scoregate.flavors import FLAVOR_NAMES, detect_flavor
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, milliseconds, seconds
 from scoregate.refs import MAX_VERSION
 
@@ -38,7 +38,9 @@ MAX_JSON_INPUT_BYTES = 256 << 20
 def register(
     name: Annotated[str, typer.Argument(help="Model name, e.g. credit-risk.")],
     artifact: Annotated[Path, typer.Argument(help="Model file or directory.")],
-    flavor: Annotated[str, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)}.")],
+    flavor: Annotated[
+        str | None, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)} (found by itself for an MLflow directory).")
+    ] = None,
     train_data: Annotated[Path | None, typer.Option(help="Training data (csv, parquet, json, jsonl).")] = None,
     target: Annotated[str | None, typer.Option(help="Target column in the training data.")] = None,
     schema: Annotated[Path | None, typer.Option(help="Input schema JSON (overrides inference).")] = None,
@@ -95,7 +97,7 @@ def register(
     version = registry.register(
         name,
         artifact,
-        flavor=flavor,
+        flavor=flavor or detect_flavor(artifact),
         train_data=train_data,
         target=target,
         schema=model_schema,

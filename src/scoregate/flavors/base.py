@@ -25,6 +25,13 @@ class Scorer(ABC):
     #: The column order :meth:`predict_matrix` expects, when it is not the schema's order
     #: (a model fitted on a DataFrame reads the columns it was fitted on, by position).
     matrix_features: list[str] | None = None
+    #: Distributions this loaded artifact needs beyond its flavor's (``skops`` for a model saved
+    #: in that format): the environment record pins them too.
+    packages: tuple[str, ...] = ()
+    #: The output columns whose values are what ``mlflow.pyfunc`` returns for this model (one
+    #: column: a list of values; several: a list of rows), when scoregate knows it (MLflow
+    #: directories); None leaves it to the naming convention (see ``serving/mlflow_protocol``).
+    pyfunc_outputs: tuple[str, ...] | None = None
 
     def accepts_unseen(self) -> frozenset[str]:
         """Input columns whose category levels the model takes without having seen them in

@@ -33,6 +33,8 @@ class Trial:
     scorer_flavor: str
     outputs: pd.DataFrame | None
     accepts_unseen: frozenset[str] = frozenset()
+    #: what the loaded artifact needs beyond its flavor's packages (``Scorer.packages``)
+    packages: tuple[str, ...] = ()
 
 
 def try_artifact(flavor: str, artifact: Path, sample: pd.DataFrame | None, *, timeout: float) -> Trial:
@@ -69,14 +71,14 @@ def _trial(payload: dict[str, Any], progress: isolation.Progress) -> Trial:
         tolerant = frozenset()
     sample = payload["sample"]
     if sample is None:
-        return Trial(scorer.flavor, None, tolerant)
+        return Trial(scorer.flavor, None, tolerant, tuple(scorer.packages))
     try:
         outputs = scorer.predict(sample)
     except ScoregateError:
         raise
     except Exception as exc:
         raise FlavorError(f"the {flavor} model could not score rows of its training data: {one_line(exc)}") from None
-    return Trial(scorer.flavor, outputs, tolerant)
+    return Trial(scorer.flavor, outputs, tolerant, tuple(scorer.packages))
 
 
 def predict(registry: Any, version: Any, frame: pd.DataFrame, *, timeout: float) -> pd.DataFrame:

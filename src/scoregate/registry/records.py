@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from scoregate import extra_fields
 from scoregate.flavors.base import Scorer
+from scoregate.inputs import normalise
 from scoregate.schema import (
     ModelSchema,
     OutputField,
@@ -97,10 +98,12 @@ class LoadedModel:
     def validator(self) -> RecordValidator:
         return RecordValidator(self.version.input_schema)
 
-    def predict(self, data: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
-        """Score a frame (extra columns such as ids are left out) or JSON-like rows, whose
-        undeclared fields are refused or dropped as the version's ``serving.extra_fields`` tag says."""
+    def predict(self, data: Any) -> pd.DataFrame:
+        """Score a frame or a table (extra columns such as ids are left out), JSON-like rows,
+        columns or one row, whose undeclared fields are refused or dropped as the version's
+        ``serving.extra_fields`` tag says, or a 2-D array in the schema's order (:mod:`scoregate.inputs`)."""
         schema = self.version.input_schema
+        data = normalise(data, schema.feature_names)
         if isinstance(data, pd.DataFrame):
             return _with_flags(schema, prepare_frame(schema, data), self.scorer)
         setting = extra_fields.from_tags(self.version.tags, self.version.ref)

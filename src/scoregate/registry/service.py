@@ -55,6 +55,7 @@ from scoregate.registry.isolated import SAMPLE_ROWS, try_artifact
 from scoregate.registry.lineage import describe_training_data, environment, git_commit
 from scoregate.registry.records import (
     RISK_TIERS,
+    STATUSES,
     AliasRecord,
     LoadedModel,
     ModelSummary,
@@ -333,7 +334,7 @@ class Registry:
             parent_version=parent_version,
             # an MLflow directory delegates to the flavor inside it: pin that one's packages too
             environment=environment(
-                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages))
+                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages + trial.packages))
             ),
         )
         for attempt in range(10):
@@ -847,6 +848,106 @@ class Registry:
                 session, actor, "tag.set", f"{model.name}@{row.version}", before={key: before}, after={key: str(value)}
             )
 
+    def delete_tag(self, ref: str | ModelRef, key: str) -> None:
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, require_selector=True)
+        with self.mutation(Permission.REGISTER, str(parsed)) as (session, actor):
+            model, row = self.find(session, parsed)
+            existing = session.get(TagRow, (row.id, key))
+            if existing is None:
+                raise NotFoundError(f"{model.name}@{row.version} has no tag {key[:128]!r}")
+            before = existing.value
+            session.delete(existing)
+            session.flush()
+            self.record_event(
+                session, actor, "tag.delete", f"{model.name}@{row.version}", before={key: before}, after={key: None}
+            )
+
+    def set_description(self, ref: str | ModelRef, description: str | None) -> None:
+        """The description of a model (``name``) or of one version (``name@3``, ``name@alias``); audited."""
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        text = description.strip() if description else None
+        if text is not None and len(text) > MAX_DESCRIPTION:
+            raise InvalidInputError(f"a description has at most {MAX_DESCRIPTION} characters (got {len(text)})")
+        with self.mutation(Permission.REGISTER, str(parsed)) as (session, actor):
+            if parsed.version is None and parsed.alias is None:
+                model = self.model_row(session, parsed.name)
+                target: Any = model
+                subject = model.name
+            else:
+                model, target = self.find(session, parsed)
+                subject = f"{model.name}@{target.version}"
+            before = target.description
+            if before == text:
+                return
+            target.description = text
+            if target is model:
+                model.updated_at = utcnow()
+            self.record_event(
+                session, actor, "description.set", subject, before={"description": before}, after={"description": text}
+            )
+
+    def search_models(
+        self,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
+        risk_tier: str | None = None,
+        alias: str | None = None,
+    ) -> list[ModelSummary]:
+        """Models whose name matches ``name`` (a glob: ``credit-*``), with that owner, risk tier
+        or an alias of that name."""
+        matches = _glob(name)
+        return [
+            m
+            for m in self.list_models()
+            if matches(m.name)
+            and (owner is None or m.owner == owner)
+            and (risk_tier is None or m.risk_tier == risk_tier)
+            and (alias is None or alias in m.aliases)
+        ]
+
+    def search_versions(
+        self,
+        *,
+        name: str | None = None,
+        flavor: str | None = None,
+        status: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        alias: str | None = None,
+        max_results: int = 1000,
+    ) -> list[ModelVersion]:
+        """Versions of the models matching ``name`` (a glob) with that flavor, status, every
+        tag in ``tags`` (key: value) and ``alias``, newest first, at most ``max_results``."""
+        max_results = int(between("max_results", max_results, 1, 100_000))
+        if status is not None and status not in STATUSES:
+            raise InvalidInputError(f"invalid status {status[:20]!r}: choose one of {', '.join(STATUSES)}")
+        matches = _glob(name)
+        wanted = {str(k): str(v) for k, v in (tags or {}).items()}
+        with self.reading() as session:
+            query = (
+                select(VersionRow, ModelRow)
+                .join(ModelRow, VersionRow.model_id == ModelRow.id)
+                .options(selectinload(VersionRow.tags))
+                .order_by(VersionRow.created_at.desc(), VersionRow.id.desc())
+            )
+            if flavor is not None:
+                query = query.where(VersionRow.flavor == flavor)
+            if status is not None:
+                query = query.where(VersionRow.status == status)
+            out: list[ModelVersion] = []
+            for row, model in session.execute(query):
+                if not matches(model.name):
+                    continue
+                if wanted and any({t.key: t.value for t in row.tags}.get(k) != v for k, v in wanted.items()):
+                    continue
+                record = self._to_record(session, row, model)
+                if alias is not None and alias not in record.aliases:
+                    continue
+                out.append(record)
+                if len(out) >= max_results:
+                    break
+            return out
+
     def set_risk_tier(self, name: str, risk_tier: str, *, reason: str) -> None:
         """Move a model to another risk tier (admin): it changes which gates all its versions meet."""
         if risk_tier not in RISK_TIERS:
@@ -1037,3 +1138,16 @@ def _current_user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):
         return None
+
+
+#: The longest description a model or a version keeps.
+MAX_DESCRIPTION = 10_000
+
+
+def _glob(pattern: str | None) -> Any:
+    """A name filter: None matches everything; ``*`` and ``?`` are wildcards, case-sensitive."""
+    if pattern is None:
+        return lambda name: True
+    import fnmatch
+
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
