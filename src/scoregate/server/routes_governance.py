@@ -179,10 +179,5 @@ def verify_audit(body: Checkpoints, caller: CallerDep) -> AuditVerification:
 @router.get("/serving/credentials", response_model=dict[str, Any], tags=["routing"])
 def credentials(caller: CallerDep) -> dict[str, Any]:
     """Token hashes a scoring server admits (``--require-token``); for a scorer or an admin."""
-    from scoregate.serving.source import RegistrySource
-
     caller.principal.require(Permission.SCORE, subject="scoring credentials")
-    found = RegistrySource(caller.registry).credentials()
-    return {
-        digest: {"user": c.user, "roles": sorted(c.roles), "expires_at": c.expires_at} for digest, c in found.items()
-    }
+    return caller.governance.scoring_credentials()
