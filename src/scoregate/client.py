@@ -33,10 +33,19 @@ class Client:
         *,
         database_url: str | None = None,
         artifacts_url: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        self.settings = settings or Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
-        self.registry = Registry(self.settings)
+        self.settings = settings or Settings.load(
+            home=home, database_url=database_url, artifacts_url=artifacts_url, url=url, token=token
+        )
+        if self.settings.url is not None:  # a client of the registry service (SCOREGATE_URL)
+            from scoregate.remote import RemoteRegistry
+
+            self.registry: Registry = RemoteRegistry(self.settings)  # type: ignore[assignment]
+        else:
+            self.registry = Registry(self.settings)
 
     def register(
         self,

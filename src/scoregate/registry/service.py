@@ -8,6 +8,8 @@ reused by the next registration of the same bytes.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import getpass
 import io
@@ -112,6 +114,14 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def acting_as(self, token: str | None, *, request_id: str | None) -> Registry:
+        """This registry (its engine and artifact store, shared) on behalf of another caller: the
+        registry service makes one per API request, so each is authenticated by its own token."""
+        other = copy.copy(self)
+        other.token = token
+        other.request_id = request_id
+        return other
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -234,6 +244,8 @@ class Registry:
         latency_budget_ms: float = 300.0,
         code_dir: Path | None = None,
         timeout: float = DEFAULT_MODEL_TIMEOUT_S,
+        train_data_uri: str | None = None,
+        code_version: tuple[str | None, bool | None] | None = None,
     ) -> ModelVersion:
         """Register a new immutable version of ``name``; the model is created on first use.
 
@@ -243,6 +255,9 @@ class Registry:
 
         Loading the artifact and scoring the training sample must finish within ``timeout``
         seconds; a model that does not is refused (:class:`ModelTimeoutError`), nothing stored.
+
+        ``train_data_uri`` and ``code_version`` record where the client had the training file and
+        its git commit, when a remote client uploaded them (the service sees only the copies).
         """
         validate_model_name(name)
         self.whoami().require(Permission.REGISTER, subject=name)  # fail before the expensive work
@@ -268,6 +283,8 @@ class Registry:
 
         training = describe_training_data(Path(train_data)) if train_data is not None else None
         inferred = schema is None and training is not None
+        if training is not None and train_data_uri is not None:
+            training = dataclasses.replace(training, uri=train_data_uri[:1024])
         if schema is None:
             if training is not None:
                 schema = infer_schema(training.frame, target=target)
@@ -308,7 +325,7 @@ class Registry:
             buffer = io.BytesIO()
             reference.to_parquet(buffer, index=False)
             reference_digest = self.artifacts.put_bytes(buffer.getvalue())
-        commit, dirty = git_commit(code_dir)
+        commit, dirty = code_version if code_version is not None else git_commit(code_dir)
 
         fields = dict(
             flavor=flavor,
