@@ -150,4 +150,13 @@ def create_ui(settings: Settings | None = None, *, registry: Registry | None = N
     return app
 
 
-__all__ = ["create_ui"]
+def embedded_site(settings: Settings) -> Starlette:
+    """What ``scoregate ui`` serves: the UI under ``/ui`` on an embedded registry, ``/`` sending there."""
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    return Starlette(routes=[Route("/", home), Mount("/ui", app=create_ui(settings))])
+
+
+__all__ = ["create_ui", "embedded_site"]

@@ -43,6 +43,11 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _time_label(t: float, span_s: float) -> str:
+    """An axis label precise enough to tell the ends of the axis apart."""
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S" if span_s < 3600 else "%Y-%m-%d %H:%M")
+
+
 def line_chart(series: Sequence[Series], *, title: str, threshold: float | None = None, unit: str = "") -> Markup:
     """One or more series over time, with an optional threshold line; flagged points are marked."""
     points = [p for s in series for p in s.points if math.isfinite(p.value)]
@@ -78,7 +83,7 @@ def line_chart(series: Sequence[Series], *, title: str, threshold: float | None 
             f'<text class="tick" x="{PAD_LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_fmt(v)}{escape(unit)}</text>'
         )
     for t, anchor in ((t0, "start"), (t1, "end")):
-        label = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        label = _time_label(t, t1 - t0)
         parts.append(f'<text class="tick" x="{x(t):.1f}" y="{HEIGHT - 12}" text-anchor="{anchor}">{label}</text>')
     if threshold is not None:
         parts.append(
@@ -165,7 +170,7 @@ def alias_timeline(histories: dict[str, list[Span]]) -> Markup:
             if width > 28 and span.version is not None:
                 parts.append(f'<text class="barlabel" x="{left + 4:.1f}" y="{top + 17}">{text}</text>')
     for t, anchor in ((t0, "start"), (t1, "end")):
-        label = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        label = _time_label(t, t1 - t0)
         parts.append(f'<text class="tick" x="{x(t):.1f}" y="{height - 12}" text-anchor="{anchor}">{label}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
