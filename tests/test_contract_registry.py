@@ -112,3 +112,14 @@ def test_predict_cli_prints_one_flag_line_and_show_separates_rules_from_profile(
     assert code == 0 and "income above_observed x1" in out and "wrote 2 predictions" in out
     code, out, _ = run("predict", "credit-risk@1", "--input", f["rows"])
     assert code == 0 and "outside the training data's profile" not in out
+    assert "no observed profile recorded" not in run("models", "show", "credit-risk@1")[1]
+    # a version whose schema has no observed profile says its limits are validity rules
+    code, out, _ = run("schema", "credit-risk@1")
+    legacy = json.loads(out)
+    for feature in legacy["features"]:
+        feature.pop("observed", None)
+    schema_file = tmp_path / "legacy.json"
+    schema_file.write_text(json.dumps(legacy))
+    assert run("register", "credit-risk", f["model"], "--flavor", "sklearn", "--schema", schema_file)[0] == 0
+    code, out, _ = run("models", "show", "credit-risk@2")
+    assert code == 0 and "no observed profile recorded" in " ".join(out.split())

@@ -227,6 +227,11 @@ def models_show(
             f.name, f.type.value, "yes" if f.nullable else "no", f.limits_text() or "-", f.observed_text() or "-"
         )
     out.print(features)
+    if not any(f.observed is not None for f in version.input_schema.features):
+        out.print(
+            "no observed profile recorded (a declared schema, or a version registered before scoregate kept "
+            "one): the limits and categories above are validity rules, and no training range is flagged"
+        )
     shown = ", ".join(f"{o.name} ({o.type.value}{', nullable' if o.nullable else ''})" for o in version.output_schema)
     contract = version.input_schema.output_contract
     out.print(f"[bold]outputs[/]: {shown or '-'}" + (f" ({contract.value})" if contract else ""))
