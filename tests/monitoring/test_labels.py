@@ -141,8 +141,11 @@ def test_matched_rate_lag_and_labels_landing_in_batches(run, logged: pd.DataFram
     assert full.overall.lag.p90_days == pytest.approx(60, abs=1e-3)  # type: ignore[union-attr]
     code, out, _ = run("labels", "list", "credit-risk", "--json")
     assert code == 0 and [b["labels"] for b in json.loads(out)] == [300, 301]
-    code, out, _ = run("monitor", "history", "credit-risk@1")
-    assert code == 0
+    code, out, _ = run("monitor", "history", "credit-risk@1", "--performance", "--json")
+    entries = json.loads(out)
+    assert code == 0 and [(e["labelled"], e["source"]) for e in entries] == [(300, "estimated"), (600, "realized")]
+    code, out, _ = run("monitor", "history", "credit-risk@1", "--performance")
+    assert code == 0 and "realized" in out
 
 
 def test_a_second_label_is_a_conflict_unless_replace_which_is_audited(
@@ -224,11 +227,23 @@ def test_an_edited_batch_is_refused(run, logged: pd.DataFrame, tmp_path: Path, h
     frame["label"] = "1"
     frame.to_parquet(batch, index=False)
     code, _, err = run("monitor", "performance", "credit-risk@1")
-    assert code != 0 and "edited after ingest" in err
-    # a file no ingest recorded is ignored
+    assert code == 5 and "edited after ingest" in err
     batch.unlink()
     code, _, err = run("monitor", "performance", "credit-risk@1")
-    assert code != 0 and "is missing" in err
+    assert code == 5 and "is missing" in err
+
+
+def test_a_batch_no_ingest_recorded_is_never_read(run, logged: pd.DataFrame, tmp_path: Path, home: Path) -> None:  # type: ignore[no-untyped-def]
+    """What a crash between the rename and the commit leaves, or a file dropped in by hand."""
+    from scoregate.monitoring.labels import label_schema
+    from scoregate.monitoring.performance import Task
+
+    assert ingest(run, "credit-risk", label_file(tmp_path / "labels.csv", logged.iloc[:50]))[0] == 0
+    stray = pd.DataFrame({"id": logged["request_id"], "row": 0, "label": "1", "at": logged["time"]})
+    folder = next((home / LABELS_DIR).iterdir())
+    stray.to_parquet(folder / ("0" * 64 + ".parquet"), index=False, schema=label_schema(Task.BINARY))
+    result = measure(run)
+    assert result.overall.labelled == 50 and len(result.labels.batches) == 1
 
 
 def test_client_ids_and_business_keys(run, credit, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -229,10 +229,16 @@ def _print_result(result: Any) -> None:
 def history(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    performance: Annotated[
+        bool, typer.Option("--performance", help="The performance results instead of the drift results.")
+    ] = False,
 ) -> None:
-    """The drift results recorded for a version, oldest first."""
+    """The drift (or performance) results recorded for a version, oldest first."""
     from scoregate.monitoring import store
 
+    if performance:
+        _performance_history(ref, as_json)
+        return
     registry = get_registry()
     try:
         version = registry.resolve(ref)
@@ -273,6 +279,39 @@ def history(
             escape(str(data)),
             f"{e.current.get('rows', 0):,}",
             f"{len(e.drifted)}/{e.columns}" + (f" ({escape(', '.join(e.drifted[:5]))})" if e.drifted else ""),
+        )
+    out.print(table)
+
+
+def _performance_history(ref: str, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from scoregate.monitoring import store
+
+    registry = get_registry()
+    try:
+        version = registry.resolve(ref)
+        entries = store.performance_history(registry, version)
+    finally:
+        registry.close()
+    if as_json:
+        out.print_json(json.dumps([asdict(e) | {"time": e.time.isoformat()} for e in entries]))
+        return
+    if not entries:
+        out.print(f"no performance results recorded for {escape(version.ref)}")
+        return
+    columns = ("time (UTC)", "by", "result", "period", "predictions", "labelled", "figure")
+    table = Table(*columns, title=escape(version.ref))
+    for e in entries:
+        figure = "-" if e.figure is None else f"{e.figure:.4f} {e.source}"
+        table.add_row(
+            f"{e.time:%Y-%m-%d %H:%M:%S}",
+            escape(e.actor),
+            f"sha256:{e.result_digest[:12]}",
+            e.by,
+            f"{e.predictions:,}",
+            f"{e.labelled:,}",
+            figure,
         )
     out.print(table)
 
