@@ -26,7 +26,13 @@ START = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)  # a Monday
 
 
 def log_days(
-    home: Path, monkeypatch: pytest.MonkeyPatch, frame: pd.DataFrame, days: int, *, client: bool = False
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    frame: pd.DataFrame,
+    days: int,
+    *,
+    client: bool = False,
+    business_key: bool = False,
 ) -> pd.DataFrame:
     """Log ``frame``'s rows as single-row requests ``req-<i>``, spread evenly over ``days`` UTC days
     from START; returns the rows with their request id, time and the model's score."""
@@ -46,6 +52,8 @@ def log_days(
         clock.now = START.timestamp() + (i // per_day) * DAY + (i % per_day)
         stamps.append(clock.now)
         row = scored.iloc[[i]]
+        if business_key:  # a declared input of a model that has one, e.g. an application number
+            record = {"application_id": f"A-{i:05d}", **record}
         outputs = Outputs(list(row.columns), [row[c].dtype.str[1:] for c in row], [row[c].tolist() for c in row])
         log.append(
             "credit-risk", 1, f"req-{i}", [record], outputs, 1.0, client_request_id=f"app-{i}" if client else None
@@ -55,6 +63,7 @@ def log_days(
     out = frame.copy()
     out["request_id"] = [f"req-{i}" for i in range(len(frame))]
     out["client_id"] = [f"app-{i}" for i in range(len(frame))]
+    out["application_id"] = [f"A-{i:05d}" for i in range(len(frame))]
     out["time"] = pd.to_datetime(stamps, unit="s", utc=True)
     out["score"] = scored["proba_1"].to_numpy()
     out["predicted"] = scored["prediction"].to_numpy()
@@ -255,3 +264,54 @@ def test_client_ids_and_business_keys(run, credit, home: Path, tmp_path: Path, m
     assert result.overall.realized["roc_auc"] == pytest.approx(skm.roc_auc_score(rows["default"], rows["score"]))
     code, _, err = ingest(run, "credit-risk", label_file(tmp_path / "k.csv", rows), "--key", "input.age")
     assert code == 5 and "keyed by 'request'" in err
+
+
+def test_labels_keyed_by_a_logged_business_key(run, credit, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with monkeypatch.context() as patch:
+        rows = log_days(home, patch, make_credit_data(300, seed=6), 3, business_key=True)
+    path = label_file(tmp_path / "labels.parquet", rows.iloc[:200], id_column="application_id", lag_days=10)
+    code, _, err = ingest(run, "credit-risk", path, "--key", "input.application_id")
+    assert code == 0, err
+    result = measure(run)
+    assert result.labels.key == "input.application_id" and result.overall.labelled == 200
+    first = rows.iloc[:200]
+    assert result.overall.realized["roc_auc"] == pytest.approx(skm.roc_auc_score(first["default"], first["score"]))
+    assert [p.labelled for p in result.periods] == [100, 100, 0]
+    assert result.periods[2].source.value == "estimated" and result.periods[2].lag is None
+    code, _, err = ingest(run, "credit-risk", path, "--key", "request")
+    assert code == 5 and "keyed by 'input.application_id'" in err
+
+
+def test_concurrent_conflicting_ingests_store_one(credit, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two ingests racing with different labels for the same ids: one wins, the other is a conflict."""
+    import threading
+
+    from scoregate.errors import ConflictError
+    from scoregate.monitoring.labels import LabelColumns
+    from scoregate.monitoring.labels import ingest as ingest_labels
+
+    with monkeypatch.context() as patch:
+        rows = log_days(home, patch, make_credit_data(100, seed=7), 1)
+    flipped = rows.copy()
+    flipped["default"] = 1 - flipped["default"]
+    paths = [label_file(tmp_path / "a.csv", rows), label_file(tmp_path / "b.csv", flipped)]
+    outcomes: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def worker(path: Path) -> None:
+        registry = Registry(Settings(home=home))
+        try:
+            barrier.wait()
+            outcomes.append(ingest_labels(registry, "credit-risk", path, LabelColumns("id", "outcome", "observed")))
+        except ConflictError as exc:
+            outcomes.append(exc)
+        finally:
+            registry.close()
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "IngestResult"]
+    assert len(list((home / LABELS_DIR).rglob("*.parquet"))) == 1
