@@ -444,19 +444,20 @@ def performance(
     )
 
 
-_SHOWN = {
-    "binary": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier", "calibration_error"),
-    "multiclass": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"),
+_SHOWN = {  # the table's realized columns (the JSON has every metric)
+    "binary": ("roc_auc", "accuracy", "f1", "brier", "calibration_error"),
+    "multiclass": ("roc_auc", "accuracy", "f1", "log_loss"),
     "regression": ("mae", "rmse", "r2"),
 }
+_SHORT = {"calibration_error": "calib. err."}
 
 
 def _print_performance(result: Any) -> None:
     names = _SHOWN[result.task.value]
     estimated = result.calibration is not None
-    columns = ["period", "predictions", "labelled", "lag p50/p90 (d)", *names]
+    columns = ["period", "predictions", "labelled", "lag p50/p90 d", *(_SHORT.get(n, n) for n in names)]
     if estimated:
-        columns += [f"est. {result.headline} [95% band]", "est. accuracy"]
+        columns += [f"est. {result.headline} ±95%", "est. accuracy"]
     columns.append(f"{result.headline} shown")
     table = Table(*columns, title=f"performance of {escape(result.subject.ref)} by {result.by.value}")
     for p in [*result.periods, result.overall]:
@@ -465,7 +466,7 @@ def _print_performance(result: Any) -> None:
         row = [label, f"{p.predictions:,}", f"{p.matched_share:.1%}", lag, *(_fmt(p.realized.get(n)) for n in names)]
         if estimated:
             e = p.estimated.get(result.headline)
-            band = "-" if e is None or e.low is None else f" [{e.low:.4f}, {e.high:.4f}]"
+            band = "" if e is None or e.low is None else f" ±{(e.high - e.low) / 2:.3f}"
             accuracy = p.estimated.get("accuracy")
             row += ["-" if e is None else _fmt(e.value) + band, _fmt(accuracy.value if accuracy else None)]
         row.append("-" if p.figure is None else f"{p.figure:.4f} {p.source.value}")
@@ -473,9 +474,15 @@ def _print_performance(result: Any) -> None:
     out.print(table)
     if result.calibration is not None:
         c = result.calibration
+        how = (
+            "the isotonic map of the scores fitted there"
+            if c.recalibrated
+            else "the scores as they are (an isotonic map would not lower the error by more than "
+            f"{result.settings.recalibrate_margin})"
+        )
         out.print(
-            f"estimate calibrated on {escape(c.uri)} ({c.rows:,} rows, {c.positives:,} positive): it assumes "
-            f"scores stay calibrated; calibration error on the reference {c.error_calibrated:.4f} "
-            f"(cross-fitted; the raw scores' {c.error_raw:.4f})",
+            f"estimate: calibrated on {escape(c.uri)} ({c.rows:,} rows, {c.positives:,} positive), using {how}; "
+            f"it assumes the scores stay calibrated. Calibration error on the reference: scores "
+            f"{c.error_raw:.4f}, isotonic {c.error_calibrated:.4f} (cross-fitted)",
             highlight=False,
         )
