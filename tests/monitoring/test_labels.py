@@ -315,3 +315,53 @@ def test_concurrent_conflicting_ingests_store_one(credit, home: Path, tmp_path: 
         t.join(120)
     assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "IngestResult"]
     assert len(list((home / LABELS_DIR).rglob("*.parquet"))) == 1
+
+
+def test_a_regressor_gets_mae_rmse_r2_from_numeric_labels(run, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    frame = make_credit_data(2_000, seed=8)[["income", "age", "debt_ratio"]]
+    model = LinearRegression().fit(frame[["age", "debt_ratio"]], frame["income"])
+    joblib.dump(model, tmp_path / "model.joblib")
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    registry = Registry(Settings(home=home))
+    try:
+        registry.register(
+            "income",
+            tmp_path / "model.joblib",
+            flavor="sklearn",
+            train_data=tmp_path / "train.parquet",
+            target="income",
+        )
+        loaded = registry.load("income@1")
+    finally:
+        registry.close()
+    current = make_credit_data(300, seed=9)
+    features = current[["age", "debt_ratio"]]
+    predicted = loaded.scorer.predict(features)["prediction"].to_numpy()
+    log = PredictionLog(home / "predictions")
+    for i, record in enumerate(features.to_dict(orient="records")):
+        log.append("income", 1, f"r-{i}", [record], Outputs(["prediction"], ["f8"], [[float(predicted[i])]]), 1.0)
+    log.flush()
+    labels = pd.DataFrame({"id": [f"r-{i}" for i in range(300)], "income": current["income"].astype(object)})
+    labels.loc[0, "income"] = "n/a"  # Arrow's CSV reader reads n/a, NA, null ... as empty
+    labels.to_csv(tmp_path / "bad.csv", index=False)
+    code, _, err = run("labels", "ingest", "income", tmp_path / "bad.csv", "--id", "id", "--label", "income")
+    assert code == 3 and "must hold a finite number: 1 row(s), the first is row 1 (empty)" in err
+    labels["income"] = current["income"].to_numpy()
+    labels.to_parquet(tmp_path / "labels.parquet", index=False)
+    assert run("labels", "ingest", "income", tmp_path / "labels.parquet", "--id", "id", "--label", "income")[0] == 0
+    code, out, err = run("monitor", "performance", "income@1", "--json")
+    assert code == 0, err
+    result = PerformanceResult.model_validate_json(out)
+    y = current["income"].to_numpy()
+    assert result.task.value == "regression" and result.calibration is None and result.headline == "rmse"
+    assert result.overall.realized == pytest.approx(
+        {
+            "mae": skm.mean_absolute_error(y, predicted),
+            "rmse": skm.root_mean_squared_error(y, predicted),
+            "r2": skm.r2_score(y, predicted),
+        }
+    )
+    assert result.overall.source.value == "realized"

@@ -164,8 +164,9 @@ def _where(path: Path, column: str, mask: np.ndarray, values: Any, rule: str) ->
     bad = np.flatnonzero(mask)
     first = int(bad[0])
     value = values[first]
+    shown = "empty" if value is None or (isinstance(value, float) and np.isnan(value)) else repr(value)
     return InvalidInputError(
-        f"{path}: column {column!r} {rule}: {len(bad):,} row(s), the first is row {first + 1} ({value!r})"
+        f"{path}: column {column!r} {rule}: {len(bad):,} row(s), the first is row {first + 1} ({shown})"
     )
 
 
