@@ -102,7 +102,9 @@ def logged(credit, home: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
         return log_days(home, patch, make_credit_data(600, seed=3), 3)
 
 
-def test_realized_metrics_are_sklearns_per_day_of_prediction(run, logged: pd.DataFrame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_realized_metrics_are_sklearns_per_day_of_prediction(  # type: ignore[no-untyped-def]
+    run, logged: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shuffled = logged.sample(frac=1.0, random_state=1)  # out of order
     code, out, err = ingest(run, "credit-risk", label_file(tmp_path / "labels.csv", shuffled, lag_days=95))
     assert code == 0, err
@@ -123,6 +125,12 @@ def test_realized_metrics_are_sklearns_per_day_of_prediction(run, logged: pd.Dat
         assert 0 <= r["calibration_error"] < 0.2
         assert period.lag is not None and period.lag.median_days == pytest.approx(95, abs=1e-3)  # months late
         assert period.source.value == "realized" and period.figure == r["roc_auc"]
+    first_day = measure(run, "--between", "2026-03-02", "2026-03-03", "--no-record")
+    assert first_day.overall.predictions == 200 and len(first_day.periods) == 1
+    with monkeypatch.context() as patch:
+        patch.setattr("scoregate.monitoring.outcomes.MAX_ROWS", 100)
+        code, _, err = run("monitor", "performance", "credit-risk@1", "--no-record")
+    assert code == 3 and "600 logged predictions in the window, more than the 100" in err
     weekly = measure(run, "--by", "week", "--no-record")
     assert len(weekly.periods) == 1 and weekly.periods[0].start == START.date()
     assert weekly.overall.realized["roc_auc"] == pytest.approx(

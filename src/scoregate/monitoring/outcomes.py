@@ -28,6 +28,9 @@ from scoregate.monitoring.sources import THREADS
 
 #: DuckDB's memory bound for a join; beyond it, it spills to a temporary folder.
 MEMORY_LIMIT = "2GB"
+#: Predictions one join may bring back: the joined rows are held in memory (about 50 bytes
+#: each for a binary classifier), so a longer window is refused with the way to narrow it.
+MAX_ROWS = 60_000_000
 
 
 @contextmanager
@@ -83,9 +86,11 @@ def join(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     logged: set[str] | None = None,
+    max_rows: int | None = None,
 ) -> Joined:
     """``log_folder`` is ``<home>/predictions/model=<name>/version=<n>``; ``logged`` the output
     names the version declares (a prediction column is read only when declared)."""
+    max_rows = max_rows or MAX_ROWS
     files = sorted(Path(log_folder).glob("hour=*/*.parquet"))
     if not files:
         raise NotFoundError(f"no logged predictions under {log_folder}")
@@ -148,6 +153,13 @@ def join(
     """
     try:
         with connect() as con:
+            count_sql = f"SELECT count(*) FROM read_parquet([{log_files}], hive_partitioning = false) {where}"
+            ((rows,),) = con.sql(count_sql, params=params or None).fetchall()
+            if rows > max_rows:
+                raise InvalidInputError(
+                    f"{rows:,} logged predictions in the window, more than the {max_rows:,} one computation "
+                    "takes: give --since or --between to narrow it"
+                )
             table = con.sql(sql, params=params or None).to_arrow_table()
     except Exception as exc:  # duckdb.Error: a damaged log or label file
         import duckdb
