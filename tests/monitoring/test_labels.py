@@ -33,10 +33,11 @@ def log_days(
     *,
     client: bool = False,
     business_key: bool = False,
+    settings: Settings | None = None,
 ) -> pd.DataFrame:
     """Log ``frame``'s rows as single-row requests ``req-<i>``, spread evenly over ``days`` UTC days
     from START; returns the rows with their request id, time and the model's score."""
-    registry = Registry(Settings(home=home))
+    registry = Registry(settings or Settings(home=home))
     try:
         model = registry.load("credit-risk@1")
     finally:
@@ -290,16 +291,30 @@ def test_labels_keyed_by_a_logged_business_key(run, credit, home: Path, tmp_path
     assert code == 5 and "keyed by 'input.application_id'" in err
 
 
-def test_concurrent_conflicting_ingests_store_one(credit, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_concurrent_conflicting_ingests_store_one(  # type: ignore[no-untyped-def]
+    credit, home: Path, tmp_path: Path, monkeypatch, request: pytest.FixtureRequest, backend: str
+) -> None:
     """Two ingests racing with different labels for the same ids: one wins, the other is a conflict."""
     import threading
 
     from scoregate.errors import ConflictError
     from scoregate.monitoring.labels import LabelColumns
     from scoregate.monitoring.labels import ingest as ingest_labels
+    from scoregate.monitoring.measure import performance
 
+    settings = Settings(home=home)
+    if backend == "postgres":
+        settings = Settings(home=home, database_url=request.getfixturevalue("postgres_url"))
+        registry = Registry(settings)
+        try:
+            registry.register(
+                "credit-risk", credit["model"], flavor="sklearn", train_data=credit["train"], target="default"
+            )
+        finally:
+            registry.close()
     with monkeypatch.context() as patch:
-        rows = log_days(home, patch, make_credit_data(100, seed=7), 1)
+        rows = log_days(home, patch, make_credit_data(100, seed=7), 1, settings=settings)
     flipped = rows.copy()
     flipped["default"] = 1 - flipped["default"]
     paths = [label_file(tmp_path / "a.csv", rows), label_file(tmp_path / "b.csv", flipped)]
@@ -307,7 +322,7 @@ def test_concurrent_conflicting_ingests_store_one(credit, home: Path, tmp_path: 
     barrier = threading.Barrier(2)
 
     def worker(path: Path) -> None:
-        registry = Registry(Settings(home=home))
+        registry = Registry(settings)
         try:
             barrier.wait()
             outcomes.append(ingest_labels(registry, "credit-risk", path, LabelColumns("id", "outcome", "observed")))
@@ -323,6 +338,12 @@ def test_concurrent_conflicting_ingests_store_one(credit, home: Path, tmp_path: 
         t.join(120)
     assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "IngestResult"]
     assert len(list((home / LABELS_DIR).rglob("*.parquet"))) == 1
+    registry = Registry(settings)
+    try:
+        result = performance(registry, "credit-risk@1")
+    finally:
+        registry.close()
+    assert result.overall.labelled == 100 and len(result.labels.batches) == 1
 
 
 def test_a_regressor_gets_mae_rmse_r2_from_numeric_labels(run, home: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
