@@ -394,3 +394,10 @@ def test_a_regressor_gets_mae_rmse_r2_from_numeric_labels(run, home: Path, tmp_p
         }
     )
     assert result.overall.source.value == "realized"
+
+
+def test_a_damaged_log_file_is_one_line(run, logged: pd.DataFrame, home: Path) -> None:  # type: ignore[no-untyped-def]
+    part = next((home / "predictions").rglob("*.parquet"))
+    part.write_bytes(b"PAR1 not really")
+    code, _, err = run("monitor", "performance", "credit-risk@1")
+    assert code == 3 and "cannot join the prediction log" in err and len(err.strip().splitlines()) == 1
