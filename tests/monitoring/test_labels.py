@@ -401,3 +401,18 @@ def test_a_damaged_log_file_is_one_line(run, logged: pd.DataFrame, home: Path) -
     part.write_bytes(b"PAR1 not really")
     code, _, err = run("monitor", "performance", "credit-risk@1")
     assert code == 3 and "cannot join the prediction log" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_recorded_result_feeds_the_performance_alert(run, logged: pd.DataFrame, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("default_tier: high\ntiers: {high: {performance: {minimum: {roc_auc: 0.99}}}}\n")
+    assert run("monitor", "policy", "set", policy, "--reason", "page on AUC")[0] == 0
+    assert ingest(run, "credit-risk", label_file(tmp_path / "labels.csv", logged))[0] == 0
+    code, out, err = run("monitor", "performance", "credit-risk@1")
+    assert code == 0, err
+    assert "alert performance fired" in out
+    code, out, _ = run("monitor", "status", "credit-risk@1", "--json")
+    (alert,) = json.loads(out)["open_alerts"]
+    assert alert["kind"] == "performance"
+    code, out, _ = run("monitor", "performance", "credit-risk@1", "--no-record")
+    assert code == 0 and "alert" not in out  # nothing recorded, nothing evaluated

@@ -137,6 +137,7 @@ def drift(
                 score=score,
                 record=record,
             )
+        changes = _evaluate_alerts(registry, run)
     finally:
         registry.close()
     result = run.result
@@ -159,8 +160,21 @@ def drift(
             f"profile sha256:{run.profile_digest[:12]}{stored}",
             highlight=False,
         )
+        if changes:
+            from scoregate.cli.alerting import print_changes
+
+            print_changes(changes, result.subject.ref if result.subject else ref)
     if fail_on_drift and result.drifted:
         raise typer.Exit(DRIFT_FOUND)
+
+
+def _evaluate_alerts(registry: Any, run: Any) -> list[Any]:
+    """A recorded result is an observation: evaluate the version's alerts on it right away."""
+    if run.digest is None or run.result.subject is None:
+        return []
+    from scoregate.monitoring.alerting import evaluate_version
+
+    return evaluate_version(registry, run.result.subject.ref)
 
 
 def _window(since: str | None, between: tuple[str, str] | None) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -422,6 +436,11 @@ def performance(
             label=label,
             settings=settings,
         )
+        changes = []
+        if digest is not None:  # a recorded result is an observation: evaluate the version's alerts on it
+            from scoregate.monitoring.alerting import evaluate_version
+
+            changes = evaluate_version(registry, result.subject.ref)
     finally:
         registry.close()
     if output is not None:
@@ -442,6 +461,10 @@ def performance(
         f"{overall.matched_share:.1%} labelled{stored}",
         highlight=False,
     )
+    if changes:
+        from scoregate.cli.alerting import print_changes
+
+        print_changes(changes, result.subject.ref)
 
 
 _SHOWN = {  # the table's realized columns (the JSON has every metric)
