@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import resource
 import tempfile
 import time
@@ -129,6 +130,12 @@ def anchor(log: Path, labels: Path) -> float:
     return time.perf_counter() - start
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, all threads (DuckDB's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -147,29 +154,37 @@ def main() -> None:
         f"({time.perf_counter() - t0:.1f} s to write or find)"
     )
 
+    cpu = _cpu()
     start = time.perf_counter()
     joined = outcomes.join(folder / "log" / "model=bench" / "version=1", TARGET, "request", [labels])
     join_s = time.perf_counter() - start
+    join_cpu = _cpu() - cpu
     assert joined.rows == args.rows and joined.labelled.sum() == int(args.rows * args.labelled)
 
     rng = np.random.default_rng(args.seed + 2)
     ref = 1 / (1 + np.exp(-rng.normal(-0.5, 1.6, 20_000)))
     settings = PerformanceSettings()
     calibrator = fit_calibrator(ref, rng.random(len(ref)) < ref, uri="reference", sha256=None, settings=settings)
+    cpu = _cpu()
     start = time.perf_counter()
     periods, overall = summarize(TARGET, joined, calibrator, settings, Period.DAY)
     metrics_s = time.perf_counter() - start
+    metrics_cpu = _cpu() - cpu
+    cpu = _cpu()
     anchor_s = anchor(folder / "log", labels)
+    anchor_cpu = _cpu() - cpu
+    load = os.getloadavg()[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    print(f"machine: {os.cpu_count()} cores, load average {load:.1f} at the end (wall times stretch with it)")
     print(
-        f"join (DuckDB, JSON outputs parsed, every prediction back): {join_s:.1f} s "
+        f"join (DuckDB, JSON outputs parsed, every prediction back): {join_s:.1f} s wall, {join_cpu:.1f} s CPU "
         f"({args.rows / join_s / 1e6:.2f} M rows/s); target <= 60 s: {'met' if join_s <= 60 else 'MISSED'}"
     )
-    print(f"metrics and estimate for {len(periods)} days + overall: {metrics_s:.1f} s")
+    print(f"metrics and estimate for {len(periods)} days + overall: {metrics_s:.1f} s wall, {metrics_cpu:.1f} s CPU")
     print(
-        f"anchor (pyarrow read + pandas merge, no JSON): {anchor_s:.1f} s; the join takes "
-        f"{join_s / anchor_s:.2f}x the anchor's time"
+        f"anchor (pyarrow read + pandas merge, no JSON): {anchor_s:.1f} s wall, {anchor_cpu:.1f} s CPU; the join "
+        f"takes {join_s / anchor_s:.2f}x the anchor's wall time and {join_cpu / anchor_cpu:.2f}x its CPU"
     )
     print(
         f"overall: realized roc_auc {overall.realized['roc_auc']:.4f}, estimated "

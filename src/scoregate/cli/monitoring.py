@@ -243,10 +243,16 @@ def _print_result(result: Any) -> None:
 def history(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    performance: Annotated[
+        bool, typer.Option("--performance", help="The performance results instead of the drift results.")
+    ] = False,
 ) -> None:
-    """The drift results recorded for a version, oldest first."""
+    """The drift (or performance) results recorded for a version, oldest first."""
     from scoregate.monitoring import store
 
+    if performance:
+        _performance_history(ref, as_json)
+        return
     registry = get_registry()
     try:
         version = registry.resolve(ref)
@@ -287,6 +293,39 @@ def history(
             escape(str(data)),
             f"{e.current.get('rows', 0):,}",
             f"{len(e.drifted)}/{e.columns}" + (f" ({escape(', '.join(e.drifted[:5]))})" if e.drifted else ""),
+        )
+    out.print(table)
+
+
+def _performance_history(ref: str, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from scoregate.monitoring import store
+
+    registry = get_registry()
+    try:
+        version = registry.resolve(ref)
+        entries = store.performance_history(registry, version)
+    finally:
+        registry.close()
+    if as_json:
+        out.print_json(json.dumps([asdict(e) | {"time": e.time.isoformat()} for e in entries]))
+        return
+    if not entries:
+        out.print(f"no performance results recorded for {escape(version.ref)}")
+        return
+    columns = ("time (UTC)", "by", "result", "period", "predictions", "labelled", "figure")
+    table = Table(*columns, title=escape(version.ref))
+    for e in entries:
+        figure = "-" if e.figure is None else f"{e.figure:.4f} {e.source}"
+        table.add_row(
+            f"{e.time:%Y-%m-%d %H:%M:%S}",
+            escape(e.actor),
+            f"sha256:{e.result_digest[:12]}",
+            e.by,
+            f"{e.predictions:,}",
+            f"{e.labelled:,}",
+            figure,
         )
     out.print(table)
 
@@ -397,6 +436,11 @@ def performance(
             label=label,
             settings=settings,
         )
+        changes = []
+        if digest is not None:  # a recorded result is an observation: evaluate the version's alerts on it
+            from scoregate.monitoring.alerting import evaluate_version
+
+            changes = evaluate_version(registry, result.subject.ref)
     finally:
         registry.close()
     if output is not None:
@@ -417,21 +461,26 @@ def performance(
         f"{overall.matched_share:.1%} labelled{stored}",
         highlight=False,
     )
+    if changes:
+        from scoregate.cli.alerting import print_changes
+
+        print_changes(changes, result.subject.ref)
 
 
-_SHOWN = {
-    "binary": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier", "calibration_error"),
-    "multiclass": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"),
+_SHOWN = {  # the table's realized columns (the JSON has every metric)
+    "binary": ("roc_auc", "accuracy", "f1", "brier", "calibration_error"),
+    "multiclass": ("roc_auc", "accuracy", "f1", "log_loss"),
     "regression": ("mae", "rmse", "r2"),
 }
+_SHORT = {"calibration_error": "calib. err."}
 
 
 def _print_performance(result: Any) -> None:
     names = _SHOWN[result.task.value]
     estimated = result.calibration is not None
-    columns = ["period", "predictions", "labelled", "lag p50/p90 (d)", *names]
+    columns = ["period", "predictions", "labelled", "lag p50/p90 d", *(_SHORT.get(n, n) for n in names)]
     if estimated:
-        columns += [f"est. {result.headline} [95% band]", "est. accuracy"]
+        columns += [f"est. {result.headline} ±95%", "est. accuracy"]
     columns.append(f"{result.headline} shown")
     table = Table(*columns, title=f"performance of {escape(result.subject.ref)} by {result.by.value}")
     for p in [*result.periods, result.overall]:
@@ -440,7 +489,7 @@ def _print_performance(result: Any) -> None:
         row = [label, f"{p.predictions:,}", f"{p.matched_share:.1%}", lag, *(_fmt(p.realized.get(n)) for n in names)]
         if estimated:
             e = p.estimated.get(result.headline)
-            band = "-" if e is None or e.low is None else f" [{e.low:.4f}, {e.high:.4f}]"
+            band = "" if e is None or e.low is None else f" ±{(e.high - e.low) / 2:.3f}"
             accuracy = p.estimated.get("accuracy")
             row += ["-" if e is None else _fmt(e.value) + band, _fmt(accuracy.value if accuracy else None)]
         row.append("-" if p.figure is None else f"{p.figure:.4f} {p.source.value}")
@@ -448,9 +497,15 @@ def _print_performance(result: Any) -> None:
     out.print(table)
     if result.calibration is not None:
         c = result.calibration
+        how = (
+            "the isotonic map of the scores fitted there"
+            if c.recalibrated
+            else "the scores as they are (an isotonic map would not lower the error by more than "
+            f"{result.settings.recalibrate_margin})"
+        )
         out.print(
-            f"estimate calibrated on {escape(c.uri)} ({c.rows:,} rows, {c.positives:,} positive): it assumes "
-            f"scores stay calibrated; calibration error on the reference {c.error_calibrated:.4f} "
-            f"(cross-fitted; the raw scores' {c.error_raw:.4f})",
+            f"estimate: calibrated on {escape(c.uri)} ({c.rows:,} rows, {c.positives:,} positive), using {how}; "
+            f"it assumes the scores stay calibrated. Calibration error on the reference: scores "
+            f"{c.error_raw:.4f}, isotonic {c.error_calibrated:.4f} (cross-fitted)",
             highlight=False,
         )

@@ -164,8 +164,9 @@ def _where(path: Path, column: str, mask: np.ndarray, values: Any, rule: str) ->
     bad = np.flatnonzero(mask)
     first = int(bad[0])
     value = values[first]
+    shown = "empty" if value is None or (isinstance(value, float) and np.isnan(value)) else repr(value)
     return InvalidInputError(
-        f"{path}: column {column!r} {rule}: {len(bad):,} row(s), the first is row {first + 1} ({value!r})"
+        f"{path}: column {column!r} {rule}: {len(bad):,} row(s), the first is row {first + 1} ({shown})"
     )
 
 
@@ -406,12 +407,16 @@ def _compare(new: pa.Table, existing: list[Path]) -> tuple[pa.Table, int, int, d
 
 
 def _resolved_sql(paths: list[Path]) -> str:
-    """SQL for the stored labels, one per (id, row): the latest batch's."""
-    files = ", ".join(f"'{_quote(p)}'" for p in paths)
-    order = " ".join(f"WHEN '{_quote(p)}' THEN {i}" for i, p in enumerate(paths))
+    """SQL for the stored labels, one per (id, row): the latest batch's (a hash aggregate;
+    a single batch, whose keys are unique, is read as it is)."""
+    if len(paths) == 1:
+        return f'SELECT id, "row", label, "at" FROM read_parquet(\'{_quote(paths[0])}\')'
+    parts = " UNION ALL ".join(
+        f'SELECT id, "row", label, "at", {i} AS batch FROM read_parquet(\'{_quote(p)}\')' for i, p in enumerate(paths)
+    )
     return f"""
-        SELECT id, "row", label, "at" FROM read_parquet([{files}], filename = true)
-        QUALIFY row_number() OVER (PARTITION BY id, "row" ORDER BY CASE filename {order} END DESC) = 1
+        SELECT id, "row", arg_max(label, batch) AS label, arg_max("at", batch) AS "at"
+        FROM ({parts}) GROUP BY id, "row"
     """
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from scoregate.errors import InvalidInputError, NotFoundError
 from scoregate.monitoring.labels import REQUEST_KEY, _quote, _resolved_sql, input_field
@@ -27,6 +28,9 @@ from scoregate.monitoring.sources import THREADS
 
 #: DuckDB's memory bound for a join; beyond it, it spills to a temporary folder.
 MEMORY_LIMIT = "2GB"
+#: Predictions one join may bring back: the joined rows are held in memory (about 50 bytes
+#: each for a binary classifier), so a longer window is refused with the way to narrow it.
+MAX_ROWS = 60_000_000
 
 
 @contextmanager
@@ -67,9 +71,10 @@ class Joined:
         return len(self.timestamp_us)
 
 
-def _json(column: str, field: str) -> str:
-    path = '$."' + field.replace('"', '\\"') + '"'
-    return f"json_extract_string({column}, '{path.replace(chr(39), chr(39) * 2)}')"
+def _path(field: str) -> str:
+    """A JSON path naming one member, as an SQL string literal."""
+    path = '$."' + field.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "'" + path.replace("'", "''") + "'"
 
 
 def join(
@@ -81,9 +86,11 @@ def join(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     logged: set[str] | None = None,
+    max_rows: int | None = None,
 ) -> Joined:
     """``log_folder`` is ``<home>/predictions/model=<name>/version=<n>``; ``logged`` the output
     names the version declares (a prediction column is read only when declared)."""
+    max_rows = max_rows or MAX_ROWS
     files = sorted(Path(log_folder).glob("hour=*/*.parquet"))
     if not files:
         raise NotFoundError(f"no logged predictions under {log_folder}")
@@ -96,36 +103,49 @@ def join(
         clauses.append("timestamp < ?")
         params.append(until.astimezone(dt.UTC))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    outputs = []
-    if target.task is Task.REGRESSION:
-        outputs.append(f"TRY_CAST({_json('outputs', 'prediction')} AS DOUBLE) AS pred")
-    else:
-        outputs += [f"TRY_CAST({_json('outputs', s)} AS DOUBLE) AS s{i}" for i, s in enumerate(target.scores)]
-        if target.prediction and (logged is None or target.prediction in logged):
-            outputs.append(f"{_json('outputs', target.prediction)} AS pred")
-    has_pred = any(o.endswith(" AS pred") for o in outputs)
+    # one JSON parse per row: every output the join needs is extracted by one list of paths
+    names = ["prediction"] if target.task is Task.REGRESSION else list(target.scores)
+    has_pred = target.task is Task.REGRESSION or bool(
+        target.prediction and (logged is None or target.prediction in logged)
+    )
+    if target.task is not Task.REGRESSION and has_pred:
+        names.append(target.prediction)  # type: ignore[arg-type]
+    paths = ", ".join(_path(n) for n in names)
     field = input_field(key) if key else None
-    key_column = f", {_json('inputs', field)} AS k" if field else ""
+    key_column = f", json_extract_string(inputs, {_path(field)}) AS k" if field else ""
     log_files = ", ".join(f"'{_quote(p)}'" for p in files)
     log_sql = f"""
-        SELECT epoch_us(timestamp) AS ts, request_id, client_request_id, "row", {", ".join(outputs)}{key_column}
+        SELECT epoch_us(timestamp) AS ts, request_id, client_request_id, "row",
+               json_extract_string(outputs, [{paths}]) AS o{key_column}
         FROM read_parquet([{log_files}], hive_partitioning = false) {where}
     """
+    if target.task is Task.REGRESSION:
+        picked = "TRY_CAST(log.o[1] AS DOUBLE) AS pred"
+    else:
+        picked = ", ".join(f"TRY_CAST(log.o[{i + 1}] AS DOUBLE) AS s{i}" for i in range(len(target.scores)))
+        if has_pred:
+            picked += f", log.o[{len(target.scores) + 1}] AS pred"
     if label_files:
         labels = _resolved_sql(label_files)
         if key is None or key == REQUEST_KEY:
-            joins = """LEFT JOIN lab a ON a.id = log.request_id AND a."row" = log."row"
-                       LEFT JOIN lab b ON b.id = log.client_request_id AND b."row" = log."row" AND a.id IS NULL"""
+            joins = (
+                'LEFT JOIN lab a ON a.id = log.request_id AND a."row" = log."row" '
+                'LEFT JOIN lab b ON b.id = log.client_request_id AND b."row" = log."row"'
+            )
         else:
             joins = 'LEFT JOIN lab a ON a.id = log.k AND a."row" = 0 LEFT JOIN lab b ON FALSE'
-        label_cols = """coalesce(a.label, b.label) AS label, epoch_us(coalesce(a.at, b.at)) AS at,
+        # a classifier's labels come back as the index of their class (validated at ingest)
+        value = "coalesce(a.label, b.label)"
+        if target.task is not Task.REGRESSION:
+            classes = ", ".join("'" + c.replace("'", "''") + "'" for c in target.classes)
+            value = f"CAST(list_position([{classes}], {value}) - 1 AS INTEGER)"
+        label_cols = f"""{value} AS label, epoch_us(coalesce(a."at", b."at")) AS "at",
                         (a.id IS NOT NULL OR b.id IS NOT NULL) AS labelled,
-                        hash(coalesce(a.id, b.id), coalesce(a."row", b."row")) AS lkey"""
+                        CASE WHEN a.id IS NOT NULL THEN hash(a.id, a."row") ELSE hash(b.id, b."row") END AS lkey"""
     else:
-        value = "NULL::DOUBLE" if target.task is Task.REGRESSION else "NULL::VARCHAR"
+        value = "NULL::DOUBLE" if target.task is Task.REGRESSION else "NULL::INTEGER"
         labels, joins = None, ""
-        label_cols = f"{value} AS label, NULL::BIGINT AS at, FALSE AS labelled, NULL::UBIGINT AS lkey"
-    picked = ", ".join(o.rsplit(" AS ", 1)[1] for o in outputs)
+        label_cols = f'{value} AS label, NULL::BIGINT AS "at", FALSE AS labelled, NULL::UBIGINT AS lkey'
     sql = f"""
         WITH log AS ({log_sql}){f", lab AS ({labels})" if labels else ""}
         SELECT log.ts, {picked}, {label_cols}
@@ -133,6 +153,13 @@ def join(
     """
     try:
         with connect() as con:
+            count_sql = f"SELECT count(*) FROM read_parquet([{log_files}], hive_partitioning = false) {where}"
+            ((rows,),) = con.sql(count_sql, params=params or None).fetchall()
+            if rows > max_rows:
+                raise InvalidInputError(
+                    f"{rows:,} logged predictions in the window, more than the {max_rows:,} one computation "
+                    "takes: give --since or --between to narrow it"
+                )
             table = con.sql(sql, params=params or None).to_arrow_table()
     except Exception as exc:  # duckdb.Error: a damaged log or label file
         import duckdb
@@ -145,8 +172,13 @@ def join(
         raise NotFoundError(f"no logged predictions under {log_folder} in the window")
     labelled = table.column("labelled").to_numpy(zero_copy_only=False).astype(bool)
     regression = target.task is Task.REGRESSION
-    label = table.column("label").to_numpy(zero_copy_only=False)
-    label = label.astype(np.float64) if regression else np.asarray(label, dtype=object)
+    raw_label = table.column("label")
+    if regression:
+        label = raw_label.to_numpy(zero_copy_only=False).astype(np.float64)
+    else:
+        index = pc.fill_null(raw_label, -1).to_numpy()
+        names = np.asarray([*target.classes, None], dtype=object)
+        label = names[np.where(index < 0, len(target.classes), index)]
     scores = None
     if not regression:
         scores = np.column_stack(
@@ -158,12 +190,12 @@ def join(
         predicted = raw.to_numpy(zero_copy_only=False).astype(np.float64) if regression else _classes(raw, target)
     keys = table.column("lkey").to_numpy(zero_copy_only=False)[labelled]
     unique, counts = np.unique(keys.astype(np.uint64), return_counts=True) if len(keys) else (keys, keys)
-    at = table.column("at").to_numpy(zero_copy_only=False)
+    at = pc.fill_null(table.column("at"), 0).to_numpy()
     return Joined(
         timestamp_us=table.column("ts").to_numpy(zero_copy_only=False).astype(np.int64),
         labelled=labelled,
         label=label,
-        label_at_us=np.where(labelled, np.nan_to_num(at.astype(np.float64)), 0).astype(np.int64),
+        label_at_us=at.astype(np.int64),
         scores=scores,
         predicted=predicted,
         matched_labels=len(unique),
