@@ -6,7 +6,10 @@ block (in the column order the model was fitted on), handed to a scorer that tak
 matrix, else wrapped in a frame; for any other schema the typed frame. The server
 builds it from JSON rows (:func:`records_predictor`), batch scoring from a frame that
 :func:`scoregate.schema.prepare_frame` already typed (:func:`frame_predictor`); the two
-hand the scorer the same values in the same order.
+hand the scorer the same values in the same order. The block is column-major (Fortran
+order), as the array sklearn makes of a DataFrame is: a linear model's matrix product
+rounds differently on a row-major block, so only this layout gives a DataFrame-fitted
+model's outputs bit for bit.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def records_predictor(scorer: Scorer, validator: RecordValidator) -> Callable[[S
         return lambda records: scorer.predict_columns(frame(records))
 
     def matrix(records: Sequence[Any]) -> np.ndarray:
-        return np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
+        return np.array([[record.get(name) for name in names] for record in records], dtype=np.float64, order="F")
 
     if scorer.takes_matrix:
         return lambda records: scorer.predict_matrix(matrix(records))
@@ -73,7 +76,7 @@ def frame_predictor(scorer: Scorer, schema: ModelSchema) -> Callable[[pd.DataFra
     columns = pd.Index(names, dtype=object)
 
     def matrix(frame: pd.DataFrame) -> np.ndarray:
-        block = np.empty((len(frame), len(names)), dtype=np.float64)
+        block = np.empty((len(frame), len(names)), dtype=np.float64, order="F")
         for i, name in enumerate(names):
             block[:, i] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         return block
