@@ -38,7 +38,7 @@ from scoregate.extra_fields import violations as undeclared_violations
 from scoregate.memory import MemoryTrim
 from scoregate.registry.predictions import Durability, PredictionLog
 from scoregate.schema import MAX_REPORTED_VIOLATIONS, Violation, raise_for
-from scoregate.serving import mlflow_protocol, v2
+from scoregate.serving import compression, mlflow_protocol, v2
 from scoregate.serving.auth import TokenCheck
 from scoregate.serving.batcher import BatcherClosed, Outputs
 from scoregate.serving.durable import LoopCommit
@@ -228,7 +228,7 @@ class ScoringApp:
         started = _perf()
         request_id = self._new_request_id()
         exchange = _Exchange()
-        header_id = content_type = authorization = model_header = None
+        header_id = content_type = authorization = model_header = encoding = None
         content_length = -1
         header_length = None
         for key, value in scope["headers"]:
@@ -245,6 +245,8 @@ class ScoringApp:
                 authorization = value
             elif key == mlflow_protocol.MODEL_HEADER:
                 model_header = value
+            elif key == b"content-encoding":
+                encoding = value
             elif key == b"inference-header-content-length":
                 try:
                     header_length = int(value)
@@ -270,6 +272,8 @@ class ScoringApp:
                     protocol = "mlflow"
                 self._check_content_type(content_type, header_length is not None, protocol == "mlflow")
                 body = await self._read_body(receive)
+                if encoding is not None:
+                    body = compression.decode(body, encoding, self.max_body_bytes)
                 if len(body) >= LARGE_BODY:
                     self._trim.soon()  # its parse leaves C heap behind, whatever the answer
                 if protocol == "mlflow":
@@ -756,7 +760,9 @@ class ScoringApp:
         if path == "/v2":
             return (
                 200,
-                orjson.dumps({"name": "scoregate", "version": _version(), "extensions": ["binary_tensor_data"]}),
+                orjson.dumps(
+                    {"name": "scoregate", "version": _version(), "extensions": ["binary_tensor_data", "classification"]}
+                ),
                 JSON,
             )
         if path == "/metrics":
