@@ -754,7 +754,9 @@ class ScoringApp:
             return (200 if ready else 503), orjson.dumps(body), JSON
         if path in mlflow_protocol.HEALTH_PATHS:  # MLflow's and SageMaker's health check
             ready = state.ready and bool(state.table.served)
-            return (200 if ready else 503), (b"\n" if ready else b'{"ready":false}'), JSON
+            if ready:  # MLflow answers a newline
+                return 200, b"\n", b"text/plain; charset=utf-8"
+            return 503, b'{"ready":false}', JSON
         if path == "/version":
             return 200, _version().encode(), b"text/plain; charset=utf-8"
         if path == "/v2":
