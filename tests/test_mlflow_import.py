@@ -164,3 +164,13 @@ def test_cli_import_and_register_uri(tracking, sqlite_settings, monkeypatch, cap
     code, out = cli("register", "via-uri", "models:/credit-risk@champion")
     assert code == 0 and "registered via-uri@1 (mlflow" in out, out
     assert os.environ["MLFLOW_TRACKING_URI"] == tracking["uri"]
+
+
+def test_without_mlflow_the_message_names_the_extra(monkeypatch, sqlite_settings):
+    import sys
+
+    from scoregate.errors import ConfigurationError
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with Client(settings=sqlite_settings) as client, pytest.raises(ConfigurationError, match=r"scoregate\[mlflow\]"):
+        client.register("x", "models:/credit-risk/1")

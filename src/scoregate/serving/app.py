@@ -724,6 +724,8 @@ class ScoringApp:
             exchange.model = name
         route = self.state.route(name, version)
         primary = route.primary
+        if primary.outputs is not None:  # unknown outputs and bad classification asks: refused before scoring
+            v2.requested_outputs(request, primary.outputs.names)
         records = v2.decode_inputs(
             request,
             binary,
