@@ -7,32 +7,15 @@ import gzip
 import zlib
 
 import httpx
-import numpy as np
 import orjson
 import pytest
 
 from scoregate.serving import create_app
 from scoregate.serving.compression import decode
 from scoregate.serving.errors import HTTPError
-from tests.serving.conftest import FEATURES, ThreadedServer, sample_rows
+from tests.serving.conftest import FEATURES, ThreadedServer, sample_rows, triton_inputs
 
 triton = pytest.importorskip("tritonclient.http")
-
-
-def _inputs(rows):
-    inputs = []
-    for name in FEATURES:
-        values = [r[name] for r in rows]
-        if name == "segment":
-            array, datatype = np.array(values, dtype=object), "BYTES"
-        elif name == "age":
-            array, datatype = np.array(values, dtype=np.int64), "INT64"
-        else:
-            array, datatype = np.array(values, dtype=np.float64), "FP64"
-        tensor = triton.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return inputs
 
 
 def test_triton_client_with_compression_and_class_count(source):
@@ -42,13 +25,13 @@ def test_triton_client_with_compression_and_class_count(source):
         client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
         try:
             for algorithm in ("gzip", "deflate"):
-                result = client.infer("credit", _inputs(rows), request_compression_algorithm=algorithm)
+                result = client.infer("credit", triton_inputs(rows), request_compression_algorithm=algorithm)
                 assert result.as_numpy("proba_1").tolist() == pytest.approx(
                     [p["proba_1"] for p in plain["predictions"]]
                 )
 
             asked = [triton.InferRequestedOutput("prediction", class_count=2)]
-            result = client.infer("credit", _inputs(rows), outputs=asked, request_compression_algorithm="gzip")
+            result = client.infer("credit", triton_inputs(rows), outputs=asked, request_compression_algorithm="gzip")
             top = result.as_numpy("prediction")
             assert top.shape == (4, 2)
             for row, expected in zip(top, plain["predictions"], strict=True):
