@@ -281,6 +281,9 @@ def _move_alias(registry: Any, name: str, alias: str, version: int, report: Impo
             registry.set_tag(f"{name}@{version}", PENDING_TAG, ",".join(wanted))
         report.pending.append((ref, missing))
         return
+    except ScoregateError as exc:  # not allowed for this user, a look-alike of a protected alias, ...
+        report.failed.append((ref, exc.message))
+        return
     _clear_pending(registry, name, version, alias)
     report.aliases.append(f"{ref} -> {version}")
 
