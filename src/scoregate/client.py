@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from scoregate.flavors import detect_flavor
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S
 from scoregate.refs import ModelRef
 from scoregate.registry import AliasRecord, LoadedModel, ModelSummary, ModelVersion, Registry
+from scoregate.registry.mlflow_import import ImportReport, fetch_mlflow_artifact, import_mlflow, is_mlflow_uri
 from scoregate.schema import ModelSchema, OutputField
 
 
@@ -72,33 +74,42 @@ class Client:
 
         With ``train_data`` (Parquet or CSV) and ``profile``, every training row is then profiled
         and the reference profile bound to the version (a warning is logged when it cannot be).
-        ``flavor`` may be left out for an MLflow model directory (it holds an ``MLmodel`` file)."""
-        flavor = flavor or detect_flavor(Path(artifact))
+        ``artifact`` may be an MLflow ``models:/``, ``runs:/`` or ``mlflow-artifacts:/`` URI, fetched
+        through MLflow's client (``MLFLOW_TRACKING_URI``), with tags pointing back to it; ``flavor``
+        may be left out for an MLflow model directory (it holds an ``MLmodel`` file)."""
         if schema is not None and not isinstance(schema, ModelSchema):
             schema = ModelSchema.model_validate(schema)
-        version = self.registry.register(
-            name,
-            Path(artifact),
-            flavor=flavor,
-            train_data=train_data,
-            target=target,
-            schema=schema,
-            outputs=[OutputField.model_validate(o) for o in outputs] if outputs else None,
-            metrics=metrics,
-            params=params,
-            tags=tags,
-            description=description,
-            owner=owner,
-            risk_tier=risk_tier,
-            parent_version=parent_version,
-            latency_budget_ms=latency_budget_ms,
-            timeout=timeout,
-        )
+        with contextlib.ExitStack() as stack:
+            local, lineage = Path(artifact), {}
+            if is_mlflow_uri(str(artifact)):
+                local, lineage = stack.enter_context(fetch_mlflow_artifact(str(artifact)))
+            version = self.registry.register(
+                name,
+                local,
+                flavor=flavor or detect_flavor(local),
+                train_data=train_data,
+                target=target,
+                schema=schema,
+                outputs=[OutputField.model_validate(o) for o in outputs] if outputs else None,
+                metrics=metrics,
+                params=params,
+                tags={**lineage, **(tags or {})},
+                description=description,
+                owner=owner,
+                risk_tier=risk_tier,
+                parent_version=parent_version,
+                latency_budget_ms=latency_budget_ms,
+                timeout=timeout,
+            )
         if train_data is not None and profile:
             from scoregate.monitoring.service import profile_at_registration
 
             profile_at_registration(self.registry, version, train_data)
         return version
+
+    def import_mlflow(self, tracking_uri: str, *, model: str | None = None) -> ImportReport:
+        """Bring an MLflow Model Registry over (see :mod:`scoregate.registry.mlflow_import`); idempotent."""
+        return import_mlflow(self.registry, tracking_uri, model=model)
 
     def get(self, ref: str) -> ModelVersion:
         return self.registry.resolve(ref)

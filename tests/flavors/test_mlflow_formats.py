@@ -199,6 +199,17 @@ def test_custom_pyfunc(tmp_path, frame):
     np.testing.assert_allclose(values, _pyfunc(tmp_path / "m", frame))
 
 
+def test_custom_pyfunc_needs_mlflows_own_consent(tmp_path, monkeypatch):
+    import mlflow.pyfunc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.pyfunc.save_model(tmp_path / "m", python_model=_Doubler(), pip_requirements=["pandas"])
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # a site that turned it off
+    with pytest.raises(FlavorError, match="unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true is set"):
+        load_scorer("mlflow", tmp_path / "m")
+
+
 def test_skops_without_the_package(tmp_path, frame, numeric_data, monkeypatch):
     import sys
 

@@ -81,7 +81,7 @@ def test_image_test_passes_and_attaches_the_report(built, cli) -> None:  # type:
     # k8s render sizes memory from that measurement and says so
     code, out = cli(registry.settings.home, "k8s", "render", "credit-risk@1", "--check")
     assert code == 0, out
-    deployment = next(yaml.safe_load_all(out))
+    deployment = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
     assert deployment["metadata"]["annotations"]["scoregate.io/resources-source"].startswith("measured")
     request = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
     assert int(request.removesuffix("Mi")) >= int(report["container"]["peak_rss_bytes"] * 1.5 / 2**20) - 1

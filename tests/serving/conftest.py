@@ -85,6 +85,25 @@ def sample_rows(n: int, seed: int = 7) -> list[dict[str, Any]]:
     ]
 
 
+def triton_inputs(rows: list[dict[str, Any]]) -> list[Any]:
+    """The credit rows as Triton client input tensors, one per feature."""
+    import tritonclient.http as triton
+
+    inputs = []
+    for name in FEATURES:
+        values = [r[name] for r in rows]
+        if name == "segment":
+            array, datatype = np.array(values, dtype=object), "BYTES"
+        elif name == "age":
+            array, datatype = np.array(values, dtype=np.int64), "INT64"
+        else:
+            array, datatype = np.array(values, dtype=np.float64), "FP64"
+        tensor = triton.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
 @pytest.fixture
 def source(artifacts: dict[str, Path], schema: Any) -> InMemorySource:
     src = InMemorySource()

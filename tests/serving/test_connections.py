@@ -33,6 +33,25 @@ def connect(port: int) -> socket.socket:
     return sock
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response on a kept-alive connection: the head, then Content-Length bytes of body
+    (one recv may return the head alone, leaving the body to be read as the next response)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection (a hung server fails the test)."""
     chunks = []

@@ -6,17 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from scoregate.serving import read_predictions
 from tests.serving.conftest import (
-    FEATURES,
     free_port,
     register_credit,
     sample_rows,
     start_server,
     stop_server,
+    triton_inputs,
     wait_for,
 )
 
@@ -37,19 +36,7 @@ def test_registry_two_workers_triton_client_swap_and_shutdown(tmp_path: Path, ar
 
         client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
         assert client.is_server_live() and client.is_model_ready("credit")
-        inputs = []
-        for name in FEATURES:
-            values = [r[name] for r in rows]
-            if name == "segment":
-                array, datatype = np.array(values, dtype=object), "BYTES"
-            elif name == "age":
-                array, datatype = np.array(values, dtype=np.int64), "INT64"
-            else:
-                array, datatype = np.array(values, dtype=np.float64), "FP64"
-            tensor = triton.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        result = client.infer("credit", inputs, request_id="triton-1")
+        result = client.infer("credit", triton_inputs(rows), request_id="triton-1")
         plain = httpx.post(f"{url}/models/credit@production/predict", json={"rows": rows}, timeout=10).json()
         assert result.get_response()["model_version"] == "1"
         assert result.as_numpy("proba_1").tolist() == pytest.approx([p["proba_1"] for p in plain["predictions"]])

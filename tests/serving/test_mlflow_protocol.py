@@ -209,3 +209,43 @@ def test_a_plain_http_caller_sees_httpx_works_too(models):
     with ThreadedServer(create_app(_source(models, ("sk",)), poll_interval=0.05)) as server:
         response = httpx.post(f"{server.url}/invocations", json={"dataframe_records": frame.to_dict("records")})
     assert response.json()["predictions"] == _pyfunc(models["sk"], frame)
+
+
+HOSTILE = [
+    b"[]",
+    b"null",
+    b'{"dataframe_split": []}',
+    b'{"dataframe_split": {"data": 5}}',
+    b'{"dataframe_split": {"columns": "x1", "data": [[1]]}}',
+    b'{"dataframe_split": {"columns": ["x1", "x2", "k"], "data": [1, 2]}}',
+    b'{"dataframe_split": {"columns": [1, 2, 3], "data": [[1, 2, 3]]}}',
+    b'{"dataframe_records": {"x1": 1}}',
+    b'{"dataframe_records": [1, 2]}',
+    b'{"dataframe_records": []}',
+    b'{"instances": "abc"}',
+    b'{"instances": [[[1, 2, 3]]]}',
+    b'{"inputs": {"x1": [1, 2], "x2": [1]}}',
+    b'{"inputs": {}}',
+    b'{"inputs": [null]}',
+    b'{"inputs": [{"x1": {"$gt": 1}, "x2": 0, "k": 0}]}',
+    b'{"inputs": [], "params": "x"}',
+    b'{"inputs": [], "extra": 1}',
+    b'{"dataframe_split": {"columns": ["x1"], "data": [[1e309]]}}',
+    b"\xff\xfe",
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE, ids=range(len(HOSTILE)))
+async def test_hostile_bodies_get_one_clear_4xx(models, body):
+    async with serve(_source(models, ("sk",))) as served:
+        response = await served.client.post("/invocations", content=body, headers={"content-type": "application/json"})
+        assert 400 <= response.status_code < 500, (body, response.status_code, response.text)
+        payload = response.json()
+        assert payload["error_code"] and payload["message"], payload
+
+
+async def test_hostile_csv_gets_a_4xx(models):
+    async with serve(_source(models, ("sk",)), max_request_rows=5) as served:
+        for body in (b"", b"x1,x2,k\n" + b"1,2,3\n" * 6, b'x1,x2,k\n"unterminated', b"x1,x2,k\na,b,c\n"):
+            response = await served.client.post("/invocations", content=body, headers={"content-type": "text/csv"})
+            assert 400 <= response.status_code < 500, (body, response.text)

@@ -159,11 +159,22 @@ def k8s_render(
     cpu_limit: Annotated[str | None, typer.Option()] = None,
     memory_limit: Annotated[str | None, typer.Option()] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
-    check: Annotated[bool, typer.Option(help="Validate against the Kubernetes OpenAPI schemas.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Validate against the Kubernetes schemas, Pod Security 'restricted' and what KServe's and "
+            "Knative's admission webhooks check (probe ports, container names, resources)."
+        ),
+    ] = False,
+    target: Annotated[
+        str, typer.Option(help="k8s (ServiceAccount, Deployment, Service, HPA, PDB) or kserve (InferenceService).")
+    ] = "k8s",
 ) -> None:
-    """Deployment, Service, HorizontalPodAutoscaler and a KServe InferenceService as YAML."""
+    """Manifests for one target as YAML: raw Kubernetes objects, or a KServe InferenceService."""
     from scoregate.packaging import k8s
 
+    if target not in {t.value for t in k8s.Target}:
+        raise InvalidInputError(f"invalid --target {target[:20]!r}: choose k8s or kserve")
     if min_replicas < 1 or max_replicas < min_replicas or replicas < 1:
         raise InvalidInputError("replicas must be >= 1 and --max-replicas >= --min-replicas")
     given = {"cpu_request": cpu_request, "memory_request": memory_request}
@@ -180,6 +191,7 @@ def k8s_render(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         resources=resources,
+        target=target,
     )
     if check:
         problems = k8s.validate_manifests(docs)
@@ -188,6 +200,6 @@ def k8s_render(
     text = k8s.to_yaml(docs)
     if output is not None:
         output.write_text(text)
-        out.print(f"wrote {len(docs)} manifests for {version.ref} to {output}")
+        out.print(f"wrote {len(docs)} {target} manifests for {version.ref} to {output}")
     else:
         typer.echo(text, nl=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ from scoregate.errors import InvalidInputError
 from scoregate.flavors import FLAVOR_NAMES, detect_flavor
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, milliseconds, seconds
 from scoregate.refs import MAX_VERSION
+from scoregate.registry.mlflow_import import fetch_mlflow_artifact, is_mlflow_uri
 
 #: A JSON file of rows to score is read whole: a bound on what that may take.
 MAX_JSON_INPUT_BYTES = 256 << 20
@@ -37,7 +39,9 @@ MAX_JSON_INPUT_BYTES = 256 << 20
 @app.command(rich_help_panel="Registry")
 def register(
     name: Annotated[str, typer.Argument(help="Model name, e.g. credit-risk.")],
-    artifact: Annotated[Path, typer.Argument(help="Model file or directory.")],
+    artifact: Annotated[
+        str, typer.Argument(help="Model file or directory, or an MLflow models:/, runs:/ or mlflow-artifacts:/ URI.")
+    ],
     flavor: Annotated[
         str | None, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)} (found by itself for an MLflow directory).")
     ] = None,
@@ -94,31 +98,19 @@ def register(
             raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
     declared = _read_outputs(outputs) if outputs is not None else None
     registry = get_registry()
-    version = registry.register(
-        name,
-        artifact,
-        flavor=flavor or detect_flavor(artifact),
-        train_data=train_data,
-        target=target,
-        schema=model_schema,
-        outputs=declared,
-        metrics=pairs(metric, "--metric", numeric=True),
-        params=pairs(param, "--param"),
-        tags=pairs(tag, "--tag"),
-        description=description,
-        owner=owner,
-        risk_tier=risk_tier,
-        parent_version=parent,
-        latency_budget_ms=latency_budget_ms,
-        timeout=timeout,
-    )
+    with contextlib.ExitStack() as stack:
+        local, lineage = Path(artifact), {}
+        if is_mlflow_uri(artifact):  # fetched through MLflow's client (MLFLOW_TRACKING_URI)
+            local, lineage = stack.enter_context(fetch_mlflow_artifact(artifact))
+        version = _register_local(
+            registry, name, local, flavor, train_data, target, model_schema, declared, metric, param, tag, lineage,
+            description, owner, risk_tier, parent, latency_budget_ms, timeout,
+        )  # fmt: skip
     out.print(
         f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "
         f"{len(version.input_schema.features)} features)"
     )
     if train_data is not None and profile:
-        from rich.markup import escape
-
         from scoregate.monitoring.service import profile_at_registration
 
         done = profile_at_registration(registry, version, train_data, timeout=profile_timeout)
@@ -130,6 +122,81 @@ def register(
                 f"`scoregate monitor reference {escape(version.ref)} DATA`",
                 highlight=False,
             )
+
+
+def _register_local(
+    registry: Any,
+    name: str,
+    artifact: Path,
+    flavor: str | None,
+    train_data: Path | None,
+    target: str | None,
+    model_schema: Any,
+    declared: Any,
+    metric: list[str] | None,
+    param: list[str] | None,
+    tag: list[str] | None,
+    lineage: dict[str, str],
+    description: str | None,
+    owner: str | None,
+    risk_tier: str | None,
+    parent: int | None,
+    latency_budget_ms: float,
+    timeout: float,
+) -> Any:
+    return registry.register(
+        name,
+        artifact,
+        flavor=flavor or detect_flavor(artifact),
+        train_data=train_data,
+        target=target,
+        schema=model_schema,
+        outputs=declared,
+        metrics=pairs(metric, "--metric", numeric=True),
+        params=pairs(param, "--param"),
+        tags={**lineage, **pairs(tag, "--tag")},
+        description=description,
+        owner=owner,
+        risk_tier=risk_tier,
+        parent_version=parent,
+        latency_budget_ms=latency_budget_ms,
+        timeout=timeout,
+    )
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Bring models over from another registry.")
+app.add_typer(import_app, name="import", rich_help_panel="Registry")
+
+
+@import_app.command("mlflow")
+def import_mlflow(
+    tracking_uri: Annotated[
+        str, typer.Option(help="MLflow tracking URI: sqlite:///mlflow.db, http://host:5000, databricks, ...")
+    ],
+    model: Annotated[str | None, typer.Option(help="Only this registered model (default: all).")] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each version may take to load.", callback=rule(seconds))
+    ] = DEFAULT_MODEL_TIMEOUT_S,
+) -> None:
+    """Import MLflow's registered models, every version, aliases, tags, descriptions and the runs'
+    metrics and params. Run it again to bring only what is new; protected aliases go through the policy."""
+    from scoregate.registry.mlflow_import import import_mlflow as run_import
+
+    report = run_import(get_registry(), tracking_uri, model=model, timeout=timeout)
+    for ref in report.imported:
+        out.print(f"imported [bold]{escape(ref)}[/]")
+    for alias in report.aliases:
+        out.print(f"alias    {escape(alias)}")
+    for ref, missing in report.pending:
+        out.print(f"[yellow]pending[/]  {escape(ref)}: the policy refuses it for now ({escape(missing)})")
+    for label, why in report.failed:
+        out.print(f"[red]failed[/]   {escape(label)}: {escape(why)}")
+    out.print(
+        f"{len(report.imported)} imported, {len(report.skipped)} already there, {len(report.failed)} failed, "
+        f"{len(report.pending)} alias move(s) pending"
+    )
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _read_outputs(path: Path) -> list[Any]:

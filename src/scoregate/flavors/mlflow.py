@@ -212,6 +212,13 @@ class MLflowFlavor(Flavor):
         try:
             scorer = MLflowPyfuncScorer(mlflow.pyfunc.load_model(str(path)))
         except Exception as exc:
+            if "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in str(exc):
+                # MLflow 3 unpickles a python_model only when told to; scoregate does not decide that for it
+                raise FlavorError(
+                    f"mlflow flavor: MLflow refuses to unpickle this {found} model unless "
+                    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true is set (it is false here) in the environment of "
+                    "registration and serving; allow it only for models you trust"
+                ) from None
             raise FlavorError(
                 f"mlflow flavor: mlflow could not load the model (flavors {found}): {one_line(exc)}"
             ) from None

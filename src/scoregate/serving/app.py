@@ -38,7 +38,7 @@ from scoregate.extra_fields import violations as undeclared_violations
 from scoregate.memory import MemoryTrim
 from scoregate.registry.predictions import Durability, PredictionLog
 from scoregate.schema import MAX_REPORTED_VIOLATIONS, ObservedFlags, Violation, raise_for
-from scoregate.serving import mlflow_protocol, v2
+from scoregate.serving import compression, mlflow_protocol, v2
 from scoregate.serving.auth import TokenCheck
 from scoregate.serving.batcher import BatcherClosed, Outputs
 from scoregate.serving.durable import LoopCommit
@@ -237,7 +237,7 @@ class ScoringApp:
         started = _perf()
         request_id = self._new_request_id()
         exchange = _Exchange()
-        header_id = content_type = authorization = model_header = None
+        header_id = content_type = authorization = model_header = encoding = None
         content_length = -1
         header_length = None
         for key, value in scope["headers"]:
@@ -254,6 +254,8 @@ class ScoringApp:
                 authorization = value
             elif key == mlflow_protocol.MODEL_HEADER:
                 model_header = value
+            elif key == b"content-encoding":
+                encoding = value
             elif key == b"inference-header-content-length":
                 try:
                     header_length = int(value)
@@ -279,6 +281,8 @@ class ScoringApp:
                     protocol = "mlflow"
                 self._check_content_type(content_type, header_length is not None, protocol == "mlflow")
                 body = await self._read_body(receive)
+                if encoding is not None:
+                    body = compression.decode(body, encoding, self.max_body_bytes)
                 if len(body) >= LARGE_BODY:
                     self._trim.soon()  # its parse leaves C heap behind, whatever the answer
                 if protocol == "mlflow":
@@ -764,6 +768,8 @@ class ScoringApp:
             exchange.model = name
         route = self.state.route(name, version)
         primary = route.primary
+        if primary.outputs is not None:  # unknown outputs and bad classification asks: refused before scoring
+            v2.requested_outputs(request, primary.outputs.names)
         records = v2.decode_inputs(
             request,
             binary,
@@ -795,13 +801,17 @@ class ScoringApp:
             return (200 if ready else 503), orjson.dumps(body), JSON
         if path in mlflow_protocol.HEALTH_PATHS:  # MLflow's and SageMaker's health check
             ready = state.ready and bool(state.table.served)
-            return (200 if ready else 503), (b"\n" if ready else b'{"ready":false}'), JSON
+            if ready:  # MLflow answers a newline
+                return 200, b"\n", b"text/plain; charset=utf-8"
+            return 503, b'{"ready":false}', JSON
         if path == "/version":
             return 200, _version().encode(), b"text/plain; charset=utf-8"
         if path == "/v2":
             return (
                 200,
-                orjson.dumps({"name": "scoregate", "version": _version(), "extensions": ["binary_tensor_data"]}),
+                orjson.dumps(
+                    {"name": "scoregate", "version": _version(), "extensions": ["binary_tensor_data", "classification"]}
+                ),
                 JSON,
             )
         if path == "/metrics":

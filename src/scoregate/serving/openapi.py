@@ -283,6 +283,49 @@ def openapi_document(version: str, table: Any = None, options: ServeOptions | No
                 },
             }
         },
+        "/invocations": {
+            "post": {
+                "summary": "MLflow's scoring protocol: dataframe_split, dataframe_records, instances or inputs "
+                "(or CSV); the X-Scoregate-Model header names the model when several are served",
+                "parameters": [
+                    {"name": "x-scoregate-model", "in": "header", "required": False, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": _responses(
+                    _json(
+                        {"type": "object", "required": ["predictions"], "properties": {"predictions": {}}},
+                        "What mlflow.pyfunc's predict returns, as MLflow's server sends it",
+                    ),
+                    _POST_CODES,
+                ),
+            }
+        },
+        "/ping": {
+            "get": {
+                "summary": "Health (MLflow, SageMaker)",
+                "responses": {"200": {"description": "Ready"}, "503": _json({"type": "object"}, "Not ready")},
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Health (MLflow)",
+                "responses": {"200": {"description": "Ready"}, "503": _json({"type": "object"}, "Not ready")},
+            }
+        },
+        "/version": {
+            "get": {
+                "summary": "The server's version (MLflow's route)",
+                "responses": _responses(
+                    {"description": "Version", "content": {"text/plain": {"schema": {"type": "string"}}}}, (401, 403)
+                ),
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",

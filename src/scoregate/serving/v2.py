@@ -268,16 +268,17 @@ def _datatype_for(kind: str) -> str:
     return "BYTES"
 
 
-def requested_outputs(request: dict[str, Any], available: list[str]) -> tuple[list[str], set[str]]:
-    """Names of the outputs to return, and which of them go back as binary."""
+def requested_outputs(request: dict[str, Any], available: list[str]) -> tuple[list[str], set[str], dict[str, int]]:
+    """Names of the outputs to return, which of them go back as binary, and which are asked
+    as classifications (the V2 classification extension: ``parameters.classification = N``)."""
     params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
     binary_all = bool(params.get("binary_data_output", False))
     wanted = request.get("outputs")
     if not wanted:
-        return list(available), set(available) if binary_all else set()
+        return list(available), set(available) if binary_all else set(), {}
     if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
         raise _problem("outputs", "type", "outputs must be a list of objects with a name")
-    names, binary = [], set()
+    names, binary, classification = [], set(), {}
     for item in wanted:
         name = item["name"]
         if name not in available:
@@ -286,7 +287,35 @@ def requested_outputs(request: dict[str, Any], available: list[str]) -> tuple[li
         p = item.get("parameters") if isinstance(item.get("parameters"), dict) else {}
         if p.get("binary_data", binary_all):
             binary.add(name)
-    return names, binary
+        count = p.get("classification")
+        if count is not None:
+            if not _is_count(count) or count < 1:
+                raise _problem(name, "classification", f"classification must be a positive integer, got {count!r}")
+            classification[name] = count
+    return names, binary, classification
+
+
+def _classes(names: list[str]) -> list[tuple[int, str]]:
+    """(column index, class label) of the ``proba_<class>`` outputs, in their order."""
+    return [(i, n[len("proba_") :]) for i, n in enumerate(names) if n.startswith("proba_")]
+
+
+def _top_classes(outputs: Any, count: int, rows: int, name: str) -> list[str]:
+    """Each row's ``count`` most probable classes as ``"score:index:label"``, most probable first
+    (Triton's format), flattened row by row."""
+    classes = _classes(outputs.names)
+    if not classes:
+        raise _problem(
+            name, "classification", "classification needs class probabilities: this model outputs no proba_* columns"
+        )
+    scores = np.column_stack([np.asarray(outputs.columns[i], dtype=np.float64) for i, _ in classes])
+    count = min(count, len(classes))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+    values = []
+    for r in range(rows):
+        for k in order[r]:
+            values.append(f"{scores[r, k]:g}:{k}:{classes[k][1]}")
+    return values
 
 
 def encode_response(
@@ -303,7 +332,7 @@ def encode_response(
     ``flags`` (rows outside the observed profile, scored) go in the response's
     ``parameters`` as ``flags``, only when there are some.
     """
-    wanted, binary = requested_outputs(request, outputs.names)
+    wanted, binary, classification = requested_outputs(request, outputs.names)
     index = {name: i for i, name in enumerate(outputs.names)}
     tensors = []
     chunks: list[bytes] = []
@@ -312,6 +341,10 @@ def encode_response(
         values = outputs.columns[i]
         datatype = _datatype_for(outputs.kinds[i])
         tensor: dict[str, Any] = {"name": name, "shape": [rows], "datatype": datatype}
+        if name in classification:
+            values = _top_classes(outputs, classification[name], rows, name)
+            datatype = "BYTES"
+            tensor = {"name": name, "shape": [rows, len(values) // rows if rows else 0], "datatype": datatype}
         if datatype == "BYTES":
             values = [v if isinstance(v, str) else str(v) for v in values]
         if name in binary:
