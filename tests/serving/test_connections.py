@@ -67,24 +67,6 @@ def read_until_closed(sock: socket.socket) -> bytes:
     raise AssertionError(f"the server kept the connection open for {PATIENCE} s")
 
 
-def read_response(sock: socket.socket) -> bytes:
-    """One whole response (head and a ``content-length`` body), however the kernel splits it."""
-    data = b""
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        head, found, body = data.partition(b"\r\n\r\n")
-        if found:
-            lines = head.lower().split(b"\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in lines if line.startswith(b"content-length:")), 0)
-            if len(body) >= length:
-                return data
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"no whole response in {PATIENCE} s")
-
-
 def trickle(sock: socket.socket, data: bytes, stop: threading.Event, every: float = 0.2) -> None:
     """Send ``data`` a byte at a time, as a slowloris client does, until the server closes."""
     for byte in data:
