@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scoregate.monitoring import live
 from scoregate.monitoring.counts import Kind
 from scoregate.monitoring.profile import ReferenceProfile, Role
@@ -84,6 +86,8 @@ class _Tracker:
     checked_at: float = -1e18
     cache: dict[Path, live.Window] = field(default_factory=dict)
     getter: Callable[[Any], tuple[Any, ...]] | None = None
+    numeric: frozenset[str] = frozenset()  # input features read as float64 arrays
+    binners: dict[tuple[Role, str], Any] = field(default_factory=dict)  # built once, shared by every tick
 
 
 class LiveMonitor:
@@ -224,6 +228,7 @@ class LiveMonitor:
         tracker.exported = inputs[: self.max_features]
         tracker.outputs = [c.name for c in profile.role(Role.OUTPUT)][: self.max_features]
         tracker.getter = operator.itemgetter(*inputs) if len(inputs) > 1 else None
+        tracker.numeric = frozenset(c.name for c in profile.role(Role.INPUT) if c.kind is Kind.NUMERIC)
         log.info("monitoring %s@%s live against profile sha256:%s", tracker.name, tracker.version, tracker.digest[:12])
 
     def _count(self, tracker: _Tracker, items: list[tuple[Any, ...]], now: float) -> None:
@@ -242,9 +247,13 @@ class LiveMonitor:
         outputs = profile.accumulator(Role.OUTPUT) if window.outputs is not None else None
         if scored:
             records = list(itertools.chain.from_iterable(item[2] for item in scored))
-            inputs.update(_columns(list(inputs.columns), records, tracker.getter))
+            _reuse_binners(tracker, Role.INPUT, inputs)
+            inputs.update(_columns(list(inputs.columns), tracker.numeric, records, tracker.getter))
+            _keep_binners(tracker, Role.INPUT, inputs)
             if outputs is not None:
+                _reuse_binners(tracker, Role.OUTPUT, outputs)
                 outputs.update(_output_columns(list(outputs.columns), [item[3] for item in scored]))
+                _keep_binners(tracker, Role.OUTPUT, outputs)
         fields: dict[str, int] = {}
         rows = 0
         for problems in refused:
@@ -370,14 +379,35 @@ def _gauge(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _columns(names: list[str], records: list[Any], getter: Callable[[Any], tuple[Any, ...]] | None) -> dict[str, list]:
-    """``{feature: values}`` of validated rows; a nullable feature may be absent from a row."""
+def _reuse_binners(tracker: _Tracker, role: Role, counted: Any) -> None:
+    # a binner's look-up tables (4,096 cells a column) cost more to build than a tick's counting
+    for name, column in counted.columns.items():
+        column._binner = tracker.binners.get((role, name))
+
+
+def _keep_binners(tracker: _Tracker, role: Role, counted: Any) -> None:
+    for name, column in counted.columns.items():
+        if column._binner is not None:
+            tracker.binners[(role, name)] = column._binner
+
+
+def _columns(
+    names: list[str], numeric: frozenset[str], records: list[Any], getter: Callable[[Any], tuple[Any, ...]] | None
+) -> dict[str, Any]:
+    """``{feature: values}`` of validated rows: numeric features as float64 arrays (None -> NaN, a null,
+    as Arrow reads it from a file), the others as tuples; a nullable feature may be absent from a row."""
+    columns: list[Any]
     if getter is not None:
         try:
-            return dict(zip(names, map(list, zip(*map(getter, records), strict=True)), strict=True))
+            columns = list(zip(*map(getter, records), strict=True))
         except KeyError:
-            pass
-    return {name: [r.get(name) for r in records] for name in names}
+            columns = [tuple(r.get(name) for r in records) for name in names]
+    else:
+        columns = [tuple(r.get(name) for r in records) for name in names]
+    return {
+        name: np.array(values, dtype=np.float64) if name in numeric else values
+        for name, values in zip(names, columns, strict=True)
+    }
 
 
 def _output_columns(names: list[str], parts: list[Outputs]) -> dict[str, list]:
