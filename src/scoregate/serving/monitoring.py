@@ -7,9 +7,12 @@ queued, and counts it per version in one vectorised update (columns pulled out o
 rows with ``operator.itemgetter``, then the same Arrow/NumPy binning batch monitoring
 uses), so the per-request cost is amortised over every request of the tick and the
 scoring thread never waits for it. When a window ends the thread writes it (see
-:mod:`scoregate.monitoring.live`) and, whenever the version's folder holds new windows
-(this worker's or another's), recomputes the gauges of each comparison span from the
-windows every worker wrote, so all workers export the same figures.
+:mod:`scoregate.monitoring.live`) and, ``SETTLE`` seconds later (when every worker's file
+for that window is in; a late one is taken at most once a window), recomputes the gauges
+of each comparison span from the windows every worker wrote, so all workers export the
+same figures. The gauges are the distances of :func:`~scoregate.monitoring.drift.column_distances`,
+the function ``monitor drift`` reports them with, without its tests (chi-square and the
+exact KS law cost milliseconds a column; the gauges need no p-value).
 
 A version is monitored once its reference profile is found (asked of the model source
 on the monitor thread, again every ``PROFILE_RETRY`` seconds while it has none, so a
@@ -38,6 +41,7 @@ import numpy as np
 
 from scoregate.monitoring import live
 from scoregate.monitoring.counts import Kind
+from scoregate.monitoring.drift import column_distances
 from scoregate.monitoring.profile import ReferenceProfile, Role
 from scoregate.monitoring.statistics import Statistic
 from scoregate.serving.batcher import Outputs
@@ -52,8 +56,10 @@ TICK = 0.25
 MAX_PENDING_ROWS = 200_000
 #: Seconds before a version without a reference profile is asked for one again.
 PROFILE_RETRY = 60.0
-#: Seconds between looks at a version's folder for windows other workers wrote.
+#: Seconds between looks at a version's folder for windows other workers wrote late.
 REFRESH = 1.0
+#: Seconds after a window ends before the gauges are computed: every worker's file is in by then.
+SETTLE = 2.0
 #: The comparison spans: label -> seconds (the closed windows that ended within it).
 SPANS: dict[str, int] = {"15m": 15 * 60, "24h": 24 * 3600}
 #: The statistics exported as gauges (each where it is defined for the column's kind).
@@ -292,8 +298,12 @@ class LiveMonitor:
         if tracker.profile is None:
             return
         boundary = live.window_start(now, self.length)
-        if boundary == tracker.boundary and now - tracker.checked_at < REFRESH:
-            return
+        settle = min(SETTLE, self.length / 2)
+        if boundary != tracker.boundary:
+            if now < boundary + settle:  # the other workers are writing the window that just ended
+                return
+        elif now - tracker.checked_at < max(REFRESH, self.length):
+            return  # a late worker's file is taken at most once a window
         tracker.checked_at = now
         try:
             files = live.list_windows(self.folder, tracker.name, tracker.version)
@@ -329,19 +339,19 @@ class LiveMonitor:
         for span, seconds in SPANS.items():
             combined = live.combine(w for path, w in ordered if wanted[path].start >= boundary - seconds)
             rows.append((m.child(m.monitoring_rows, *labels, span), combined.rows if combined else 0))
-            result = live.figures(profile, combined, profile_digest=tracker.digest) if combined else None
-            columns = {(c.role, c.name): c for c in result.columns} if result else {}
             for role, names, gauge in (
                 (Role.INPUT, tracker.exported, m.feature_drift),
                 (Role.OUTPUT, tracker.outputs, m.output_drift),
             ):
+                counted = (combined.inputs if role is Role.INPUT else combined.outputs) if combined else None
                 for name in names:
-                    column = columns.get((role, name))
-                    kind = profile.column(name, role).kind
+                    reference = profile.column(name, role)
+                    # the distances `monitor drift` reports, from the same function, without its tests
+                    found = column_distances(reference, counted.columns[name]) if counted is not None else {}
                     for statistic in EXPORTED:
-                        if _defined(statistic, kind):
-                            figure = column.statistics.get(statistic.value) if column is not None else None
-                            values.append((m.child(gauge, *labels, name, statistic.value, span), _gauge(figure)))
+                        if _defined(statistic, reference.kind):
+                            child = m.child(gauge, *labels, name, statistic.value, span)
+                            values.append((child, _gauge(found.get(statistic))))
             quality = combined.quality(profile) if combined else {}
             for name in tracker.exported:
                 shares = quality.get(name) or dict.fromkeys(_kinds(profile, name))
