@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from scoregate.cli.app import (
@@ -25,7 +26,7 @@ from scoregate.cli.app import (
     writable_file,
 )
 from scoregate.errors import InvalidInputError
-from scoregate.flavors import FLAVOR_NAMES
+from scoregate.flavors import FLAVOR_NAMES, detect_flavor
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, milliseconds, seconds
 from scoregate.refs import MAX_VERSION
 
@@ -37,7 +38,9 @@ MAX_JSON_INPUT_BYTES = 256 << 20
 def register(
     name: Annotated[str, typer.Argument(help="Model name, e.g. credit-risk.")],
     artifact: Annotated[Path, typer.Argument(help="Model file or directory.")],
-    flavor: Annotated[str, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)}.")],
+    flavor: Annotated[
+        str | None, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)} (found by itself for an MLflow directory).")
+    ] = None,
     train_data: Annotated[Path | None, typer.Option(help="Training data (csv, parquet, json, jsonl).")] = None,
     target: Annotated[str | None, typer.Option(help="Target column in the training data.")] = None,
     schema: Annotated[Path | None, typer.Option(help="Input schema JSON (overrides inference).")] = None,
@@ -94,7 +97,7 @@ def register(
     version = registry.register(
         name,
         artifact,
-        flavor=flavor,
+        flavor=flavor or detect_flavor(artifact),
         train_data=train_data,
         target=target,
         schema=model_schema,
@@ -154,11 +157,18 @@ def _read_outputs(path: Path) -> list[Any]:
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List every model with its latest version and aliases."""
-    summaries = get_registry().list_models()
+    from scoregate.monitoring.alerting import inventory_line, model_brief
+
+    registry = get_registry()
+    try:
+        summaries = registry.list_models()
+        monitoring = {s.name: model_brief(registry, s) for s in summaries}
+    finally:
+        registry.close()
     if as_json:
-        out.print_json(json.dumps([s.model_dump(mode="json") for s in summaries]))
+        out.print_json(json.dumps([s.model_dump(mode="json") | {"monitoring": monitoring[s.name]} for s in summaries]))
         return
-    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "description")
+    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "monitoring", "description")
     for s in summaries:
         aliases = ", ".join(f"{a}→{v}" for a, v in s.aliases.items())
         table.add_row(
@@ -168,6 +178,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
             aliases,
             s.owner or "",
             s.risk_tier or "",
+            escape(inventory_line(monitoring[s.name])),
             s.description or "",
         )
     out.print(table)
@@ -209,15 +220,12 @@ def models_show(
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     out.print(table)
-    features = Table("feature", "type", "nullable", "range / categories", title="input schema")
+    # validity rules refuse; the observed profile of the training data only flags
+    features = Table("feature", "type", "nullable", "validity rules", "observed in training", title="input schema")
     for f in version.input_schema.features:
-        if f.categories:
-            detail = ", ".join(f.categories[:8]) + (" ..." if len(f.categories) > 8 else "")
-        elif f.minimum is not None or f.maximum is not None:
-            detail = f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None and f.maximum is not None else ""
-        else:
-            detail = ""
-        features.add_row(f.name, f.type.value, "yes" if f.nullable else "no", detail)
+        features.add_row(
+            f.name, f.type.value, "yes" if f.nullable else "no", f.limits_text() or "-", f.observed_text() or "-"
+        )
     out.print(features)
     shown = ", ".join(f"{o.name} ({o.type.value}{', nullable' if o.nullable else ''})" for o in version.output_schema)
     contract = version.input_schema.output_contract
@@ -309,7 +317,7 @@ def predict(
     from scoregate.refs import ModelRef
     from scoregate.registry import isolated
     from scoregate.registry.lineage import read_table
-    from scoregate.schema import prepare_frame, prepare_records
+    from scoregate.schema import flag_frame, prepare_frame, prepare_records
 
     ModelRef.parse(ref, require_selector=True)
     if output is not None:
@@ -324,6 +332,9 @@ def predict(
     else:
         frame = prepare_frame(schema, read_table(input, what="input file"))
     predictions = isolated.predict(registry, version, frame, timeout=timeout)
+    flagged = flag_frame(schema, frame).summary()
+    if flagged:  # one line, whether the predictions go to the terminal or a file
+        out.print(flagged, markup=False, highlight=False, soft_wrap=True)
     if output is not None:
         writer = {
             ".csv": lambda p: predictions.to_csv(p, index=False),

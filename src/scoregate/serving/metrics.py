@@ -68,6 +68,13 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.input_flags = Counter(
+            "scoregate_input_flags",
+            "Scored values outside the training data's observed profile, by feature and kind "
+            "(below_observed, above_observed, unseen_category); the labels are bounded by the schema.",
+            ["model", "version", "feature", "kind"],
+            registry=r,
+        )
         self.swaps = Counter("scoregate_model_swaps", "Hot swaps of the served model set.", registry=r)
         self.log_commit = Histogram(
             "scoregate_log_commit_seconds",

@@ -80,6 +80,8 @@ class RegistrySource:
 
     @classmethod
     def open(cls, settings: Any) -> RegistrySource:
+        if getattr(settings, "url", None):  # team mode: read through the registry service
+            return ServiceSource.open(settings)
         from scoregate.registry import Registry
 
         return cls(Registry.open(settings))
@@ -111,31 +113,30 @@ class RegistrySource:
 
     def credentials(self) -> dict[str, Credential]:
         """Tokens that are neither revoked nor held by a disabled user (expiry is checked per request)."""
-        from sqlalchemy import select
+        from scoregate.governance.service import Governance
 
-        from scoregate.governance.tables import TokenRow, UserRow
-
-        query = (
-            select(TokenRow.token_hash, TokenRow.expires_at, UserRow.name, UserRow.roles)
-            .join(UserRow, TokenRow.user_id == UserRow.id)
-            .where(TokenRow.revoked_at.is_(None), UserRow.disabled.is_(False))
-        )
-        with self.registry.reading() as session:
-            rows = session.execute(query).all()
-        return {
-            token_hash: Credential(
-                user, frozenset(str(r) for r in roles or ()), _epoch(expires) if expires is not None else None
-            )
-            for token_hash, expires, user, roles in rows
-        }
+        return _credentials(Governance(self.registry).scoring_credentials())
 
 
-def _epoch(value: Any) -> float:
-    import datetime as dt
+class ServiceSource(RegistrySource):
+    """Reads what to serve from the registry service (``SCOREGATE_URL``) and fetches artifacts
+    through it, digest-checked; its token needs only the scorer role, so a scoring node holds
+    no credential that can change the registry."""
 
-    if value.tzinfo is None:  # SQLite returns naive datetimes; the registry stores UTC
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    @classmethod
+    def open(cls, settings: Any) -> ServiceSource:
+        from scoregate.remote import RemoteRegistry
+
+        return cls(RemoteRegistry(settings))
+
+    def credentials(self) -> dict[str, Credential]:
+        return _credentials(self.registry.call("GET", "/serving/credentials"))
+
+
+def _credentials(found: dict[str, dict[str, Any]]) -> dict[str, Credential]:
+    return {
+        token_hash: Credential(c["user"], frozenset(c["roles"]), c["expires_at"]) for token_hash, c in found.items()
+    }
 
 
 @dataclass
