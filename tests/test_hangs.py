@@ -190,3 +190,22 @@ def test_predict_stops_a_hanging_model_and_writes_nothing(run, credit_files, tmp
     assert "hang@1 did not score 5 rows within 2 s; it was stopped" in _one_error_line(err)
     assert not (tmp_path / "out.csv").exists()
     _no_model_process_left_running()
+
+
+def test_registration_profile_stops_a_model_that_hangs_on_the_full_data(run, credit_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The trial's 100 rows pass; scoring every training row (one frame of all of them) hangs: the
+    version is registered without a profile, with a warning, and no model process is left."""
+    import pandas as pd
+
+    rows = len(pd.read_parquet(credit_files["train"]))
+    folder = hanging_scorer(tmp_path / "scorer", how="spin", when_rows=rows)
+    code, out, err = run(
+        "register", "hang", folder, "--flavor", "python", "--train-data", credit_files["train"],
+        "--target", "default", "--profile-timeout", "3",
+    )  # fmt: skip
+    assert code == 0, (out, err)
+    assert "registered hang@1" in out
+    assert "warning: no reference profile: profiling the training data took longer than 3 s" in err
+    assert "monitor reference hang@1" in err and "Traceback" not in err
+    assert run("monitor", "show", "hang@1")[0] == 4
+    _no_model_process_left_running()

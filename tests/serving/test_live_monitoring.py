@@ -238,10 +238,13 @@ def test_live_figures_equal_monitor_drift_on_the_same_rows(artifacts: dict[str, 
             for start in range(0, len(rows), 100):
                 r = await s.client.post("/models/credit@1/predict", json={"rows": rows[start : start + 100]})
                 assert r.status_code == 200, r.text
-            await wait_metric(
-                s, "scoregate_monitoring_window_rows", lambda v: v == 700, model="credit", version="1", window="24h"
+            gauges.append(
+                await wait_metric(
+                    s, "scoregate_monitoring_window_rows", lambda v: v == 700, model="credit", version="1", window="24h"
+                )
             )
 
+    gauges: list[str] = []
     run(go())
     current = tmp_path / "current.parquet"
     pd.DataFrame(rows).to_parquet(current, index=False)
@@ -264,6 +267,12 @@ def test_live_figures_equal_monitor_drift_on_the_same_rows(artifacts: dict[str, 
             else:
                 assert figure == expected, (column.name, key)
         assert column.p_value == other.p_value
+        family = "scoregate_feature_drift" if column.role is Role.INPUT else "scoregate_output_drift"
+        key = "feature" if column.role is Role.INPUT else "output"
+        for statistic in ("psi", "jensen_shannon", "ks"):
+            shown = value(gauges[0], family, **{key: column.name}, statistic=statistic, window="24h")
+            if statistic in other.statistics:
+                assert shown == other.statistics[statistic], (column.name, statistic)  # the gauge, exactly
     registry.close()
 
 
@@ -511,7 +520,8 @@ def test_counting_is_the_same_as_arrow_batches(monitored: Any) -> None:
     served = profile.accumulator(Role.INPUT)
     import operator
 
-    served.update(_columns(names, rows, operator.itemgetter(*names)))
+    numeric = frozenset(c.name for c in profile.role(Role.INPUT) if c.kind.value == "numeric")
+    served.update(_columns(names, numeric, rows, operator.itemgetter(*names)))
     batch = profile.accumulator(Role.INPUT)
     batch.update(
         pa.Table.from_pylist(

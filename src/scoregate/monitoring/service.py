@@ -10,16 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scoregate.errors import InvalidInputError, ModelTimeoutError, SchemaViolationError
+from scoregate.errors import InvalidInputError, ModelTimeoutError, SchemaViolationError, ScoregateError
 from scoregate.governance.access import Permission
 from scoregate.monitoring import store
 from scoregate.monitoring.counts import Accumulator, Kind
@@ -156,21 +156,6 @@ def _profile_columns(version: ModelVersion, *, outputs: bool) -> list[tuple[Colu
     return columns
 
 
-def _within(batches: Batches, timeout: float | None) -> Batches:
-    """``batches`` that stop with ModelTimeoutError once ``timeout`` seconds have passed since the first read."""
-    if timeout is None:
-        return batches
-    deadline = time.monotonic() + timeout
-
-    def read() -> Iterator[pa.RecordBatch]:
-        for batch in batches():
-            if time.monotonic() > deadline:
-                raise ModelTimeoutError(f"profiling the reference data took longer than {timeout:g} s")
-            yield batch
-
-    return read
-
-
 def profile_file(
     registry: Registry,
     version: ModelVersion,
@@ -178,16 +163,13 @@ def profile_file(
     *,
     score: bool = True,
     settings: ProfileSettings | None = None,
-    timeout: float | None = None,
 ) -> ReferenceProfile:
-    """Profile ``data`` (the version's training data or a stand-in) for ``version``; with ``timeout``,
-    stop once the passes have taken that many seconds (checked between batches of 65,536 rows)."""
+    """Profile ``data`` (the version's training data or a stand-in) for ``version``."""
     score = score and bool(version.output_schema)
     columns = _profile_columns(version, outputs=score)
     source = FileSource(data, [c for c, _, role in columns if role is Role.INPUT])
     with tempfile.TemporaryDirectory(prefix="scoregate-profile-") as folder, worker_pool() as pool:
         batches: Batches = _Scored(source, _Scorer(registry, version), Path(folder)) if score else source.batches
-        batches = _within(batches, timeout)
         return build_profile(
             columns,
             batches,
@@ -227,22 +209,53 @@ def profile_at_registration(
 ) -> RegistrationProfile:
     """Profile a just-registered version's full training data (streamed) and bind it to the version.
 
-    The registration itself is done and stays: a profile that cannot be built (a format it
-    cannot stream, a model that fails on some training rows, past ``timeout``) leaves the
-    version without one and says why, and ``scoregate monitor reference`` can add it later.
+    The model's code runs in a worker process (:mod:`scoregate.isolation`) stopped at
+    ``timeout``, as registration's own trial does, so a model that hangs on some training
+    rows cannot hang the command; memory is flat in rows (three streamed passes). The
+    registration itself is done and stays: a profile that cannot be built (a format it
+    cannot stream, rows the model cannot score, past ``timeout``) leaves the version
+    without one and says why, and ``scoregate monitor reference`` can add it later.
     """
+    from scoregate import isolation
+
     path = Path(train_data).expanduser()
     if path.suffix.lower() not in FORMATS:
         return RegistrationProfile(
             None, note=f"the reference profile is built from Parquet or CSV, not {path.suffix or 'this file'}"
         )
+    payload = {
+        "settings": registry.settings.model_dump(mode="json"),
+        "token": registry.token,
+        "ref": version.ref,
+        "data": str(path.absolute()),
+    }
     try:
-        profile = profile_file(registry, version, path, timeout=timeout)
+        document = isolation.call(
+            "scoregate.monitoring.service:_profile_job", payload, timeout=timeout, what=f"profiling {version.ref}"
+        )
+        profile = ReferenceProfile.from_json(document)
         digest, _ = store.record_reference(registry, version, profile)
-    except (InvalidInputError, ModelTimeoutError) as exc:
+    except ModelTimeoutError:
+        note = f"profiling the training data took longer than {timeout:g} s (--profile-timeout); it was stopped"
+        log.warning("no reference profile for %s: %s", version.ref, note)
+        return RegistrationProfile(None, note=note)
+    except ScoregateError as exc:
         log.warning("no reference profile for %s: %s", version.ref, exc.message)
         return RegistrationProfile(None, note=exc.message)
     return RegistrationProfile(digest, rows=profile.source.rows)
+
+
+def _profile_job(payload: dict[str, Any], progress: Any) -> bytes:
+    """In the isolation worker: the version's profile of ``data``, as canonical JSON."""
+    from scoregate.config import Settings
+
+    registry = Registry(Settings(**payload["settings"]), token=payload["token"], migrate_schema=False)
+    try:
+        version = registry.resolve(payload["ref"])
+        progress.tick()
+        return profile_file(registry, version, Path(payload["data"])).canonical_json()
+    finally:
+        registry.close()
 
 
 # -- drift -----------------------------------------------------------------------------------------------

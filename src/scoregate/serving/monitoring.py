@@ -7,9 +7,12 @@ queued, and counts it per version in one vectorised update (columns pulled out o
 rows with ``operator.itemgetter``, then the same Arrow/NumPy binning batch monitoring
 uses), so the per-request cost is amortised over every request of the tick and the
 scoring thread never waits for it. When a window ends the thread writes it (see
-:mod:`scoregate.monitoring.live`) and, whenever the version's folder holds new windows
-(this worker's or another's), recomputes the gauges of each comparison span from the
-windows every worker wrote, so all workers export the same figures.
+:mod:`scoregate.monitoring.live`) and, ``SETTLE`` seconds later (when every worker's file
+for that window is in; a late one is taken at most once a window), recomputes the gauges
+of each comparison span from the windows every worker wrote, so all workers export the
+same figures. The gauges are the distances of :func:`~scoregate.monitoring.drift.column_distances`,
+the function ``monitor drift`` reports them with, without its tests (chi-square and the
+exact KS law cost milliseconds a column; the gauges need no p-value).
 
 A version is monitored once its reference profile is found (asked of the model source
 on the monitor thread, again every ``PROFILE_RETRY`` seconds while it has none, so a
@@ -34,8 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scoregate.monitoring import live
 from scoregate.monitoring.counts import Kind
+from scoregate.monitoring.drift import column_distances
 from scoregate.monitoring.profile import ReferenceProfile, Role
 from scoregate.monitoring.statistics import Statistic
 from scoregate.serving.batcher import Outputs
@@ -50,8 +56,10 @@ TICK = 0.25
 MAX_PENDING_ROWS = 200_000
 #: Seconds before a version without a reference profile is asked for one again.
 PROFILE_RETRY = 60.0
-#: Seconds between looks at a version's folder for windows other workers wrote.
+#: Seconds between looks at a version's folder for windows other workers wrote late.
 REFRESH = 1.0
+#: Seconds after a window ends before the gauges are computed: every worker's file is in by then.
+SETTLE = 2.0
 #: The comparison spans: label -> seconds (the closed windows that ended within it).
 SPANS: dict[str, int] = {"15m": 15 * 60, "24h": 24 * 3600}
 #: The statistics exported as gauges (each where it is defined for the column's kind).
@@ -84,6 +92,8 @@ class _Tracker:
     checked_at: float = -1e18
     cache: dict[Path, live.Window] = field(default_factory=dict)
     getter: Callable[[Any], tuple[Any, ...]] | None = None
+    numeric: frozenset[str] = frozenset()  # input features read as float64 arrays
+    binners: dict[tuple[Role, str], Any] = field(default_factory=dict)  # built once, shared by every tick
 
 
 class LiveMonitor:
@@ -224,6 +234,7 @@ class LiveMonitor:
         tracker.exported = inputs[: self.max_features]
         tracker.outputs = [c.name for c in profile.role(Role.OUTPUT)][: self.max_features]
         tracker.getter = operator.itemgetter(*inputs) if len(inputs) > 1 else None
+        tracker.numeric = frozenset(c.name for c in profile.role(Role.INPUT) if c.kind is Kind.NUMERIC)
         log.info("monitoring %s@%s live against profile sha256:%s", tracker.name, tracker.version, tracker.digest[:12])
 
     def _count(self, tracker: _Tracker, items: list[tuple[Any, ...]], now: float) -> None:
@@ -242,9 +253,13 @@ class LiveMonitor:
         outputs = profile.accumulator(Role.OUTPUT) if window.outputs is not None else None
         if scored:
             records = list(itertools.chain.from_iterable(item[2] for item in scored))
-            inputs.update(_columns(list(inputs.columns), records, tracker.getter))
+            _reuse_binners(tracker, Role.INPUT, inputs)
+            inputs.update(_columns(list(inputs.columns), tracker.numeric, records, tracker.getter))
+            _keep_binners(tracker, Role.INPUT, inputs)
             if outputs is not None:
+                _reuse_binners(tracker, Role.OUTPUT, outputs)
                 outputs.update(_output_columns(list(outputs.columns), [item[3] for item in scored]))
+                _keep_binners(tracker, Role.OUTPUT, outputs)
         fields: dict[str, int] = {}
         rows = 0
         for problems in refused:
@@ -283,8 +298,12 @@ class LiveMonitor:
         if tracker.profile is None:
             return
         boundary = live.window_start(now, self.length)
-        if boundary == tracker.boundary and now - tracker.checked_at < REFRESH:
-            return
+        settle = min(SETTLE, self.length / 2)
+        if boundary != tracker.boundary:
+            if now < boundary + settle:  # the other workers are writing the window that just ended
+                return
+        elif now - tracker.checked_at < max(REFRESH, self.length):
+            return  # a late worker's file is taken at most once a window
         tracker.checked_at = now
         try:
             files = live.list_windows(self.folder, tracker.name, tracker.version)
@@ -320,19 +339,19 @@ class LiveMonitor:
         for span, seconds in SPANS.items():
             combined = live.combine(w for path, w in ordered if wanted[path].start >= boundary - seconds)
             rows.append((m.child(m.monitoring_rows, *labels, span), combined.rows if combined else 0))
-            result = live.figures(profile, combined, profile_digest=tracker.digest) if combined else None
-            columns = {(c.role, c.name): c for c in result.columns} if result else {}
             for role, names, gauge in (
                 (Role.INPUT, tracker.exported, m.feature_drift),
                 (Role.OUTPUT, tracker.outputs, m.output_drift),
             ):
+                counted = (combined.inputs if role is Role.INPUT else combined.outputs) if combined else None
                 for name in names:
-                    column = columns.get((role, name))
-                    kind = profile.column(name, role).kind
+                    reference = profile.column(name, role)
+                    # the distances `monitor drift` reports, from the same function, without its tests
+                    found = column_distances(reference, counted.columns[name]) if counted is not None else {}
                     for statistic in EXPORTED:
-                        if _defined(statistic, kind):
-                            figure = column.statistics.get(statistic.value) if column is not None else None
-                            values.append((m.child(gauge, *labels, name, statistic.value, span), _gauge(figure)))
+                        if _defined(statistic, reference.kind):
+                            child = m.child(gauge, *labels, name, statistic.value, span)
+                            values.append((child, _gauge(found.get(statistic))))
             quality = combined.quality(profile) if combined else {}
             for name in tracker.exported:
                 shares = quality.get(name) or dict.fromkeys(_kinds(profile, name))
@@ -370,14 +389,35 @@ def _gauge(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _columns(names: list[str], records: list[Any], getter: Callable[[Any], tuple[Any, ...]] | None) -> dict[str, list]:
-    """``{feature: values}`` of validated rows; a nullable feature may be absent from a row."""
+def _reuse_binners(tracker: _Tracker, role: Role, counted: Any) -> None:
+    # a binner's look-up tables (4,096 cells a column) cost more to build than a tick's counting
+    for name, column in counted.columns.items():
+        column._binner = tracker.binners.get((role, name))
+
+
+def _keep_binners(tracker: _Tracker, role: Role, counted: Any) -> None:
+    for name, column in counted.columns.items():
+        if column._binner is not None:
+            tracker.binners[(role, name)] = column._binner
+
+
+def _columns(
+    names: list[str], numeric: frozenset[str], records: list[Any], getter: Callable[[Any], tuple[Any, ...]] | None
+) -> dict[str, Any]:
+    """``{feature: values}`` of validated rows: numeric features as float64 arrays (None -> NaN, a null,
+    as Arrow reads it from a file), the others as tuples; a nullable feature may be absent from a row."""
+    columns: list[Any]
     if getter is not None:
         try:
-            return dict(zip(names, map(list, zip(*map(getter, records), strict=True)), strict=True))
+            columns = list(zip(*map(getter, records), strict=True))
         except KeyError:
-            pass
-    return {name: [r.get(name) for r in records] for name in names}
+            columns = [tuple(r.get(name) for r in records) for name in names]
+    else:
+        columns = [tuple(r.get(name) for r in records) for name in names]
+    return {
+        name: np.array(values, dtype=np.float64) if name in numeric else values
+        for name, values in zip(names, columns, strict=True)
+    }
 
 
 def _output_columns(names: list[str], parts: list[Outputs]) -> dict[str, list]:
