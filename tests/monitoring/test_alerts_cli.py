@@ -18,10 +18,19 @@ from scoregate.config import Settings
 from scoregate.monitoring.prometheus import METRICS
 from scoregate.monitoring.report import MAX_HTML_BYTES
 from scoregate.registry import Registry
+from tests.conftest import _unavailable
 from tests.monitoring.test_cli import one_line_error
 
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+
+@pytest.fixture
+def promtool() -> str:
+    """Debian's promtool (package prometheus; .ci/run installs it): a skip locally, a failure under CI."""
+    found = shutil.which("promtool")
+    if found is None:
+        _unavailable("promtool (Debian package prometheus) is not installed")
+    return str(found)
+
+
 HOSTILE = "<img src=x onerror=alert(1)>&\"'"
 
 
@@ -150,8 +159,7 @@ tests:
 """
 
 
-@needs_promtool
-def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_path: Path, promtool: str) -> None:  # type: ignore[no-untyped-def]
     """credit-risk is high tier (the default); fraud.v2 is low tier with a 1h ``for``, so its breach
     of 40 minutes stays pending, and the '.' in its name must not match other models."""
     registry = Registry(Settings(home=home))
@@ -166,17 +174,17 @@ def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_p
     assert code == 0, err
     text = (folder / "rules.yml").read_text()
     assert 'model=~"fraud[.]v2"' in text and "# Prometheus alerting rules generated" in text
-    checked = subprocess.run([PROMTOOL, "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True)
+    checked = subprocess.run([promtool, "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     (folder / "tests.yml").write_text(PROMTOOL_TESTS)
-    tested = subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
+    tested = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
     broken = PROMTOOL_TESTS.replace(
         "exp_alerts: []\n      - eval_time: 30m", "exp_alerts:\n          - exp_labels: {}\n      - eval_time: 30m", 1
     )
     (folder / "tests.yml").write_text(broken)  # the unit tests can fail: an alert that does not come
-    tested = subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
+    tested = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
     assert tested.returncode != 0
 
 
