@@ -59,6 +59,11 @@ def test_status_shows_the_alert_a_recorded_drift_fired_and_its_resolution(run, c
     assert code == 0 and "1 open alert (drift)" in out
     code, out, _ = run("models", "list", "--json")
     assert json.loads(out)[0]["monitoring"]["open_alerts"] == ["drift"]
+    code, out, _ = run("card", "credit-risk@1")
+    monitoring = out.split("## Monitoring")[1]
+    assert code == 0 and "| drift results recorded | 2 |" in monitoring
+    assert "2 columns drifted (income" not in monitoring and "1 of 4 columns drifted (income)" in monitoring
+    assert "- open alert **drift** since" in monitoring
 
     out = _drift_twice(run, credit, "same")
     assert "alert drift resolved" in out
