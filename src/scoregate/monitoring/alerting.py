@@ -9,7 +9,7 @@ Like profiles and drift results (:mod:`store`), nothing here has a table of its 
 - ``monitor.alert.fire`` / ``monitor.alert.resolve`` on ``name@version``: an alert of one
   kind opening or closing, with its summary, details and the recorded result behind it.
   Every audit event goes through the webhook outbox in its own transaction, so a
-  subscriber (``webhook add URL --action 'monitor.alert.*'``) gets each one, HMAC-signed.
+  subscriber (``scoregate webhooks add URL --secret S --action 'monitor.alert.*'``) gets each one, signed.
 
 Alerts are evaluated only from records: the stored drift results (read back and
 re-hashed), the live window history and performance results (:mod:`feeds`).
