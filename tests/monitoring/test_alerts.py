@@ -215,3 +215,46 @@ def test_neither_another_reference_nor_a_lax_alpha_resolves_an_alert(watched: Re
         service.drift_file(watched, "credit-risk@1", shifted, settings=DriftSettings(alpha=1e-300), score=False)
     assert alerting.evaluate_version(watched, "credit-risk@1") == []
     assert [a.kind for a in alerting.status(watched, "credit-risk@1").open_alerts] == [AlertKind.DRIFT]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_racing_evaluations_fire_one_alert(
+    backend: str, tmp_path: Path, credit_files: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    import threading
+
+    from scoregate.config import Settings
+
+    home = tmp_path / "home"
+    settings = (
+        Settings(home=home)
+        if backend == "sqlite"
+        else Settings(home=home, database_url=request.getfixturevalue("postgres_url"))
+    )
+    registry = Registry(settings)
+    registry.register(
+        "credit-risk", credit_files["model"], flavor="sklearn", train_data=credit_files["train"], target="default"
+    )
+    service.record_reference(registry, "credit-risk@1", credit_files["train"], score=False)
+    for seed in (50, 51):
+        service.drift_file(registry, "credit-risk@1", _current(tmp_path, seed, shift=12_000), score=False)
+    barrier = threading.Barrier(4)
+    fired: list[int] = []
+
+    def evaluate_once() -> None:
+        own = Registry(settings)
+        try:
+            barrier.wait()
+            fired.append(len(alerting.evaluate_version(own, "credit-risk@1")))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=evaluate_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(fired) == [0, 0, 0, 1]
+    with registry.reading() as session:
+        assert len(list(iter_events(session, subject="credit-risk@1", action=alerting.FIRE_ACTION))) == 1
+    registry.close()
