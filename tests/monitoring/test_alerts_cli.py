@@ -282,3 +282,47 @@ def test_a_report_without_results_says_so(run, credit, tmp_path: Path) -> None: 
     page = (tmp_path / "r" / "report.html").read_text()
     assert "No reference profile recorded" in page and "No drift result recorded yet" in page
     assert "No performance result recorded" in page
+    from scoregate.monitoring.report import render
+
+    facts = json.loads((tmp_path / "r" / "report.json").read_text())
+    facts["performance"] = [
+        {
+            "computed_at": f"2026-01-0{d}T00:00:00+00:00",
+            "rows": 900,
+            "metrics": {HOSTILE: 0.7 + d / 100},
+            "digest": None,
+        }
+        for d in range(1, 4)
+    ]
+    page = render(facts)
+    assert "performance per recorded result" in page and "<polyline" in page and "0.73" in page
+    assert HOSTILE not in page and "&lt;img" in page
+
+
+def test_only_an_admin_changes_the_monitoring_policy_and_a_viewer_cannot_fire_alerts(  # type: ignore[no-untyped-def]
+    run, credit, monkeypatch, tmp_path: Path
+) -> None:
+    code, out, _ = run("init", "--name", "root")
+    root = out.strip().splitlines()[1]
+    monkeypatch.setenv("SCOREGATE_TOKEN", root)
+    tokens = {}
+    for name, role in [("dave", "developer"), ("vic", "viewer")]:
+        code, out, err = run("users", "add", name, "--role", role)
+        assert code == 0, err
+        tokens[name] = out.strip().splitlines()[-1]
+    policy = tmp_path / "p.yaml"
+    policy.write_text("tiers: {high: {}}\n")
+    monkeypatch.setenv("SCOREGATE_TOKEN", tokens["dave"])
+    code, _, err = run("monitor", "policy", "set", policy, "--reason", "mine")
+    assert code == 8 and "policy" in one_line_error(err)
+    assert run("monitor", "reference", "credit-risk@1", credit["train"], "--no-score")[0] == 0
+    monkeypatch.setenv("SCOREGATE_TOKEN", tokens["vic"])
+    code, _, err = run("monitor", "evaluate", "credit-risk@1")
+    assert code == 8 and one_line_error(err)
+    code, out, _ = run("monitor", "status", "credit-risk@1")  # reading is allowed
+    assert code == 0 and "credit-risk@1" in out
+    monkeypatch.setenv("SCOREGATE_TOKEN", root)
+    code, out, _ = run("monitor", "policy", "set", policy, "--reason", "simpler")
+    assert code == 0 and "version 1" in out
+    code, out, _ = run("audit", "log", "--subject", "monitoring-policy")
+    assert "root" in out and "monitor.policy" in out
