@@ -59,6 +59,9 @@ def test_status_shows_the_alert_a_recorded_drift_fired_and_its_resolution(run, c
     assert code == 0 and "1 open alert (drift)" in out
     code, out, _ = run("models", "list", "--json")
     assert json.loads(out)[0]["monitoring"]["open_alerts"] == ["drift"]
+    code, out, _ = run("inventory", "--format", "json")
+    assert code == 0 and json.loads(out)[0]["monitoring"].startswith("@1: 1/4 drifted")
+    assert "1 open alert (drift)" in json.loads(out)[0]["monitoring"]
     code, out, _ = run("card", "credit-risk@1")
     monitoring = out.split("## Monitoring")[1]
     assert code == 0 and "| drift results recorded | 2 |" in monitoring
