@@ -208,9 +208,9 @@ def test_a_run_is_bound_to_its_artifact_and_contract(team: Team, credit_files, t
     # the same artifact registered again with a looser contract inherits nothing
     loose = v1.input_schema.model_dump(mode="json")
     for feature in loose["features"]:
-        feature.update(nullable=True, minimum=None, maximum=None)
+        feature.update(nullable=True, minimum=None, maximum=None, observed=None)
         if feature["type"] == "category":
-            feature["type"], feature["categories"] = "string", None
+            feature["type"], feature["categories"], feature["unseen"] = "string", None, "refuse"
     schema_file = tmp_path / "loose.json"
     schema_file.write_text(json.dumps(loose))
     v2 = registry.register(

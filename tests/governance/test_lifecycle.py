@@ -282,6 +282,11 @@ def test_inventory_card_and_bom(team: Team, credit_files) -> None:
     facts = card_facts(team.gov("viewer"), v.ref)
     markdown = render_markdown(facts)
     assert v.artifact_digest in markdown and "income" in markdown
+    # the validity rules and the training data's observed profile are separate columns
+    assert "| feature | type | nullable | validity rules | observed in training |" in markdown
+    income = v.input_schema.feature("income").observed
+    assert f"| income | float | no | - | [{income.minimum:g}, {income.maximum:g}] |" in markdown
+    assert "| age | int | no | >= 0 |" in markdown and "(unseen levels scored)" in markdown
     assert "<table>" in render_html(markdown)
     bom = cyclonedx_bom(facts)
     assert bom["bomFormat"] == "CycloneDX"

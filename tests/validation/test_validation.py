@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -22,9 +23,15 @@ def test_good_sklearn_model_passes_with_report(registry: Any, good: Any, tmp_pat
     assert report.passed, [(c.case.id, c.reason) for c in report.failures]
     by_id = {c.case.id: c for c in report.cases}
     # stated expectations, and the outcome each got
-    assert by_id["income:below_minimum"].case.expect == REFUSE and by_id["income:below_minimum"].outcome == "refused"
-    assert by_id["income:maximum"].case.expect == SCORE and by_id["income:maximum"].outcome == "scored"
-    assert by_id["purpose:unseen_category"].refusal[0]["field"] == "purpose"
+    # the contract's split: past a validity limit is refused, past the training range is scored and flagged
+    assert by_id["age:below_minimum"].case.expect == REFUSE and by_id["age:below_minimum"].outcome == "refused"
+    for case_id in ("income:below_observed", "income:far_above_observed", "age:above_observed"):
+        assert by_id[case_id].case.expect == SCORE and by_id[case_id].outcome == "scored", case_id
+        assert by_id[case_id].status == "pass" and "flagged" in by_id[case_id].reason, case_id
+    assert "income:below_minimum" not in by_id and "income:extreme_positive" not in by_id  # no inferred limit
+    # the pipeline's OneHotEncoder(handle_unknown="ignore") takes an unknown level: scored and flagged
+    unseen = by_id["purpose:unseen_category"]
+    assert unseen.case.expect == SCORE and unseen.case.flag == "unseen_category" and unseen.status == "pass"
     assert by_id["age:wrong_type_fraction"].outcome == "refused"
     assert by_id["batch:large"].outcome == "scored"
     assert by_id["batch:empty"].status == "pass"
@@ -66,7 +73,7 @@ def test_good_sklearn_model_passes_with_report(registry: Any, good: Any, tmp_pat
     assert data["stopped"] is None and data["started_at"] and data["duration_s"] > 0
     assert (tmp_path / "report" / "report.json").read_bytes() == report.to_json_bytes()
     page = (tmp_path / "report" / "report.html").read_text()
-    assert "PASSED" in page and "income:below_minimum" in page
+    assert "PASSED" in page and "income:below_observed" in page
     assert "batch_invariance" in page and "independent_atol" in page
 
 
@@ -186,7 +193,8 @@ class Perturbed(Scorer):
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = self.inner.predict(frame).copy()
-        out["proba_1"] = out["proba_1"] + self.delta
+        # towards the middle, so a probability near 0 or 1 (rows past the training range) stays in [0, 1]
+        out["proba_1"] = out["proba_1"] + np.where(out["proba_1"] < 0.5, self.delta, -self.delta)
         return out
 
 
@@ -199,7 +207,7 @@ def test_parity_mismatch_is_reported_with_its_size(registry: Any, good: Any) -> 
     assert report.parity.max_difference == pytest.approx(1e-3, abs=1e-9)
     worst = report.parity.worst[0]
     assert worst.output == "proba_1" and worst.size == pytest.approx(1e-3, abs=1e-9)
-    assert worst.target == pytest.approx(worst.reference + 1e-3)
+    assert abs(worst.target - worst.reference) == pytest.approx(1e-3)
     failed = report.failures
     assert failed and all(c.reason.startswith("parity: output 'proba_1'") for c in failed)
     assert "typical_row" in failed_ids(report)
@@ -225,11 +233,11 @@ class Sleepy(Scorer):
 
 def test_hanging_case_fails_as_hung(registry: Any, good: Any) -> None:
     loaded = registry.load(good.ref)
-    assert good.input_schema.feature("age").maximum == 79
+    assert good.input_schema.feature("age").observed.maximum == 79  # so the cases past it sleep
     target = PythonTarget(LoadedModel(loaded.version, Sleepy(loaded.scorer)))
     report = validate(registry, good.ref, target=target, timeout=0.5, reference="none")
-    assert "age:maximum" in failed_ids(report)
-    hung = {c.case.id: c for c in report.failures}["age:maximum"]
+    assert "age:above_observed" in failed_ids(report)
+    hung = {c.case.id: c for c in report.failures}["age:above_observed"]
     assert hung.outcome == "timeout" and hung.reason.startswith("hung")
 
 
@@ -244,11 +252,15 @@ def test_http_targets_json_and_v2(registry: Any, good: Any) -> None:
                 report = validate(registry, good.ref, target=target, reference_rows=20)
             finally:
                 target.close()
-            assert report.passed, (protocol, [(c.case.id, c.reason) for c in report.failures])
+            assert report.passed, (protocol, [(c.case.id, c.reason) for c in report.failures], report.failed_checks)
             skipped = {c.case.id for c in report.cases if c.status == "skip"}
             assert skipped and all("not_finite" in s for s in skipped)
             by_id = {c.case.id: c for c in report.cases}
-            assert by_id["income:above_maximum"].http_status == 422
+            assert by_id["age:below_minimum"].http_status == 422
+            # the server's flags are what the case is judged on
+            assert (
+                by_id["income:above_observed"].status == "pass" and "flagged" in by_id["income:above_observed"].reason
+            )
             assert report.parity.rows_compared > 2000
 
 

@@ -245,10 +245,16 @@ def _print_result(result: Any) -> None:
 def history(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    performance: Annotated[
+        bool, typer.Option("--performance", help="The performance results instead of the drift results.")
+    ] = False,
 ) -> None:
-    """The drift results recorded for a version, oldest first."""
+    """The drift (or performance) results recorded for a version, oldest first."""
     from scoregate.monitoring import store
 
+    if performance:
+        _performance_history(ref, as_json)
+        return
     registry = get_registry()
     try:
         version = registry.resolve(ref)
@@ -289,6 +295,39 @@ def history(
             escape(str(data)),
             f"{e.current.get('rows', 0):,}",
             f"{len(e.drifted)}/{e.columns}" + (f" ({escape(', '.join(e.drifted[:5]))})" if e.drifted else ""),
+        )
+    out.print(table)
+
+
+def _performance_history(ref: str, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from scoregate.monitoring import store
+
+    registry = get_registry()
+    try:
+        version = registry.resolve(ref)
+        entries = store.performance_history(registry, version)
+    finally:
+        registry.close()
+    if as_json:
+        out.print_json(json.dumps([asdict(e) | {"time": e.time.isoformat()} for e in entries]))
+        return
+    if not entries:
+        out.print(f"no performance results recorded for {escape(version.ref)}")
+        return
+    columns = ("time (UTC)", "by", "result", "period", "predictions", "labelled", "figure")
+    table = Table(*columns, title=escape(version.ref))
+    for e in entries:
+        figure = "-" if e.figure is None else f"{e.figure:.4f} {e.source}"
+        table.add_row(
+            f"{e.time:%Y-%m-%d %H:%M:%S}",
+            escape(e.actor),
+            f"sha256:{e.result_digest[:12]}",
+            e.by,
+            f"{e.predictions:,}",
+            f"{e.labelled:,}",
+            figure,
         )
     out.print(table)
 
@@ -339,3 +378,136 @@ def show(
             detail,
         )
     out.print(table)
+
+
+@monitor_app.command("performance")
+def performance(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
+    by: Annotated[str, typer.Option(help="Period of prediction time: day or week (UTC; weeks start Monday).")] = "day",
+    since: Annotated[str | None, typer.Option(help="Predictions of the last 15m, 24h, 7d, ...")] = None,
+    between: Annotated[
+        tuple[str, str] | None, typer.Option(help="Predictions logged from A up to B (ISO 8601, UTC).")
+    ] = None,
+    reference_data: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Labelled data to calibrate the estimate on (default: the training sample)."),
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="With --reference: its label column.")] = None,
+    complete_share: Annotated[
+        float, typer.Option(help="A period's figure is the realized one once this share of it has labels.")
+    ] = 0.95,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="Store the result and link it to the version.")
+    ] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result JSON to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON.")] = False,
+) -> None:
+    """Realized metrics where labels have landed, the label-free estimate where not, per period."""
+    from scoregate.monitoring.measure import measure
+    from scoregate.monitoring.performance import PerformanceSettings, Period
+    from scoregate.refs import ModelRef
+
+    ModelRef.parse(ref)
+    try:
+        period = Period(by)
+    except ValueError:
+        raise ArgumentError(f"invalid --by {by!r}: choose day or week") from None
+    if since is not None and between is not None:
+        raise ArgumentError("give --since or --between, not both")
+    if label is not None and reference_data is None:
+        raise ArgumentError("--label goes with --reference FILE")
+    if reference_data is not None and label is None:
+        raise ArgumentError("--reference FILE needs --label COLUMN (the reference's labels)")
+    try:
+        settings = PerformanceSettings(complete_share=complete_share)
+    except ValueError as exc:
+        raise ArgumentError(f"invalid --complete-share {complete_share}: {_first(exc)}") from None
+    start, end = _window(since, between)
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise InvalidInputError(f"cannot write {output}: give a file in an existing folder")
+    registry = get_registry()
+    try:
+        result, digest = measure(
+            registry,
+            ref,
+            record_result=record,
+            by=period,
+            since=start,
+            until=end,
+            reference=reference_data,
+            label=label,
+            settings=settings,
+        )
+        changes = []
+        if digest is not None:  # a recorded result is an observation: evaluate the version's alerts on it
+            from scoregate.monitoring.alerting import evaluate_version
+
+            changes = evaluate_version(registry, result.subject.ref)
+    finally:
+        registry.close()
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_bytes(result.canonical_json())
+        tmp.replace(output)
+    if as_json:
+        out.print_json(result.to_json())
+        return
+    _print_performance(result)
+    for note in result.notes:
+        err.print(f"note: {escape(note)}", highlight=False)
+    overall = result.overall
+    stored = f"; result sha256:{digest[:12]} recorded" if digest else ""
+    figure = "-" if overall.figure is None else f"{overall.figure:.4f} ({overall.source.value})"
+    out.print(
+        f"{result.headline} {figure} over {overall.predictions:,} predictions, "
+        f"{overall.matched_share:.1%} labelled{stored}",
+        highlight=False,
+    )
+    if changes:
+        from scoregate.cli.alerting import print_changes
+
+        print_changes(changes, result.subject.ref)
+
+
+_SHOWN = {  # the table's realized columns (the JSON has every metric)
+    "binary": ("roc_auc", "accuracy", "f1", "brier", "calibration_error"),
+    "multiclass": ("roc_auc", "accuracy", "f1", "log_loss"),
+    "regression": ("mae", "rmse", "r2"),
+}
+_SHORT = {"calibration_error": "calib. err."}
+
+
+def _print_performance(result: Any) -> None:
+    names = _SHOWN[result.task.value]
+    estimated = result.calibration is not None
+    columns = ["period", "predictions", "labelled", "lag p50/p90 d", *(_SHORT.get(n, n) for n in names)]
+    if estimated:
+        columns += [f"est. {result.headline} ±95%", "est. accuracy"]
+    columns.append(f"{result.headline} shown")
+    table = Table(*columns, title=f"performance of {escape(result.subject.ref)} by {result.by.value}")
+    for p in [*result.periods, result.overall]:
+        label = "all" if p.start is None else f"{p.start:%Y-%m-%d}"
+        lag = "-" if p.lag is None else f"{p.lag.median_days:.1f}/{p.lag.p90_days:.1f}"
+        row = [label, f"{p.predictions:,}", f"{p.matched_share:.1%}", lag, *(_fmt(p.realized.get(n)) for n in names)]
+        if estimated:
+            e = p.estimated.get(result.headline)
+            band = "" if e is None or e.low is None else f" ±{(e.high - e.low) / 2:.3f}"
+            accuracy = p.estimated.get("accuracy")
+            row += ["-" if e is None else _fmt(e.value) + band, _fmt(accuracy.value if accuracy else None)]
+        row.append("-" if p.figure is None else f"{p.figure:.4f} {p.source.value}")
+        table.add_row(*row)
+    out.print(table)
+    if result.calibration is not None:
+        c = result.calibration
+        how = (
+            "the isotonic map of the scores fitted there"
+            if c.recalibrated
+            else "the scores as they are (an isotonic map would not lower the error by more than "
+            f"{result.settings.recalibrate_margin})"
+        )
+        out.print(
+            f"estimate: calibrated on {escape(c.uri)} ({c.rows:,} rows, {c.positives:,} positive), using {how}; "
+            f"it assumes the scores stay calibrated. Calibration error on the reference: scores "
+            f"{c.error_raw:.4f}, isotonic {c.error_calibrated:.4f} (cross-fitted)",
+            highlight=False,
+        )

@@ -76,16 +76,19 @@ def render_markdown(facts: dict[str, Any]) -> str:
         "",
         "## Inputs",
         "",
-        "| feature | type | nullable | range / categories |",
-        "|---|---|---|---|",
+        "Validity rules refuse a request; the range and levels observed in training only flag a value "
+        "outside them (it is scored and counted).",
+        "",
+        "| feature | type | nullable | validity rules | observed in training |",
+        "|---|---|---|---|---|",
     ]
     for f in v.input_schema.features:
-        detail = (
-            ", ".join(f.categories)
-            if f.categories
-            else (f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None and f.maximum is not None else "")
-        )
-        lines.append(f"| {f.name} | {f.type.value} | {'yes' if f.nullable else 'no'} | {detail} |")
+        if f.categories:
+            rules = ", ".join(f.categories) + (" (unseen levels scored)" if f.unseen == "score" else "")
+        else:
+            rules = f.limits_text()
+        nullable = "yes" if f.nullable else "no"
+        lines.append(f"| {f.name} | {f.type.value} | {nullable} | {rules or '-'} | {f.observed_text() or '-'} |")
     lines += ["", "Outputs: " + (", ".join(f"`{o.name}` ({o.type.value})" for o in v.output_schema) or "-"), ""]
     lines += ["## Metrics", ""]
     lines += [f"- {k}: {val:g}" for k, val in v.metrics.items()] or ["_none recorded_"]

@@ -157,7 +157,7 @@ class ColumnDrift(BaseModel):
 class CurrentData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str  # "file" or "log"
+    source: str  # "file", "log" or "live" (the server's windows)
     uri: str | None = None
     sha256: str | None = None
     rows: int

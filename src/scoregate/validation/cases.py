@@ -4,6 +4,10 @@ Every case states what must happen: ``score`` (outputs within the output schema)
 ``refuse`` (a clear refusal naming ``field``) or ``empty`` (an empty batch: no
 outputs, or a refusal naming ``rows``). Generation is deterministic for a seed, so
 a report can be rerun exactly.
+
+The cases follow the contract's split: just past a validity limit is refused; just
+past the range observed in training (and an unknown level of an open category) must
+be scored and flagged (``flag``), because a rule refuses and a profile only flags.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scoregate.schema import NUMERIC_TYPES, Feature, FeatureType, ModelSchema, RecordValidator
+from scoregate.schema import (
+    NUMERIC_TYPES,
+    Feature,
+    FeatureType,
+    FlagKind,
+    ModelSchema,
+    RecordValidator,
+    UnseenCategories,
+)
 
 SCORE = "score"
 REFUSE = "refuse"
@@ -47,6 +59,7 @@ class Case:
     description: str = ""
     parity: bool = True  # compare the scores with the reference scorer
     extra: dict[str, Any] = dataclass_field(default_factory=dict)
+    flag: str | None = None  # for scores: the FlagKind every row must carry for ``feature``
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -59,6 +72,8 @@ class Case:
             "rows": len(self.rows),
             "description": self.description,
         }
+        if self.flag is not None:
+            out["expected_flag"] = self.flag
         if len(self.rows) <= 5:
             out["input"] = [_json_safe_row(r) for r in self.rows]
         return out
@@ -109,7 +124,10 @@ def synthetic_row(schema: ModelSchema) -> dict[str, Any]:
 def _typical(f: Feature) -> Any:
     if f.type in NUMERIC_TYPES:
         low, high = f.minimum, f.maximum
-        if low is not None and high is not None:
+        o = f.observed
+        if o is not None and o.minimum is not None and o.maximum is not None:
+            value = (o.minimum + o.maximum) / 2
+        elif low is not None and high is not None:
             value = (low + high) / 2
         elif low is not None:
             value = low
@@ -153,6 +171,19 @@ def _outside_step(f: Feature) -> float:
     return max(span * 1e-6, bound * 1e-9, 1e-9)
 
 
+def _observed_step(f: Feature, low: float, high: float) -> float:
+    """A step past the observed range: small, yet a value every model sees as outside."""
+    if f.type is FeatureType.INT:
+        return 1.0
+    return max((high - low) * 1e-3, max(abs(low), abs(high)) * 1e-9, 1e-9)
+
+
+def _observed_far(f: Feature, low: float, high: float) -> float:
+    """How far past the observed range the "far" cases go: as far again as the range is wide,
+    a sane number (a 1e300 income tells nothing about a model but how its arithmetic overflows)."""
+    return float(max(high - low, 1.0))
+
+
 def _number(f: Feature, value: float) -> Any:
     return int(value) if f.type is FeatureType.INT else float(value)
 
@@ -164,6 +195,30 @@ def feature_cases(schema: ModelSchema, base: dict[str, Any], reference: list[dic
         row = dict(base)
         row[f.name] = value
         return [row]
+
+    def outside_observed(f: Feature) -> None:
+        """Past the observed range but within the validity limits: scored, and flagged."""
+        o = f.observed
+        if o is None or o.minimum is None or o.maximum is None:
+            return
+        low, high = o.minimum, o.maximum
+        step, far = _observed_step(f, low, high), _observed_far(f, low, high)
+        for kind, value, flag, words in (
+            ("below_observed", low - step, FlagKind.BELOW_OBSERVED, "just below the lowest value in training"),
+            ("far_below_observed", low - far, FlagKind.BELOW_OBSERVED, "far below the lowest value in training"),
+            ("above_observed", high + step, FlagKind.ABOVE_OBSERVED, "just above the highest value in training"),
+            ("far_above_observed", high + far, FlagKind.ABOVE_OBSERVED, "far above the highest value in training"),
+        ):
+            number = _number(f, math.floor(value) if flag is FlagKind.BELOW_OBSERVED else math.ceil(value))
+            if f.type is FeatureType.FLOAT:
+                number = float(value)
+            if (f.minimum is not None and number < f.minimum) or (f.maximum is not None and number > f.maximum):
+                continue  # past a validity limit too: the limit's own cases cover it
+            if (kind == "far_below_observed" and low >= 0 > number) or (
+                kind == "far_above_observed" and high <= 0 < number
+            ):
+                continue  # far enough to change sign (a negative income): the step past the range covers it
+            add(f, kind, number, SCORE, flag=flag.value, description=f"{number!r}, {words}: scored and flagged")
 
     def add(f: Feature, kind: str, value: Any, expect: str, rule: str | None = None, **kw: Any) -> None:
         cases.append(
@@ -196,7 +251,7 @@ def feature_cases(schema: ModelSchema, base: dict[str, Any], reference: list[dic
                 add(
                     f, "extreme_negative", _number(f, -1e18 if f.type is FeatureType.INT else -1e300), REFUSE, "minimum"
                 )
-            else:
+            elif f.observed is None:
                 add(
                     f,
                     "extreme_negative",
@@ -211,7 +266,7 @@ def feature_cases(schema: ModelSchema, base: dict[str, Any], reference: list[dic
                 add(
                     f, "extreme_positive", _number(f, 10**18 if f.type is FeatureType.INT else 1e300), REFUSE, "maximum"
                 )
-            else:
+            elif f.observed is None:
                 add(
                     f,
                     "extreme_positive",
@@ -219,6 +274,7 @@ def feature_cases(schema: ModelSchema, base: dict[str, Any], reference: list[dic
                     SCORE,
                     description="no maximum: a huge value must still score",
                 )
+            outside_observed(f)
             add(f, "wrong_type_string", "abc", REFUSE, "type")
             add(f, "wrong_type_bool", True, REFUSE, "type")
             if f.type is FeatureType.INT:
@@ -228,7 +284,17 @@ def feature_cases(schema: ModelSchema, base: dict[str, Any], reference: list[dic
         elif f.type is FeatureType.CATEGORY:
             for level in f.categories or []:
                 add(f, f"category={level}", level, SCORE, description=f"allowed category {level!r}")
-            add(f, "unseen_category", "__unseen_category__", REFUSE, "categories")
+            if f.unseen is UnseenCategories.SCORE:
+                add(
+                    f,
+                    "unseen_category",
+                    "__unseen_category__",
+                    SCORE,
+                    flag=FlagKind.UNSEEN_CATEGORY.value,
+                    description="a level unknown in training: the model takes it, so it is scored and flagged",
+                )
+            else:
+                add(f, "unseen_category", "__unseen_category__", REFUSE, "categories")
             add(f, "wrong_type_number", 3, REFUSE, "type")
         elif f.type is FeatureType.BOOL:
             add(f, "true", True, SCORE)
@@ -388,6 +454,8 @@ def digest_cases(cases: list[Case]) -> str:
             "rule": c.rule,
             "parity": c.parity,
             "rows": [_canonical(r) for r in c.rows],
+            # only when expected, so the cases of a schema without a profile hash as before
+            **({"flag": c.flag} if c.flag is not None else {}),
         }
         for c in cases
     ]

@@ -410,6 +410,8 @@ def variants(f: Feature, observed: list[Any]) -> list[Any]:
         numbers = np.asarray([v for v in observed if _number(v)], dtype=float)
         if len(numbers):
             values = np.quantile(numbers, SENSITIVITY_QUANTILES)
+        elif f.observed is not None and f.observed.minimum is not None and f.observed.maximum is not None:
+            values = np.linspace(f.observed.minimum, f.observed.maximum, len(SENSITIVITY_QUANTILES))
         elif f.minimum is not None and f.maximum is not None:
             values = np.linspace(f.minimum, f.maximum, len(SENSITIVITY_QUANTILES))
         else:

@@ -73,7 +73,18 @@ def judge(case: Case, reply: Reply, output_schema: list[OutputField]) -> tuple[s
     problem = check_outputs(reply.outputs or [], len(case.rows), output_schema)
     if problem:
         return FAIL, problem
+    if case.flag is not None:
+        return _judge_flag(case, reply)
     return PASS, "scored within the output schema"
+
+
+def _judge_flag(case: Case, reply: Reply) -> tuple[str, str]:
+    """A value outside the observed profile must be scored *and* flagged, on every row."""
+    flagged = {f.get("row") for f in reply.flags if f.get("feature") == case.feature and f.get("kind") == case.flag}
+    missing = [i for i in range(len(case.rows)) if i not in flagged]
+    if missing:
+        return FAIL, f"scored, but row {missing[0]} was not flagged {case.flag} on {case.feature!r}"
+    return PASS, f"scored within the output schema and flagged {case.flag}"
 
 
 __all__ = ["FAIL", "PASS", "SKIP", "check_outputs", "judge"]

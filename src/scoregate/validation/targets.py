@@ -37,6 +37,8 @@ class Reply:
     message: str = ""
     details: list[dict[str, Any]] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    #: for scores: the values flagged outside the observed profile (``[{"row", "feature", "kind"}]``)
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -101,7 +103,7 @@ class PythonTarget:
             return Reply(REFUSED, http_status=exc.status_code, message=exc.message, details=_refusal_details(exc))
         except Exception as exc:
             return Reply(ERROR, message=f"{type(exc).__name__}: {exc}", details=[{"traceback": _short_tb()}])
-        return Reply(SCORED, outputs=output_records(frame))
+        return Reply(SCORED, outputs=output_records(frame), flags=list(frame.attrs.get("flags", [])))
 
     def score(self, rows: list[Any], timeout: float) -> Reply:
         box: list[Reply] = []
@@ -212,7 +214,7 @@ class HttpTarget:
                 outputs = self._outputs(payload, len(rows))
             except (KeyError, TypeError, ValueError) as exc:
                 return Reply(ERROR, http_status=200, message=f"malformed answer: {exc}", elapsed_ms=elapsed)
-            return Reply(SCORED, outputs=outputs, http_status=200, elapsed_ms=elapsed)
+            return Reply(SCORED, outputs=outputs, http_status=200, elapsed_ms=elapsed, flags=self._flags(payload))
         message = (payload.get("message") or payload.get("error") or "") if isinstance(payload, dict) else ""
         details = (payload.get("details") or []) if isinstance(payload, dict) else []
         status = REFUSED if response.status_code == 422 else ERROR
@@ -228,6 +230,14 @@ class HttpTarget:
         if self.protocol == "json":
             return orjson.dumps({"rows": rows})
         return orjson.dumps(v2_request(self.schema, rows))
+
+    def _flags(self, payload: Any) -> list[dict[str, Any]]:
+        """The flags a scoregate server returns: ``flags`` (plain JSON), ``parameters.flags`` (V2)."""
+        if self.protocol == "v2":
+            parameters = payload.get("parameters")
+            payload = parameters if isinstance(parameters, dict) else {}
+        flags = payload.get("flags")
+        return [f for f in flags if isinstance(f, dict)] if isinstance(flags, list) else []
 
     def _outputs(self, payload: Any, n: int) -> list[dict[str, Any]]:
         if self.protocol == "json":
