@@ -215,3 +215,85 @@ def test_neither_another_reference_nor_a_lax_alpha_resolves_an_alert(watched: Re
         service.drift_file(watched, "credit-risk@1", shifted, settings=DriftSettings(alpha=1e-300), score=False)
     assert alerting.evaluate_version(watched, "credit-risk@1") == []
     assert [a.kind for a in alerting.status(watched, "credit-risk@1").open_alerts] == [AlertKind.DRIFT]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_racing_evaluations_fire_one_alert(
+    backend: str, tmp_path: Path, credit_files: dict[str, Path], request: pytest.FixtureRequest
+) -> None:
+    import threading
+
+    from scoregate.config import Settings
+
+    home = tmp_path / "home"
+    settings = (
+        Settings(home=home)
+        if backend == "sqlite"
+        else Settings(home=home, database_url=request.getfixturevalue("postgres_url"))
+    )
+    registry = Registry(settings)
+    registry.register(
+        "credit-risk", credit_files["model"], flavor="sklearn", train_data=credit_files["train"], target="default"
+    )
+    service.record_reference(registry, "credit-risk@1", credit_files["train"], score=False)
+    for seed in (50, 51):
+        service.drift_file(registry, "credit-risk@1", _current(tmp_path, seed, shift=12_000), score=False)
+    barrier = threading.Barrier(4)
+    fired: list[int] = []
+
+    def evaluate_once() -> None:
+        own = Registry(settings)
+        try:
+            barrier.wait()
+            fired.append(len(alerting.evaluate_version(own, "credit-risk@1")))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=evaluate_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(fired) == [0, 0, 0, 1]
+    with registry.reading() as session:
+        assert len(list(iter_events(session, subject="credit-risk@1", action=alerting.FIRE_ACTION))) == 1
+    registry.close()
+
+
+def test_performance_results_fire_and_resolve_by_the_policy_bounds() -> None:
+    from scoregate.monitoring.alerts import PerformanceRecord
+
+    policy = MonitoringPolicy.parse(
+        DEFAULT_MONITORING_POLICY.replace("minimum: {}", "minimum: {roc_auc: 0.7}").replace(
+            "maximum: {}", "maximum: {brier: 0.2}"
+        )
+    )
+    rules = policy.rules_for("m@1", "high")
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def result(day: int, auc: float, brier: float) -> PerformanceRecord:
+        return PerformanceRecord(start + dt.timedelta(days=day), 5_000, {"roc_auc": auc, "brier": brier}, f"p{day}")
+
+    good, bad = result(0, 0.8, 0.1), result(1, 0.65, 0.25)
+    (fired,) = evaluate(Observations(performance=[good, bad]), rules, set())
+    assert (fired.kind, fired.transition) == (AlertKind.PERFORMANCE, Transition.FIRE)
+    assert fired.verdict.details == ("roc_auc 0.6500 < 0.7", "brier 0.2500 > 0.2") and fired.verdict.evidence == "p1"
+    (resolved,) = evaluate(Observations(performance=[good, bad, result(2, 0.75, 0.15)]), rules, {AlertKind.PERFORMANCE})
+    assert resolved.transition is Transition.RESOLVE
+    unwatched = PerformanceRecord(start, 10, {"accuracy": 0.1})
+    assert evaluate(Observations(performance=[unwatched]), rules, set()) == []  # no bound on it: not judged
+
+
+def test_quality_alert_from_a_recorded_result_with_nulls(watched: Registry, tmp_path: Path) -> None:
+    frames = []
+    for seed in (60, 61):
+        frame = make_credit_data(400, seed=seed)
+        frame.loc[frame.index[:120], "age"] = None  # 30 % nulls where the reference had none
+        path = tmp_path / f"nulls-{seed}.parquet"
+        frame.to_parquet(path, index=False)
+        frames.append(path)
+        service.drift_file(watched, "credit-risk@1", path, score=False)
+    changes = alerting.evaluate_version(watched, "credit-risk@1")
+    quality = [c for c in changes if c.kind is AlertKind.QUALITY]
+    assert quality and quality[0].transition is Transition.FIRE
+    assert any(d.startswith("age: nulls 30.0%") for d in quality[0].verdict.details)

@@ -18,10 +18,19 @@ from scoregate.config import Settings
 from scoregate.monitoring.prometheus import METRICS
 from scoregate.monitoring.report import MAX_HTML_BYTES
 from scoregate.registry import Registry
+from tests.conftest import _unavailable
 from tests.monitoring.test_cli import one_line_error
 
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+
+@pytest.fixture
+def promtool() -> str:
+    """Debian's promtool (package prometheus; .ci/run installs it): a skip locally, a failure under CI."""
+    found = shutil.which("promtool")
+    if found is None:
+        _unavailable("promtool (Debian package prometheus) is not installed")
+    return str(found)
+
+
 HOSTILE = "<img src=x onerror=alert(1)>&\"'"
 
 
@@ -50,6 +59,14 @@ def test_status_shows_the_alert_a_recorded_drift_fired_and_its_resolution(run, c
     assert code == 0 and "1 open alert (drift)" in out
     code, out, _ = run("models", "list", "--json")
     assert json.loads(out)[0]["monitoring"]["open_alerts"] == ["drift"]
+    code, out, _ = run("inventory", "--format", "json")
+    assert code == 0 and json.loads(out)[0]["monitoring"].startswith("@1: 1/4 drifted")
+    assert "1 open alert (drift)" in json.loads(out)[0]["monitoring"]
+    code, out, _ = run("card", "credit-risk@1")
+    monitoring = out.split("## Monitoring")[1]
+    assert code == 0 and "| drift results recorded | 2 |" in monitoring
+    assert "2 columns drifted (income" not in monitoring and "1 of 4 columns drifted (income)" in monitoring
+    assert "- open alert **drift** since" in monitoring
 
     out = _drift_twice(run, credit, "same")
     assert "alert drift resolved" in out
@@ -150,8 +167,7 @@ tests:
 """
 
 
-@needs_promtool
-def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_path: Path, promtool: str) -> None:  # type: ignore[no-untyped-def]
     """credit-risk is high tier (the default); fraud.v2 is low tier with a 1h ``for``, so its breach
     of 40 minutes stays pending, and the '.' in its name must not match other models."""
     registry = Registry(Settings(home=home))
@@ -166,17 +182,17 @@ def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_p
     assert code == 0, err
     text = (folder / "rules.yml").read_text()
     assert 'model=~"fraud[.]v2"' in text and "# Prometheus alerting rules generated" in text
-    checked = subprocess.run([PROMTOOL, "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True)
+    checked = subprocess.run([promtool, "check", "rules", "rules.yml"], cwd=folder, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     (folder / "tests.yml").write_text(PROMTOOL_TESTS)
-    tested = subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
+    tested = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
     broken = PROMTOOL_TESTS.replace(
         "exp_alerts: []\n      - eval_time: 30m", "exp_alerts:\n          - exp_labels: {}\n      - eval_time: 30m", 1
     )
     (folder / "tests.yml").write_text(broken)  # the unit tests can fail: an alert that does not come
-    tested = subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
+    tested = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=folder, capture_output=True, text=True)
     assert tested.returncode != 0
 
 
@@ -221,25 +237,46 @@ def _wide_model(tmp_path: Path, home: Path, features: int, rows: int) -> dict[st
     return paths
 
 
-def test_the_report_is_self_contained_escaped_and_bounded_for_a_large_profile(run, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    paths = _wide_model(tmp_path, home, features=2_500, rows=2_000)
-    assert run("monitor", "reference", "wide@1", paths["train"], "--no-score")[0] == 0
-    for _ in range(2):
-        code, _, err = run("monitor", "drift", "wide@1", "--current", paths["current"], "--no-score")
-        assert code == 0, err
+def test_the_report_is_self_contained_escaped_and_bounded(run, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from scoregate.monitoring import service
+
+    paths = _wide_model(tmp_path, home, features=300, rows=600)
+    registry = Registry(Settings(home=home))
+    try:
+        service.record_reference(registry, "wide@1", paths["train"], score=False)
+        for _ in range(2):
+            service.drift_file(registry, "wide@1", paths["current"], score=False)
+    finally:
+        registry.close()
+    code, out, err = run("monitor", "evaluate", "wide@1")
+    assert code == 0 and "alert drift fired" in out, err
     code, _, err = run("monitor", "report", "wide@1", "-o", tmp_path / "report")
     assert code == 0, err
     page = (tmp_path / "report" / "report.html").read_text()
     assert len(page.encode()) <= MAX_HTML_BYTES
-    assert HOSTILE not in page and "<img" not in page and "onerror=alert(1)&gt;" not in page.replace("&lt;", "")
+    assert HOSTILE not in page and "<img" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;&amp;&quot;&#x27;" in page
-    assert not re.search(r"<script|<link|<iframe|\bsrc=|\bhref=|url\(|@import", page, re.I)
-    assert page.count("<svg") > 10 and "more in report.json" in page
-    assert "Drift over time" in page and "Data quality" in page and "Alerts" in page and "open" in page
+    assert not re.search(r"<script|<link|<iframe|<img|<object|<[^>]*\b(src|href)=|url\(|@import", page, re.I)
+    assert page.count("<svg") > 300 and "<polyline" in page  # histograms and drift over time
+    assert "Drift over time" in page and "Data quality" in page and "open" in page
     facts = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert len(facts["latest_result"]["columns"]) == 2_501 and len(facts["history"]) == 2
+    assert len(facts["latest_result"]["columns"]) == 301 and len(facts["history"]) == 2
     assert facts["status"]["open_alerts"][0]["kind"] == "drift"
     assert any(c["name"] == f"{HOSTILE} 0" and c["drifted"] for c in facts["latest_result"]["columns"])
+
+    # the bound, whatever the size: the same facts with 40,000 columns of long names and 5,000 alerts
+    from scoregate.monitoring.report import render
+
+    template = facts["latest_result"]["columns"][0]
+    facts["latest_result"]["columns"] = [
+        template | {"name": f"{HOSTILE * 40} {i}", "bin_labels": [HOSTILE * 3] * len(template["bin_labels"])}
+        for i in range(40_000)
+    ]
+    alert = facts["status"]["alerts"][0]
+    facts["status"]["alerts"] = [alert | {"summary": HOSTILE * 100, "details": [HOSTILE * 50] * 20}] * 5_000
+    big = render(facts)
+    assert len(big.encode()) <= MAX_HTML_BYTES and HOSTILE not in big
+    assert "39,000 more columns in report.json" in big and "more in report.json" in big
 
 
 def test_a_report_without_results_says_so(run, credit, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -248,3 +285,47 @@ def test_a_report_without_results_says_so(run, credit, tmp_path: Path) -> None: 
     page = (tmp_path / "r" / "report.html").read_text()
     assert "No reference profile recorded" in page and "No drift result recorded yet" in page
     assert "No performance result recorded" in page
+    from scoregate.monitoring.report import render
+
+    facts = json.loads((tmp_path / "r" / "report.json").read_text())
+    facts["performance"] = [
+        {
+            "computed_at": f"2026-01-0{d}T00:00:00+00:00",
+            "rows": 900,
+            "metrics": {HOSTILE: 0.7 + d / 100},
+            "digest": None,
+        }
+        for d in range(1, 4)
+    ]
+    page = render(facts)
+    assert "performance per recorded result" in page and "<polyline" in page and "0.73" in page
+    assert HOSTILE not in page and "&lt;img" in page
+
+
+def test_only_an_admin_changes_the_monitoring_policy_and_a_viewer_cannot_fire_alerts(  # type: ignore[no-untyped-def]
+    run, credit, monkeypatch, tmp_path: Path
+) -> None:
+    code, out, _ = run("init", "--name", "root")
+    root = out.strip().splitlines()[1]
+    monkeypatch.setenv("SCOREGATE_TOKEN", root)
+    tokens = {}
+    for name, role in [("dave", "developer"), ("vic", "viewer")]:
+        code, out, err = run("users", "add", name, "--role", role)
+        assert code == 0, err
+        tokens[name] = out.strip().splitlines()[-1]
+    policy = tmp_path / "p.yaml"
+    policy.write_text("tiers: {high: {}}\n")
+    monkeypatch.setenv("SCOREGATE_TOKEN", tokens["dave"])
+    code, _, err = run("monitor", "policy", "set", policy, "--reason", "mine")
+    assert code == 8 and "policy" in one_line_error(err)
+    assert run("monitor", "reference", "credit-risk@1", credit["train"], "--no-score")[0] == 0
+    monkeypatch.setenv("SCOREGATE_TOKEN", tokens["vic"])
+    code, _, err = run("monitor", "evaluate", "credit-risk@1")
+    assert code == 8 and one_line_error(err)
+    code, out, _ = run("monitor", "status", "credit-risk@1")  # reading is allowed
+    assert code == 0 and "credit-risk@1" in out
+    monkeypatch.setenv("SCOREGATE_TOKEN", root)
+    code, out, _ = run("monitor", "policy", "set", policy, "--reason", "simpler")
+    assert code == 0 and "version 1" in out
+    code, out, _ = run("audit", "log", "--subject", "monitoring-policy")
+    assert "root" in out and "monitor.policy" in out

@@ -137,7 +137,7 @@ def status(
     registry = get_registry()
     try:
         refs = [ref] if ref is not None else watched_refs(registry)
-        statuses = [alerting.status(registry, r) for r in refs]
+        statuses = [alerting.status(registry, r, with_verdicts=ref is not None) for r in refs]
     finally:
         registry.close()
     if as_json:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -342,7 +342,9 @@ def inventory(
     """Every model in use, in development or retired, with the fields regulators list."""
     if format not in ("table", "csv", "json"):
         raise InvalidInputError(f"invalid --format {format!r}: use table, csv or json")
-    rows = governance().inventory(at=parse_when(at, "--at") if at else None)
+    gov = governance()
+    rows = gov.inventory(at=parse_when(at, "--at") if at else None)
+    _add_monitoring(gov.registry, rows, now=at is None)
     if format == "json":
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
@@ -353,7 +355,8 @@ def inventory(
         writer.writerows(rows)
         sys.stdout.write(buffer.getvalue())
         return
-    table = Table("model", "status", "tier", "prod", "owner", "validator", "last validated", "next review", "complete")
+    columns = ["model", "status", "tier", "prod", "owner", "validator", "last validated", "next review", "complete"]
+    table = Table(*columns, "monitoring")
     for r in rows:
         table.add_row(
             r["model"],
@@ -365,8 +368,19 @@ def inventory(
             r["last_validated"] or "",
             (r["next_review"] or "") + (" OVERDUE" if r["overdue"] else ""),
             f"{r['completeness']:.0%}",
+            escape(r["monitoring"]),
         )
     out.print(table)
+
+
+def _add_monitoring(registry: Any, rows: list[dict[str, Any]], *, now: bool) -> None:
+    """Each model's monitoring status now (last drift result, open alerts); not kept for past dates."""
+    from scoregate.monitoring.alerting import inventory_line, model_brief
+
+    summaries = {s.name: s for s in registry.list_models()} if now else {}
+    for r in rows:
+        found = summaries.get(r["model"])
+        r["monitoring"] = inventory_line(model_brief(registry, found)) if found is not None else ""
 
 
 @app.command(rich_help_panel="Governance")

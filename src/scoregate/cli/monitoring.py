@@ -14,7 +14,9 @@ from rich.table import Table
 from scoregate.cli.app import app, err, get_registry, out
 from scoregate.errors import InvalidInputError, ScoregateError
 
-monitor_app = typer.Typer(no_args_is_help=True, help="Monitoring: reference profiles, drift, history of results.")
+monitor_app = typer.Typer(
+    no_args_is_help=True, help="Monitoring: reference profiles, drift, history, alerts, Prometheus rules, reports."
+)
 app.add_typer(monitor_app, name="monitor", rich_help_panel="Monitoring")
 
 #: Exit code of ``drift --fail-on-drift`` when a column drifted.

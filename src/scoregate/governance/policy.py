@@ -18,8 +18,7 @@ import re
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from scoregate.errors import InvalidInputError
 from scoregate.governance.access import Role
@@ -244,18 +243,9 @@ class Policy(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> Policy:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(f"governance policy is not valid YAML: {exc}".splitlines()[0]) from None
-        if not isinstance(data, dict):
-            raise InvalidInputError("invalid governance policy: the document must be a YAML mapping")
-        try:
-            policy = cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-            raise InvalidInputError(f"invalid governance policy at {where}: {first['msg']}") from None
+        from scoregate.documents import parse_yaml
+
+        policy = parse_yaml(cls, text, "governance policy")
         if policy.default_tier not in policy.tiers:
             raise InvalidInputError(f"invalid governance policy: default_tier {policy.default_tier!r} is not a tier")
         from scoregate.refs import validate_alias

@@ -9,7 +9,7 @@ Like profiles and drift results (:mod:`store`), nothing here has a table of its 
 - ``monitor.alert.fire`` / ``monitor.alert.resolve`` on ``name@version``: an alert of one
   kind opening or closing, with its summary, details and the recorded result behind it.
   Every audit event goes through the webhook outbox in its own transaction, so a
-  subscriber (``webhook add URL --action 'monitor.alert.*'``) gets each one, HMAC-signed.
+  subscriber (``scoregate webhooks add URL --secret S --action 'monitor.alert.*'``) gets each one, signed.
 
 Alerts are evaluated only from records: the stored drift results (read back and
 re-hashed), the live window history and performance results (:mod:`feeds`).
@@ -29,6 +29,7 @@ from scoregate.errors import InvalidInputError, NotFoundError
 from scoregate.governance.access import Permission
 from scoregate.monitoring import feeds, store
 from scoregate.monitoring.alerts import Change, Observations, Transition, Verdict, evaluate, verdicts
+from scoregate.monitoring.drift import DriftResult
 from scoregate.monitoring.rules import DEFAULT_MONITORING_POLICY, AlertKind, MonitoringPolicy, TierRules
 from scoregate.refs import ModelRef
 from scoregate.registry import Registry
@@ -217,9 +218,10 @@ def _tier(session: Session, registry: Registry, version: ModelVersion) -> tuple[
     return model.risk_tier, model.id
 
 
-def observations(registry: Registry, version: ModelVersion) -> Observations:
+def observations(registry: Registry, version: ModelVersion, needed: int = MAX_RESULTS) -> Observations:
     """What scoregate recorded about ``version``: its newest stored drift results, read back and
-    re-hashed, its live window history and its performance results."""
+    re-hashed (newest first until ``needed`` of them judged some column, at most ``MAX_RESULTS``),
+    its live window history and its performance results."""
     try:
         bound = store.bound_reference(registry, version).digest
     except NotFoundError:
@@ -227,7 +229,14 @@ def observations(registry: Registry, version: ModelVersion) -> Observations:
     # only results against the version's own reference profile: a result computed against another
     # reference (``drift --reference FILE``, even the current data itself) must not resolve an alert
     entries = [e for e in store.history(registry, version) if e.profile_digest == bound][-MAX_RESULTS:]
-    drift = [(e.result_digest, store.load_result(registry, e.result_digest)) for e in entries]
+    drift: list[tuple[str, DriftResult]] = []
+    judged = 0
+    for entry in reversed(entries):  # a result can be large: read only as many as a decision needs
+        result = store.load_result(registry, entry.result_digest)
+        drift.insert(0, (entry.result_digest, result))
+        judged += any(c.p_adjusted is not None for c in result.columns)
+        if judged >= needed:
+            break
     return Observations(
         drift=drift,
         windows=feeds.window_history(registry, version),
@@ -250,7 +259,7 @@ def evaluate_version(registry: Registry, ref: str | ModelVersion) -> list[Change
     version = registry.resolve(ref) if isinstance(ref, str) else ref
     registry.whoami().require(Permission.REGISTER, subject=version.ref)
     rules, _, policy_version = rules_for(registry, version)
-    seen = observations(registry, version)
+    seen = observations(registry, version, _needed(rules))
     with registry.mutation(Permission.REGISTER, version.ref) as (session, actor):
         _, model_id = _tier(session, registry, version)
         # one evaluation per model at a time: two racing ones must not both fire an alert
@@ -276,8 +285,13 @@ def evaluate_version(registry: Registry, ref: str | ModelVersion) -> list[Change
     return changes
 
 
-def status(registry: Registry, ref: str | ModelVersion) -> Status:
-    """The monitoring status of a version: its reference, last result, alerts and latest verdicts."""
+def _needed(rules: TierRules) -> int:
+    return max(rules.drift.consecutive, rules.quality.consecutive)
+
+
+def status(registry: Registry, ref: str | ModelVersion, *, with_verdicts: bool = True) -> Status:
+    """The monitoring status of a version: its reference, last result, alerts and (unless
+    ``with_verdicts`` is False, which reads no result) the latest verdict of each kind."""
     version = registry.resolve(ref) if isinstance(ref, str) else ref
     rules, tier, policy_version = rules_for(registry, version)
     entries = store.history(registry, version)
@@ -285,8 +299,8 @@ def status(registry: Registry, ref: str | ModelVersion) -> Status:
         alerts = alerts_of(session, version.ref)
         reference = _events(session, version.ref, store.REFERENCE_ACTION)
     latest: dict[AlertKind, Verdict | None] = {}
-    if entries or feeds.has_records(registry, version):
-        seen = observations(registry, version)
+    if with_verdicts and (entries or feeds.has_records(registry, version)):
+        seen = observations(registry, version, 1)
         for kind, judged in verdicts(seen, rules).items():
             latest[kind] = judged[-1] if judged else None
     return Status(

@@ -111,34 +111,25 @@ def alerting_rules(policy: MonitoringPolicy, tiers: Mapping[str, str | None]) ->
     subject = "{{ $labels.model }}@{{ $labels.version }}"
     for scope, tier_rules in scopes(policy, tiers):
         live = tier_rules.live
-        for statistic, threshold in sorted(live.feature_drift.items()):
-            series = _selector(FEATURE_DRIFT, scope, statistic=statistic, window=live.window)
-            rules.append(
-                _rule(
-                    "ScoregateFeatureDrift",
-                    f"{series} >= {threshold:g}{scope.exclusion(FEATURE_DRIFT)}",
-                    live,
-                    scope,
-                    statistic,
-                    f"{subject}: feature {{{{ $labels.feature }}}} drifted",
-                    f'{statistic} {{{{ $value | printf "%.3f" }}}} over the {live.window} window reached '
-                    f"{threshold:g} (monitoring policy, {scope.name})",
+        drift = (
+            ("ScoregateFeatureDrift", FEATURE_DRIFT, live.feature_drift, "feature {{ $labels.feature }} drifted"),
+            ("ScoregateOutputDrift", OUTPUT_DRIFT, live.output_drift, "the model's outputs drifted"),
+        )
+        for alert, metric, thresholds, what in drift:
+            for statistic, threshold in sorted(thresholds.items()):
+                series = _selector(metric, scope, statistic=statistic, window=live.window)
+                rules.append(
+                    _rule(
+                        alert,
+                        f"{series} >= {threshold:g}{scope.exclusion(metric)}",
+                        live,
+                        scope,
+                        statistic,
+                        f"{subject}: {what}",
+                        f'{statistic} {{{{ $value | printf "%.3f" }}}} over the {live.window} window reached '
+                        f"{threshold:g} (monitoring policy, {scope.name})",
+                    )
                 )
-            )
-        for statistic, threshold in sorted(live.output_drift.items()):
-            series = _selector(OUTPUT_DRIFT, scope, statistic=statistic, window=live.window)
-            rules.append(
-                _rule(
-                    "ScoregateOutputDrift",
-                    f"{series} >= {threshold:g}{scope.exclusion(OUTPUT_DRIFT)}",
-                    live,
-                    scope,
-                    statistic,
-                    f"{subject}: the model's outputs drifted",
-                    f'{statistic} {{{{ $value | printf "%.3f" }}}} over the {live.window} window reached '
-                    f"{threshold:g} (monitoring policy, {scope.name})",
-                )
-            )
         for kind, ratio in sorted(live.quality_ratio.items()):
             series = _selector(QUALITY_RATIO, scope, kind=kind, window=live.window)
             rules.append(

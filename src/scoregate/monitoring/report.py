@@ -12,7 +12,6 @@ holds every column).
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -52,8 +51,8 @@ def _bin_labels(column: ColumnProfile | None, size: int) -> list[str]:
         return [str(i) for i in range(size)]
     if column.kind.value == "numeric" and column.coarse_edges:
         edges = column.coarse_edges
-        inner = [f"{a:.3g}-{b:.3g}" for a, b in itertools.pairwise(edges)]
-        return [f"<{edges[0]:.3g}", *inner, f">={edges[-1]:.3g}"]
+        # each bin by its lower edge: short enough to sit under its bar
+        return [f"<{edges[0]:.3g}", *(f"{a:.3g}" for a in edges)]
     if column.kind.value == "categorical":
         return [column.levels[i] if i < len(column.levels) else "other" for i in range(size)]
     return [str(i) for i in range(size)]

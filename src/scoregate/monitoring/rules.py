@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from scoregate.documents import parse_yaml, where
 from scoregate.errors import InvalidInputError, InvalidReferenceError
 
 DEFAULT_MONITORING_POLICY = """\
@@ -184,16 +184,7 @@ class MonitoringPolicy(_Strict):
     @classmethod
     def parse(cls, text: str) -> MonitoringPolicy:
         """The policy in ``text``, or one line naming the field and the rule it breaks."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(f"monitoring policy is not valid YAML: {exc}".splitlines()[0]) from None
-        if not isinstance(data, dict):
-            raise InvalidInputError("invalid monitoring policy: the document must be a YAML mapping")
-        try:
-            policy = cls.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidInputError(f"invalid monitoring policy at {_where(exc)}") from None
+        policy = parse_yaml(cls, text, "monitoring policy")
         if policy.default_tier not in policy.tiers:
             raise InvalidInputError(f"invalid monitoring policy: default_tier {policy.default_tier!r} is not a tier")
         from scoregate.refs import ModelRef
@@ -214,13 +205,6 @@ class MonitoringPolicy(_Strict):
             try:
                 policy.rules_for(ref, None)
             except (ValidationError, TypeError) as exc:
-                detail = _where(exc) if isinstance(exc, ValidationError) else "each section must be a mapping"
+                detail = where(exc) if isinstance(exc, ValidationError) else "each section must be a mapping"
                 raise InvalidInputError(f"invalid monitoring policy at versions.{ref}.{detail}") from None
         return policy
-
-
-def _where(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}"

@@ -51,10 +51,11 @@ def paired_bars(
                 f'height="{_num(h)}" fill="{colour}"/>'
             )
     if labels and n <= 12:
-        for i, label in enumerate(labels[:n]):
+        step = 1 if n <= 6 else 2  # every other label when they would touch
+        for i, label in list(enumerate(labels[:n]))[::step]:
             x = left + i * slot + slot / 2
             parts.append(
-                f'<text x="{_num(x)}" y="{height - 16}" font-size="8" text-anchor="middle">{esc(label[:10])}</text>'
+                f'<text x="{_num(x)}" y="{height - 16}" font-size="8" text-anchor="middle">{esc(label[:8])}</text>'
             )
     parts.append(
         f'<rect x="{left}" y="{height - 10}" width="8" height="8" fill="{REFERENCE_COLOUR}"/>'
