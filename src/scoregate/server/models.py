@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S
 from scoregate.refs import MAX_VERSION
@@ -37,8 +37,15 @@ class UploadedFile(Strict):
     """A file staged with ``PUT /api/v1/uploads/{digest}``, and the name it had on the client."""
 
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\x00]+$")
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00]+$")
     kind: Literal["file", "dir"] = "file"
+
+    @field_validator("name")
+    @classmethod
+    def _a_file_name(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("a file name, not '.' or '..'")
+        return value
 
 
 class RegisterRequest(Strict):
