@@ -85,6 +85,11 @@ def test_lifecycle_through_the_cli_in_both_modes(mode: Mode, cli, credit_files) 
     assert code == 4 and "credit-risk@99 not found" in err
     assert cli("dave", "retire", "credit-risk@1", "--reason", "x")[0] == 5  # holds aliases: conflict
 
+    if mode.remote:  # what the service does not offer yet says so in one line, no traceback
+        code, out, err = cli("admin", "hold", "place", "credit-risk@1", "--reason", "litigation")
+        assert code == 2 and "not available through the registry service yet" in err
+        assert "Traceback" not in out + err
+
     # every read prints the same, embedded or remote
     for command in (
         ("models", "list"),

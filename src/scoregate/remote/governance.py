@@ -10,7 +10,7 @@ from scoregate.errors import ConfigurationError, InvalidInputError
 from scoregate.governance.service import MAX_UPLOAD_BYTES, PolicyChange
 from scoregate.refs import ModelRef
 from scoregate.remote.registry import RemoteRegistry
-from scoregate.remote.transport import revive, segment
+from scoregate.remote.transport import NotThroughServiceError, revive, segment
 
 
 class RemoteGovernance:
@@ -125,9 +125,8 @@ class RemoteGovernance:
         return self._call("GET", "/inventory", params={"at": at.isoformat()} if at is not None else None)
 
     def __getattr__(self, name: str) -> Any:
-        # Commands the service does not expose yet (legal holds, deletion, webhooks, policy
-        # rejection) say so in one line rather than failing somewhere inside.
-        raise ConfigurationError(
-            f"`{name.replace('_', ' ')}` is not available through the registry service yet: run it where the "
-            "database is (unset SCOREGATE_URL)"
-        )
+        # commands the service does not expose yet (legal holds, deletion, webhooks, policy
+        # rejection) say so in one line rather than failing somewhere inside
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotThroughServiceError(name)

@@ -21,7 +21,7 @@ from scoregate.refs import ModelRef, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore, pack_directory
 from scoregate.registry.lineage import git_commit
 from scoregate.registry.records import AliasRecord, LoadedModel, ModelSummary, ModelVersion
-from scoregate.remote.transport import Transport, revive, segment
+from scoregate.remote.transport import NotThroughServiceError, Transport, revive, segment
 from scoregate.schema import ModelSchema, OutputField
 
 
@@ -68,6 +68,12 @@ class RemoteRegistry:
 
     def close(self) -> None:
         self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # what only the embedded registry has (its engine, sessions): one line, not a traceback
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotThroughServiceError(name)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.transport.call(method, path, **kwargs)
