@@ -121,6 +121,23 @@ class RemoteGovernance:
         body = self._call("POST", f"/policy/proposals/{int(proposal_id)}/approve", json={"reason": reason})
         return PolicyChange(**body)
 
+    def reject_policy(self, proposal_id: int, *, reason: str) -> None:
+        if not reason or not reason.strip():
+            raise InvalidInputError("rejecting a policy change needs a reason (--reason)")
+        self._call("POST", f"/policy/proposals/{int(proposal_id)}/reject", json={"reason": reason})
+
+    def policy_proposals(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
+        return self._call("GET", "/policy/proposals", params={"pending_only": pending_only})
+
+    def legal_hold(self, ref: str | ModelRef, *, reason: str) -> None:
+        self._call("POST", f"{self._version_path(ref)}/hold", json={"reason": reason})
+
+    def release_hold(self, ref: str | ModelRef, *, reason: str) -> None:
+        self._call("DELETE", f"{self._version_path(ref)}/hold", params={"reason": reason})
+
+    def delete(self, ref: str | ModelRef, *, reason: str) -> None:
+        self._call("DELETE", self._version_path(ref), params={"reason": reason})
+
     def inventory(self, *, at: dt.datetime | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/inventory", params={"at": at.isoformat()} if at is not None else None)
 

@@ -23,6 +23,7 @@ from scoregate.registry.lineage import git_commit
 from scoregate.registry.records import AliasRecord, LoadedModel, ModelSummary, ModelVersion
 from scoregate.remote.transport import NotThroughServiceError, Transport, revive, segment
 from scoregate.schema import ModelSchema, OutputField
+from scoregate.traffic import TrafficPolicy
 
 
 class RemoteArtifacts(ArtifactStore):
@@ -208,6 +209,15 @@ class RemoteRegistry:
 
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
         return [_alias(a) for a in self.transport.pages("/aliases", {"name": name} if name else None)]
+
+    def set_traffic_policy(
+        self, name: str, alias: str, policy: Any, *, reason: str | None = None
+    ) -> TrafficPolicy | None:
+        if isinstance(policy, TrafficPolicy):
+            policy = policy.model_dump(mode="json", exclude_none=True)
+        path = f"/models/{segment(name)}/aliases/{segment(alias)}/traffic"
+        body = self.call("PUT", path, json={"policy": dict(policy) if policy else None, "reason": reason})
+        return TrafficPolicy.model_validate(body) if body else None
 
     def alias_revision(self) -> str:
         return str(self.call("GET", "/routing/revision")["revision"])

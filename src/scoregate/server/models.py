@@ -100,6 +100,13 @@ class AliasMoves(Strict):
     reason: str | None = Field(default=None, max_length=4096)
 
 
+class TrafficPolicySet(Strict):
+    """A canary split or a shadow of an alias (``scoregate.traffic.TrafficPolicy``); null clears it."""
+
+    policy: dict[str, Any] | None = None
+    reason: str | None = Field(default=None, max_length=4096)
+
+
 class AliasAt(BaseModel):
     version: int | None
 

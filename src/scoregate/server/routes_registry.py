@@ -29,6 +29,7 @@ from scoregate.server.models import (
     RiskTierSet,
     T,
     TagSet,
+    TrafficPolicySet,
     Uploaded,
     UploadedFile,
     WhoAmI,
@@ -198,6 +199,13 @@ def alias_at(name: str, alias: str, at: dt.datetime, caller: CallerDep) -> Alias
 @router.post("/models/{name}/aliases/{alias}/rollback", response_model=AliasRecord, tags=["aliases"])
 def rollback(name: str, alias: str, body: Reason, caller: CallerDep) -> AliasRecord:
     return caller.registry.rollback(name, alias, reason=body.reason)
+
+
+@router.put("/models/{name}/aliases/{alias}/traffic", response_model=dict | None, tags=["aliases"])
+def set_traffic_policy(name: str, alias: str, body: TrafficPolicySet, caller: CallerDep) -> dict | None:
+    """Split an alias's traffic (canary, shadow) or clear the split; gated like the alias."""
+    policy = caller.registry.set_traffic_policy(name, alias, body.policy, reason=body.reason)
+    return policy.model_dump(mode="json", exclude_none=True) if policy is not None else None
 
 
 @router.get("/routing/revision", response_model=Revision, tags=["routing"])
