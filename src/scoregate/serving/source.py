@@ -57,6 +57,8 @@ class ModelSource(Protocol):
 
     # Optional: ``credentials() -> dict[str, Credential]`` (token SHA-256 -> owner), for
     # ``--require-token``; a source without it admits no token.
+    # Optional: ``reference_profile(name, version) -> ReferenceProfile | None``, the version's
+    # bound reference profile, for live monitoring; a source without it monitors nothing.
 
 
 def _info_from_model_version(mv: Any) -> VersionInfo:
@@ -99,6 +101,15 @@ class RegistrySource:
     def load(self, name: str, version: int) -> tuple[VersionInfo, Scorer]:
         loaded = self.registry.load(f"{name}@{version}")
         return _info_from_model_version(loaded.version), loaded.scorer
+
+    def reference_profile(self, name: str, version: int) -> Any:
+        """The reference profile bound to the version (checked against it), or None."""
+        from scoregate.monitoring import store
+
+        try:
+            return store.bound_reference(self.registry, self.registry.resolve(f"{name}@{version}")).profile
+        except NotFoundError:
+            return None
 
     def credentials(self) -> dict[str, Credential]:
         """Tokens that are neither revoked nor held by a disabled user (expiry is checked per request)."""
@@ -145,6 +156,7 @@ class InMemorySource:
     _aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     _policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _tokens: dict[str, Credential] = field(default_factory=dict)
+    _profiles: dict[tuple[str, int], Any] = field(default_factory=dict)
     _counter: Any = field(default_factory=lambda: itertools.count(1))
     _revision: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -170,6 +182,15 @@ class InMemorySource:
     def credentials(self) -> dict[str, Credential]:
         with self._lock:
             return dict(self._tokens)
+
+    def set_profile(self, name: str, version: int, profile: Any) -> None:
+        """Bind a reference profile (:class:`~scoregate.monitoring.ReferenceProfile`) for live monitoring."""
+        with self._lock:
+            self._profiles[(name, version)] = profile
+
+    def reference_profile(self, name: str, version: int) -> Any:
+        with self._lock:
+            return self._profiles.get((name, version))
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         with self._lock:

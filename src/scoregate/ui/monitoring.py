@@ -1,0 +1,191 @@
+"""What the version page shows of monitoring: drift per column over time, data quality, alerts.
+
+It reads what the monitoring services stored (``monitoring.store``: drift results bound
+by ``monitor.drift`` audit events) and draws it. Seams for what other parts add: live
+windows arrive as more stored drift results and show up here unchanged; performance
+results (realized with labels, estimated before) are read by ``performance`` below,
+which shows whatever the monitoring store offers for them, and nothing when it has none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from markupsafe import Markup
+
+from scoregate.errors import ScoregateError
+from scoregate.registry import Registry
+from scoregate.registry.records import ModelVersion
+from scoregate.ui.charts import Point, Series, line_chart
+
+#: The newest results a page draws (each is a blob read from the artifact store).
+MAX_RESULTS = 60
+
+
+@dataclass
+class ColumnChart:
+    name: str
+    role: str
+    statistic: str | None
+    threshold: float | None
+    latest_value: float | None
+    drifted: bool
+    svg: Markup
+    quality_svg: Markup
+
+
+@dataclass
+class MonitoringView:
+    results: int = 0
+    shown: int = 0
+    profile: dict[str, Any] | None = None
+    columns: list[ColumnChart] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    performance: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def monitoring_view(registry: Registry, version: ModelVersion) -> MonitoringView:
+    from scoregate.monitoring import store
+
+    view = MonitoringView()
+    try:
+        stored = store.bound_reference(registry, version)
+        view.profile = {
+            "digest": stored.digest,
+            "recorded_at": stored.recorded_at,
+            "recorded_by": stored.recorded_by,
+            "rows": stored.profile.source.rows,
+            "columns": [_profile_column(c) for c in stored.profile.columns],
+        }
+    except ScoregateError as exc:
+        if exc.status_code != 404:
+            view.problems.append(exc.message)
+    entries = store.history(registry, version)
+    view.results = len(entries)
+    results = []
+    for entry in entries[-MAX_RESULTS:]:
+        try:
+            results.append((entry, store.load_result(registry, entry.result_digest)))
+        except ScoregateError as exc:  # a blob missing or altered: say so, draw the rest
+            view.problems.append(f"drift result sha256:{entry.result_digest[:12]} (event {entry.seq}): {exc.message}")
+    view.shown = len(results)
+    if not results:
+        return view
+    by_column: dict[str, list[tuple[dt.datetime, Any]]] = {}
+    for entry, result in results:
+        for column in result.columns:
+            by_column.setdefault(column.name, []).append((entry.time, column))
+    for name, items in by_column.items():
+        latest = items[-1][1]
+        drift = Series(
+            f"{name} {latest.statistic or ''}".strip(),
+            tuple(Point(at, c.value, bool(c.drifted)) for at, c in items if c.value is not None),
+        )
+        quality = [
+            Series(
+                "null share",
+                tuple(
+                    Point(at, c.quality.null_share_current)
+                    for at, c in items
+                    if c.quality.null_share_current is not None
+                ),
+            ),
+            Series(
+                "out of range",
+                tuple(
+                    Point(at, (c.quality.below_range_share or 0) + (c.quality.above_range_share or 0))
+                    for at, c in items
+                    if c.quality.below_range_share is not None or c.quality.above_range_share is not None
+                ),
+            ),
+            Series(
+                "unseen categories",
+                tuple(
+                    Point(at, c.quality.other_share_current)
+                    for at, c in items
+                    if c.quality.other_share_current is not None
+                ),
+            ),
+        ]
+        view.columns.append(
+            ColumnChart(
+                name=name,
+                role=str(latest.role),
+                statistic=str(latest.statistic) if latest.statistic else None,
+                threshold=latest.threshold,
+                latest_value=latest.value,
+                drifted=bool(latest.drifted),
+                svg=line_chart([drift], title=f"drift of {name}", threshold=latest.threshold),
+                quality_svg=line_chart([s for s in quality if s.points], title=f"data quality of {name}"),
+            )
+        )
+    last_entry, last = results[-1]
+    view.alerts = [
+        {
+            "column": c.name,
+            "statistic": str(c.statistic),
+            "value": c.value,
+            "threshold": c.threshold,
+            "at": last_entry.time,
+            "result": last_entry.result_digest,
+        }
+        for c in last.columns
+        if c.drifted
+    ]
+    view.performance = performance(registry, version)
+    return view
+
+
+def performance(registry: Registry, version: ModelVersion) -> list[dict[str, Any]]:
+    """Realized and estimated performance results, when the monitoring store records them.
+
+    The store of this release keeps drift results only; a store that adds performance
+    results exposes ``performance_history(registry, version)`` and they appear here.
+    """
+    from scoregate.monitoring import store
+
+    reader = getattr(store, "performance_history", None)
+    if reader is None:
+        return []
+    return [e if isinstance(e, dict) else getattr(e, "__dict__", {}) for e in reader(registry, version)]
+
+
+def _profile_column(column: Any) -> dict[str, Any]:
+    data = column.model_dump(mode="json") if hasattr(column, "model_dump") else dict(column)
+    keep = ("name", "role", "type", "kind", "rows", "nulls", "invalid", "minimum", "maximum", "mean", "std", "levels")
+    return {k: data[k] for k in keep if k in data}
+
+
+def open_alerts(registry: Registry) -> dict[str, int]:
+    """Drifted columns in the latest stored drift result of each version, by model name: one
+    scan of the ``monitor.drift`` events (indexed by action)."""
+    import orjson
+    from sqlalchemy import select
+
+    from scoregate.monitoring.store import DRIFT_ACTION
+    from scoregate.refs import ModelRef
+    from scoregate.registry.tables import AuditEventRow
+
+    latest: dict[str, list[str]] = {}
+    with registry.reading() as session:
+        rows = session.execute(
+            select(AuditEventRow.subject, AuditEventRow.after)
+            .where(AuditEventRow.action == DRIFT_ACTION)
+            .order_by(AuditEventRow.seq)
+        )
+        for subject, after in rows:
+            try:
+                latest[subject] = list(orjson.loads(after or "{}").get("drifted", []))
+            except orjson.JSONDecodeError:
+                continue
+    counts: dict[str, int] = {}
+    for subject, drifted in latest.items():
+        try:
+            name = ModelRef.parse(subject).name
+        except ScoregateError:
+            continue
+        counts[name] = counts.get(name, 0) + len(drifted)
+    return counts
