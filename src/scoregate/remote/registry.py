@@ -219,6 +219,10 @@ class RemoteRegistry:
         body = self.call("PUT", path, json={"policy": dict(policy) if policy else None, "reason": reason})
         return TrafficPolicy.model_validate(body) if body else None
 
+    def monitoring_brief(self, ref: str) -> dict[str, Any]:
+        version = self.resolve(ModelRef.parse(ref, require_selector=True))
+        return self.call("GET", f"/models/{segment(version.name)}/versions/{version.version}/monitoring")
+
     def alias_revision(self) -> str:
         return str(self.call("GET", "/routing/revision")["revision"])
 

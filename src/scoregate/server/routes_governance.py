@@ -108,6 +108,14 @@ def approve(name: str, version: int, body: RequiredReason, caller: CallerDep) ->
     return Decision(status=caller.governance.approve(_ref(name, version), reason=body.reason))
 
 
+@router.get("/models/{name}/versions/{version}/monitoring", response_model=dict, tags=["lifecycle"])
+def monitoring_brief(name: str, version: int, caller: CallerDep) -> dict:
+    """The version's monitoring summary (drift results, open alerts), as the model card shows it."""
+    from scoregate.monitoring.alerting import brief
+
+    return brief(caller.registry, str(_ref(name, version)))
+
+
 @router.get("/models/{name}/versions/{version}/decisions", response_model=list[dict], tags=["lifecycle"])
 def decisions(name: str, version: int, caller: CallerDep) -> list[dict]:
     return caller.governance.decisions(_ref(name, version))
