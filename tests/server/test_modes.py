@@ -148,6 +148,13 @@ def test_client_registers_loads_and_predicts_in_both_modes(mode: Mode, credit_fi
         assert client.list_models()[0].aliases == {"staging": 1}
         reference = client.registry.reference_data("credit-risk@1")
         assert len(reference) > 0
+        client.set_description("credit-risk@1", "the first")
+        client.registry.set_tag("credit-risk@1", "team", "risk")
+        assert [m.name for m in client.search_models("credit-*", alias="staging")] == ["credit-risk"]
+        found = client.search_versions("credit-*", tags={"team": "risk"}, status="registered")
+        assert [(v.version, v.description) for v in found] == [(1, "the first")]
+        client.delete_tag("credit-risk@1", "team")
+        assert client.search_versions("credit-*", tags={"team": "risk"}) == []
     if mode.remote:  # the client's home holds a verified cache and nothing else of the registry
         assert not (mode.client_home / "registry.db").exists()
         assert (mode.client_home / "cache" / "blobs" / version.artifact_digest).is_file()

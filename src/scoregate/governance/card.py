@@ -32,9 +32,6 @@ def card_facts(governance: Governance, ref: str) -> dict[str, Any]:
 
 
 def _monitoring(registry: Any, ref: str) -> dict[str, Any]:
-    remote = getattr(registry, "monitoring_brief", None)  # a client of the registry service asks it
-    if remote is not None:
-        return remote(ref)
     from scoregate.monitoring.alerting import brief
 
     return brief(registry, ref)

@@ -231,6 +231,9 @@ def profile_at_registration(
     cannot stream, a model that fails on some training rows, past ``timeout``) leaves the
     version without one and says why, and ``scoregate monitor reference`` can add it later.
     """
+    remote = getattr(registry, "profile_at_registration", None)  # a client of the registry service
+    if remote is not None:
+        return remote(version, train_data, timeout=timeout)
     path = Path(train_data).expanduser()
     if path.suffix.lower() not in FORMATS:
         return RegistrationProfile(

@@ -121,6 +121,11 @@ class Transport:
     def upload(self, path: Path) -> tuple[str, int]:
         """Stream a file to ``PUT /uploads/{sha256}``; the service keeps it only if it hashes the same."""
         digest = sha256_file(path)
+        try:
+            if self.http.head(f"/uploads/{digest}").status_code == 200:  # staged already
+                return digest, path.stat().st_size
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
         def chunks() -> Iterator[bytes]:
             with path.open("rb") as handle:

@@ -69,6 +69,11 @@ class RegisterRequest(Strict):
     code_dirty: bool | None = None
 
 
+class ProfileRequest(Strict):
+    train_data: UploadedFile
+    timeout: float = Field(default=600.0, gt=0, le=24 * 3600)
+
+
 class Uploaded(BaseModel):
     digest: str
     size: int
@@ -117,6 +122,10 @@ class Revision(BaseModel):
 
 class TagSet(Strict):
     value: str = Field(max_length=4096)
+
+
+class DescriptionSet(Strict):
+    description: str | None = Field(default=None, max_length=4096)
 
 
 class RiskTierSet(Strict):
