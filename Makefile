@@ -23,6 +23,7 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
+	PYTHONPATH=src $(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/registry.py

@@ -7,15 +7,26 @@ is printed apart (the medians are of later ones, as in a long-lived process).
 "Cold" means a fresh process-level cache: a new Registry on the same stores with an
 empty local cache, so the load fetches the blob, verifies its SHA-256 and loads it
 with its framework. Run: ``.venv/bin/python benchmarks/registry.py``.
+
+Then team mode: the same registration and cold load of the sklearn model embedded and as a
+client of a ``scoregate server`` on the same machine (the artifact and training file
+uploaded, the model tried by the service; the load downloading through it, digest-checked on
+both sides), interleaved, with the ratio remote / embedded (the anchor). Only that part:
+``benchmarks/registry.py team``.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -149,5 +160,77 @@ def main() -> None:
         print(f"(the run's first registration, apart: it also starts the model worker: {(first or 0) * 1e3:.0f} ms)")
 
 
+def team_mode(repeats: int = 7) -> None:
+    """Register and cold-load embedded and remote, interleaved; print both and the ratios."""
+    import httpx
+
+    from scoregate.governance.service import Governance
+    from scoregate.remote import RemoteRegistry
+
+    x, y = data()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        train = root / "train.parquet"
+        x.assign(target=y).to_parquet(train, index=False)
+        artifact = sklearn_model(root, x, y)
+        settings = Settings(home=root / "service")
+        token = Governance(Registry(settings)).init("admin")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCOREGATE_")}
+        env["SCOREGATE_HOME"] = str(settings.home)
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scoregate", "server", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            embedded = Registry(settings, token=token)
+            remote = RemoteRegistry(Settings(home=root / "client", url=url, token=token))
+            clients = {"embedded": embedded, "remote": remote}
+            times: dict[str, dict[str, list[float]]] = {m: {"register": [], "load": []} for m in clients}
+            for name, registry in clients.items():  # warm-up: the model workers on both sides
+                registry.register(f"warm-{name}", artifact, flavor="sklearn", train_data=train, target="target")
+            for i in range(repeats):
+                for name, registry in clients.items():
+                    start = time.perf_counter()
+                    version = registry.register("bench", artifact, flavor="sklearn", train_data=train, target="target")
+                    times[name]["register"].append(time.perf_counter() - start)
+                    cold_home = root / f"cold-{name}-{i}"
+                    if name == "embedded":
+                        cold: Any = Registry(settings.model_copy(update={"home": cold_home,
+                            "database_url": settings.resolved_database_url,
+                            "artifacts_url": settings.resolved_artifacts_url}), token=token)  # fmt: skip
+                    else:
+                        cold = RemoteRegistry(Settings(home=cold_home, url=url, token=token))
+                    start = time.perf_counter()
+                    cold.load(version.ref)
+                    times[name]["load"].append(time.perf_counter() - start)
+                    cold.close()
+            print(f"\nteam mode (sklearn, median of {repeats}, interleaved)")
+            print(f"{'':10} {'register (ms)':>14} {'cold load (ms)':>15}")
+            medians = {m: {k: statistics.median(v) * 1e3 for k, v in t.items()} for m, t in times.items()}
+            for name in clients:
+                print(f"{name:10} {medians[name]['register']:14.1f} {medians[name]['load']:15.1f}")
+            ratio = {k: medians["remote"][k] / medians["embedded"][k] for k in ("register", "load")}
+            print(f"{'ratio':10} {ratio['register']:14.2f} {ratio['load']:15.2f}   (remote / embedded; budget 1.20)")
+            remote.close()
+            embedded.close()
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["team"]:
+        team_mode()
+    else:
+        main()
+        team_mode()

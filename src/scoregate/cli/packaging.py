@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -148,7 +148,24 @@ def deploy_command(
 
 @k8s_app.command("render")
 def k8s_render(
-    model: Annotated[str, typer.Argument(help="NAME@VERSION")],
+    model: Annotated[str | None, typer.Argument(help="NAME@VERSION (not with --registry)")] = None,
+    registry_service: Annotated[
+        bool,
+        typer.Option(
+            "--registry",
+            help="The registry service's manifests instead (team mode): Deployment, Service, NetworkPolicies; "
+            "database and store credentials referenced from Secrets.",
+        ),
+    ] = False,
+    database_secret: Annotated[str, typer.Option(help="--registry: Secret with key url (database).")] = (
+        "scoregate-registry-database"
+    ),
+    store_secret: Annotated[str, typer.Option(help="--registry: Secret with key url and the store's keys.")] = (
+        "scoregate-registry-store"
+    ),
+    database_selector: Annotated[
+        str, typer.Option(help="--registry: labels of the database pods only the service may reach.")
+    ] = "app.kubernetes.io/name=postgresql",
     image: Annotated[str | None, typer.Option(help="Image reference pods pull (default the local tag).")] = None,
     namespace: Annotated[str, typer.Option()] = "default",
     replicas: Annotated[int, typer.Option()] = 2,
@@ -177,6 +194,23 @@ def k8s_render(
         raise InvalidInputError(f"invalid --target {target[:20]!r}: choose k8s or kserve")
     if min_replicas < 1 or max_replicas < min_replicas or replicas < 1:
         raise InvalidInputError("replicas must be >= 1 and --max-replicas >= --min-replicas")
+    if registry_service:
+        if model is not None:
+            raise InvalidInputError("--registry renders the registry service: give no model")
+        from scoregate.packaging.k8s_registry import RegistryManifest, render_registry
+
+        spec = RegistryManifest(
+            namespace=namespace,
+            replicas=replicas,
+            database_secret=database_secret,
+            store_secret=store_secret,
+            database_selector=database_selector,
+            **({"image": image} if image else {}),
+        )
+        _emit(k8s, render_registry(spec), check, output, "the registry service")
+        return
+    if model is None:
+        raise InvalidInputError("give the model version to render (NAME@VERSION), or --registry")
     given = {"cpu_request": cpu_request, "memory_request": memory_request}
     given |= {"cpu_limit": cpu_limit, "memory_limit": memory_limit}
     given = {k: v for k, v in given.items() if v}
@@ -193,6 +227,10 @@ def k8s_render(
         resources=resources,
         target=target,
     )
+    _emit(k8s, docs, check, output, f"{version.ref} ({target})")
+
+
+def _emit(k8s: Any, docs: list[dict[str, Any]], check: bool, output: Path | None, what: str) -> None:
     if check:
         problems = k8s.validate_manifests(docs)
         if problems:
@@ -200,6 +238,6 @@ def k8s_render(
     text = k8s.to_yaml(docs)
     if output is not None:
         output.write_text(text)
-        out.print(f"wrote {len(docs)} {target} manifests for {version.ref} to {output}")
+        out.print(f"wrote {len(docs)} manifests for {what} to {output}")
     else:
         typer.echo(text, nl=False)

@@ -30,11 +30,15 @@ def server(
 
     settings = state.settings or Settings.load()
     options = ServerSettings(host=host, port=port, workers=workers, max_upload_bytes=max_upload_mb << 20)
-    create_server_app(settings, options).state.registry.close()  # refuse a bad setup before listening
+    checked = create_server_app(settings, options)  # a bad setup is refused before listening
     out.print(f"registry service on http://{host}:{port}/api/v1 ({workers} worker(s))", highlight=False)
     if workers == 1:
-        uvicorn.run(create_server_app(settings, options), host=host, port=port, log_level="warning")
+        try:
+            uvicorn.run(checked, host=host, port=port, log_level="warning")
+        finally:
+            checked.state.registry.close()
         return
+    checked.state.registry.close()
     # several workers import the app by name and read the settings from the environment
     os.environ.update({f"SCOREGATE_{k.upper()}": str(v) for k, v in _env(settings).items()})
     os.environ["SCOREGATE_SERVER_MAX_UPLOAD_BYTES"] = str(options.max_upload_bytes)

@@ -317,6 +317,9 @@ def status(registry: Registry, ref: str | ModelVersion, *, with_verdicts: bool =
 
 def brief(registry: Registry, ref: str) -> dict[str, Any]:
     """The monitoring summary of a version for the inventory and the model card (no result is loaded)."""
+    remote = getattr(registry, "monitoring_brief", None)  # a client of the registry service asks it
+    if remote is not None:
+        return remote(ref)
     with registry.reading() as session:
         alerts = [a for a in alerts_of(session, ref) if a.open]
         drift = _events(session, ref, store.DRIFT_ACTION)

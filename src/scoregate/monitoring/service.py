@@ -216,6 +216,9 @@ def profile_at_registration(
     cannot stream, rows the model cannot score, past ``timeout``) leaves the version
     without one and says why, and ``scoregate monitor reference`` can add it later.
     """
+    remote = getattr(registry, "profile_at_registration", None)  # a client of the registry service
+    if remote is not None:
+        return remote(version, train_data, timeout=timeout)
     from scoregate import isolation
 
     path = Path(train_data).expanduser()

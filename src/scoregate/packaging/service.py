@@ -456,16 +456,27 @@ def stop(registry: Any, name: str, *, engine: Engine | None = None) -> dict[str,
     """Stop the container and the proxy serving ``name``."""
     import signal
 
-    engine = engine or Engine.detect()
     current = read_state(registry, name)
     if current is None:
         return None
+    # taking a model out of service needs what putting it there needed: a deployed (replaced)
+    # version the deployer's permission, one started by `image run` the alias mover's
+    permission = Permission.MOVE_PROTECTED_ALIAS if current.get("previous") else Permission.MOVE_ALIAS
+    _authorize(registry, permission, str(current["ref"]))
+    engine = engine or Engine.detect()
     engine.remove(current["container"])
     if _proxy_alive(current):
         os.kill(int(current["proxy_pid"]), signal.SIGTERM)
     path = _state_path(registry, name)
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".applied").unlink(missing_ok=True)
+    _audit(
+        registry,
+        permission,
+        "image.stop",
+        str(current["ref"]),
+        {"container": current["container"], "port": current.get("port"), "image": current.get("image")},
+    )
     return current
 
 

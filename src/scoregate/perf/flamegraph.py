@@ -10,9 +10,25 @@ from __future__ import annotations
 import hashlib
 import html
 import pstats
+from pathlib import Path
 from typing import Any
 
-from scoregate.perf.profile import label
+
+def label(func: tuple[str, int, str]) -> str:
+    """``file.py:line(name)`` with the path shortened to its package-relative part."""
+    filename, line, name = func
+    if filename == "~":
+        return name
+    path = Path(filename)
+    parts = path.parts
+    for anchor in ("site-packages", "src", "lib"):
+        if anchor in parts:
+            index = len(parts) - 1 - parts[::-1].index(anchor)
+            rest = parts[index + 1 :]
+            if rest:
+                return f"{'/'.join(rest)}:{line}({name})"
+    return f"{path.name}:{line}({name})"
+
 
 WIDTH = 1200
 ROW = 18

@@ -41,6 +41,7 @@ from scoregate.limits import (
     between,
     seconds,
 )
+from scoregate.perf.flamegraph import label, render_flamegraph
 from scoregate.schema import RecordValidator, raise_for
 
 #: step function name -> words used in the report
@@ -206,22 +207,6 @@ class ProfileReport:
                 out.write(f"  {share:6.1%}  {seconds:9.4f}  {f.calls:8d}  {f.function}\n")
         out.write(f"\n{self.summary_line}\n")
         return out.getvalue()
-
-
-def label(func: tuple[str, int, str]) -> str:
-    """``file.py:line(name)`` with the path shortened to its package-relative part."""
-    filename, line, name = func
-    if filename == "~":
-        return name
-    path = Path(filename)
-    parts = path.parts
-    for anchor in ("site-packages", "src", "lib"):
-        if anchor in parts:
-            index = len(parts) - 1 - parts[::-1].index(anchor)
-            rest = parts[index + 1 :]
-            if rest:
-                return f"{'/'.join(rest)}:{line}({name})"
-    return f"{path.name}:{line}({name})"
 
 
 def _descendants(stats: dict, root: tuple) -> set[tuple]:
@@ -400,7 +385,6 @@ def _write_graphs(report: ProfileReport, stats: pstats.Stats, folder: Path, *, g
     prof = folder / "profile.prof"
     stats.dump_stats(str(prof))
     report.prof_path = prof
-    from scoregate.perf.flamegraph import render_flamegraph
 
     flame = folder / "flamegraph.html"
     flame.write_text(render_flamegraph(stats, title=f"{report.model}: {report.summary_line}"))

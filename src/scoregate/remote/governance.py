@@ -10,7 +10,7 @@ from scoregate.errors import ConfigurationError, InvalidInputError
 from scoregate.governance.service import MAX_UPLOAD_BYTES, PolicyChange
 from scoregate.refs import ModelRef
 from scoregate.remote.registry import RemoteRegistry
-from scoregate.remote.transport import revive, segment
+from scoregate.remote.transport import NotThroughServiceError, revive, segment
 
 
 class RemoteGovernance:
@@ -121,13 +121,29 @@ class RemoteGovernance:
         body = self._call("POST", f"/policy/proposals/{int(proposal_id)}/approve", json={"reason": reason})
         return PolicyChange(**body)
 
+    def reject_policy(self, proposal_id: int, *, reason: str) -> None:
+        if not reason or not reason.strip():
+            raise InvalidInputError("rejecting a policy change needs a reason (--reason)")
+        self._call("POST", f"/policy/proposals/{int(proposal_id)}/reject", json={"reason": reason})
+
+    def policy_proposals(self, *, pending_only: bool = True) -> list[dict[str, Any]]:
+        return self._call("GET", "/policy/proposals", params={"pending_only": pending_only})
+
+    def legal_hold(self, ref: str | ModelRef, *, reason: str) -> None:
+        self._call("POST", f"{self._version_path(ref)}/hold", json={"reason": reason})
+
+    def release_hold(self, ref: str | ModelRef, *, reason: str) -> None:
+        self._call("DELETE", f"{self._version_path(ref)}/hold", params={"reason": reason})
+
+    def delete(self, ref: str | ModelRef, *, reason: str) -> None:
+        self._call("DELETE", self._version_path(ref), params={"reason": reason})
+
     def inventory(self, *, at: dt.datetime | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/inventory", params={"at": at.isoformat()} if at is not None else None)
 
     def __getattr__(self, name: str) -> Any:
-        # Commands the service does not expose yet (legal holds, deletion, webhooks, policy
-        # rejection) say so in one line rather than failing somewhere inside.
-        raise ConfigurationError(
-            f"`{name.replace('_', ' ')}` is not available through the registry service yet: run it where the "
-            "database is (unset SCOREGATE_URL)"
-        )
+        # commands the service does not expose yet (legal holds, deletion, webhooks, policy
+        # rejection) say so in one line rather than failing somewhere inside
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotThroughServiceError(name)

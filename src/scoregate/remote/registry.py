@@ -21,8 +21,9 @@ from scoregate.refs import ModelRef, validate_model_name
 from scoregate.registry.artifacts import ArtifactStore, pack_directory
 from scoregate.registry.lineage import git_commit
 from scoregate.registry.records import AliasRecord, LoadedModel, ModelSummary, ModelVersion
-from scoregate.remote.transport import Transport, revive, segment
+from scoregate.remote.transport import NotThroughServiceError, Transport, revive, segment
 from scoregate.schema import ModelSchema, OutputField
+from scoregate.traffic import TrafficPolicy
 
 
 class RemoteArtifacts(ArtifactStore):
@@ -68,6 +69,12 @@ class RemoteRegistry:
 
     def close(self) -> None:
         self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # what only the embedded registry has (its engine, sessions): one line, not a traceback
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotThroughServiceError(name)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.transport.call(method, path, **kwargs)
@@ -203,6 +210,30 @@ class RemoteRegistry:
     def aliases(self, name: str | None = None) -> list[AliasRecord]:
         return [_alias(a) for a in self.transport.pages("/aliases", {"name": name} if name else None)]
 
+    def set_traffic_policy(
+        self, name: str, alias: str, policy: Any, *, reason: str | None = None
+    ) -> TrafficPolicy | None:
+        if isinstance(policy, TrafficPolicy):
+            policy = policy.model_dump(mode="json", exclude_none=True)
+        path = f"/models/{segment(name)}/aliases/{segment(alias)}/traffic"
+        body = self.call("PUT", path, json={"policy": dict(policy) if policy else None, "reason": reason})
+        return TrafficPolicy.model_validate(body) if body else None
+
+    def profile_at_registration(self, version: ModelVersion, train_data: Path | str, *, timeout: float) -> Any:
+        """The registration's reference profile, built by the service from the (staged) training file."""
+        from scoregate.monitoring.service import RegistrationProfile
+
+        train = Path(train_data).expanduser()
+        digest = self.transport.upload(train)[0]
+        path = f"/models/{segment(version.name)}/versions/{version.version}/reference-profile"
+        body = {"train_data": {"digest": digest, "name": train.name}, "timeout": timeout}
+        done = self.call("POST", path, json=body, timeout=timeout + 120)
+        return RegistrationProfile(done["digest"], rows=int(done["rows"]), note=done["note"])
+
+    def monitoring_brief(self, ref: str) -> dict[str, Any]:
+        version = self.resolve(ModelRef.parse(ref, require_selector=True))
+        return self.call("GET", f"/models/{segment(version.name)}/versions/{version.version}/monitoring")
+
     def alias_revision(self) -> str:
         return str(self.call("GET", "/routing/revision")["revision"])
 
@@ -224,6 +255,42 @@ class RemoteRegistry:
             raise InvalidInputError("a tag key needs 1-128 characters")
         path = f"/models/{segment(version.name)}/versions/{version.version}/tags/{segment(key)}"
         self.call("PUT", path, json={"value": str(value)})
+
+    def delete_tag(self, ref: str | ModelRef, key: str) -> None:
+        version = self.resolve(ModelRef.parse(str(ref), require_selector=True))
+        self.call("DELETE", f"/models/{segment(version.name)}/versions/{version.version}/tags/{segment(key)}")
+
+    def set_description(self, ref: str | ModelRef, description: str | None) -> None:
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        self.call("PUT", f"/refs/{segment(str(parsed))}/description", json={"description": description})
+
+    def search_models(
+        self,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
+        risk_tier: str | None = None,
+        alias: str | None = None,
+    ) -> list[ModelSummary]:
+        params = {k: v for k, v in {"name": name, "owner": owner, "risk_tier": risk_tier, "alias": alias}.items() if v}
+        return [ModelSummary.model_validate(m) for m in self.call("GET", "/search/models", params=params)]
+
+    def search_versions(
+        self,
+        *,
+        name: str | None = None,
+        flavor: str | None = None,
+        status: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        alias: str | None = None,
+        max_results: int = 1000,
+    ) -> list[ModelVersion]:
+        params: dict[str, Any] = {"name": name, "flavor": flavor, "status": status, "alias": alias}
+        params = {k: v for k, v in params.items() if v is not None}
+        params["max_results"] = max_results
+        if tags:
+            params["tag"] = [f"{k}={v}" for k, v in tags.items()]
+        return [ModelVersion.model_validate(v) for v in self.call("GET", "/search/versions", params=params)]
 
     def set_risk_tier(self, name: str, risk_tier: str, *, reason: str) -> None:
         if not reason or not reason.strip():

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from scoregate.errors import IntegrityError, ScoregateError, StoreUnavailableError
+from scoregate.errors import ConfigurationError, IntegrityError, ScoregateError, StoreUnavailableError
 from scoregate.files import make_private, private_dir
 
 CHUNK = 1 << 20
@@ -41,6 +41,17 @@ class RemoteError(ScoregateError):
         super().__init__(message, details=details)
         self.status_code = status_code
         self.code = code
+
+
+class NotThroughServiceError(ConfigurationError, AttributeError):
+    """A command that needs the database itself, run as a client of the registry service: one
+    line saying so (an AttributeError too, so ``getattr(x, name, default)`` still works)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"`{name.strip('_').replace('_', ' ')}` is not available through the registry service yet: run it "
+            "where the database is (unset SCOREGATE_URL)"
+        )
 
 
 def segment(value: str) -> str:
@@ -110,6 +121,11 @@ class Transport:
     def upload(self, path: Path) -> tuple[str, int]:
         """Stream a file to ``PUT /uploads/{sha256}``; the service keeps it only if it hashes the same."""
         digest = sha256_file(path)
+        try:
+            if self.http.head(f"/uploads/{digest}").status_code == 200:  # staged already
+                return digest, path.stat().st_size
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
 
         def chunks() -> Iterator[bytes]:
             with path.open("rb") as handle:
@@ -176,4 +192,4 @@ def sha256_file(path: Path) -> str:
     return hasher.hexdigest()
 
 
-__all__ = ["RemoteError", "Transport", "revive", "segment", "sha256_file"]
+__all__ = ["NotThroughServiceError", "RemoteError", "Transport", "revive", "segment", "sha256_file"]

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scoregate.config import Settings
 from scoregate.errors import ConfigurationError, InvalidInputError, ScoregateError
 from scoregate.server import routes_governance, routes_registry
+from scoregate.server.bounds import BodyLimit
 from scoregate.server.context import REQUEST_ID_HEADER, request_id_of
 from scoregate.server.settings import ServerSettings
 from scoregate.server.uploads import Uploads
@@ -101,6 +102,7 @@ def create_server_app(settings: Settings | None = None, server: ServerSettings |
 
     if server.ui:
         _mount_ui(app, settings)
+    app.add_middleware(BodyLimit, max_json_bytes=server.max_json_bytes)
     return app
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S
 from scoregate.refs import MAX_VERSION
@@ -37,8 +37,15 @@ class UploadedFile(Strict):
     """A file staged with ``PUT /api/v1/uploads/{digest}``, and the name it had on the client."""
 
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\x00]+$")
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\x00]+$")
     kind: Literal["file", "dir"] = "file"
+
+    @field_validator("name")
+    @classmethod
+    def _a_file_name(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("a file name, not '.' or '..'")
+        return value
 
 
 class RegisterRequest(Strict):
@@ -60,6 +67,11 @@ class RegisterRequest(Strict):
     timeout: float = DEFAULT_MODEL_TIMEOUT_S
     code_version: str | None = Field(default=None, max_length=64)
     code_dirty: bool | None = None
+
+
+class ProfileRequest(Strict):
+    train_data: UploadedFile
+    timeout: float = Field(default=600.0, gt=0, le=24 * 3600)
 
 
 class Uploaded(BaseModel):
@@ -93,6 +105,13 @@ class AliasMoves(Strict):
     reason: str | None = Field(default=None, max_length=4096)
 
 
+class TrafficPolicySet(Strict):
+    """A canary split or a shadow of an alias (``scoregate.traffic.TrafficPolicy``); null clears it."""
+
+    policy: dict[str, Any] | None = None
+    reason: str | None = Field(default=None, max_length=4096)
+
+
 class AliasAt(BaseModel):
     version: int | None
 
@@ -103,6 +122,10 @@ class Revision(BaseModel):
 
 class TagSet(Strict):
     value: str = Field(max_length=4096)
+
+
+class DescriptionSet(Strict):
+    description: str | None = Field(default=None, max_length=4096)
 
 
 class RiskTierSet(Strict):

@@ -108,6 +108,14 @@ def approve(name: str, version: int, body: RequiredReason, caller: CallerDep) ->
     return Decision(status=caller.governance.approve(_ref(name, version), reason=body.reason))
 
 
+@router.get("/models/{name}/versions/{version}/monitoring", response_model=dict, tags=["lifecycle"])
+def monitoring_brief(name: str, version: int, caller: CallerDep) -> dict:
+    """The version's monitoring summary (drift results, open alerts), as the model card shows it."""
+    from scoregate.monitoring.alerting import brief
+
+    return brief(caller.registry, str(_ref(name, version)))
+
+
 @router.get("/models/{name}/versions/{version}/decisions", response_model=list[dict], tags=["lifecycle"])
 def decisions(name: str, version: int, caller: CallerDep) -> list[dict]:
     return caller.governance.decisions(_ref(name, version))
@@ -143,6 +151,38 @@ def approve_policy(proposal_id: int, body: RequiredReason, caller: CallerDep) ->
     if not 1 <= proposal_id <= MAX_VERSION:
         raise InvalidInputError(f"invalid proposal id {proposal_id}")
     return asdict(caller.governance.approve_policy(proposal_id, reason=body.reason))
+
+
+@router.post("/policy/proposals/{proposal_id}/reject", status_code=204, tags=["policy"])
+def reject_policy(proposal_id: int, body: RequiredReason, caller: CallerDep) -> Response:
+    if not 1 <= proposal_id <= MAX_VERSION:
+        raise InvalidInputError(f"invalid proposal id {proposal_id}")
+    caller.governance.reject_policy(proposal_id, reason=body.reason)
+    return Response(status_code=204)
+
+
+@router.get("/policy/proposals", response_model=list[dict], tags=["policy"])
+def policy_proposals(caller: CallerDep, pending_only: bool = True) -> list[dict]:
+    return caller.governance.policy_proposals(pending_only=pending_only)
+
+
+@router.post("/models/{name}/versions/{version}/hold", status_code=204, tags=["lifecycle"])
+def legal_hold(name: str, version: int, body: RequiredReason, caller: CallerDep) -> Response:
+    caller.governance.legal_hold(_ref(name, version), reason=body.reason)
+    return Response(status_code=204)
+
+
+@router.delete("/models/{name}/versions/{version}/hold", status_code=204, tags=["lifecycle"])
+def release_hold(name: str, version: int, caller: CallerDep, reason: str) -> Response:
+    caller.governance.release_hold(_ref(name, version), reason=reason)
+    return Response(status_code=204)
+
+
+@router.delete("/models/{name}/versions/{version}", status_code=204, tags=["lifecycle"])
+def delete_version(name: str, version: int, caller: CallerDep, reason: str) -> Response:
+    """Delete a retired version's artifact once its retention is over (the row stays, a tombstone)."""
+    caller.governance.delete(_ref(name, version), reason=reason)
+    return Response(status_code=204)
 
 
 @router.get("/inventory", response_model=list[dict], tags=["inventory"])

@@ -21,7 +21,9 @@ from scoregate.server.models import (
     AliasAt,
     AliasMoves,
     AliasSet,
+    DescriptionSet,
     Page,
+    ProfileRequest,
     Reason,
     RegisterRequest,
     RequiredReason,
@@ -29,6 +31,7 @@ from scoregate.server.models import (
     RiskTierSet,
     T,
     TagSet,
+    TrafficPolicySet,
     Uploaded,
     UploadedFile,
     WhoAmI,
@@ -71,6 +74,27 @@ async def upload(digest: str, request: Request) -> Uploaded:
     uploads: Uploads = request.app.state.uploads
     size = await uploads.receive(digest, request.stream())
     return Uploaded(digest=digest, size=size)
+
+
+@router.head("/uploads/{digest}", status_code=200, tags=["artifacts"])
+def staged(digest: str, request: Request, caller: CallerDep) -> Response:
+    """200 when ``digest`` is staged already (a client then skips sending it again), else 404."""
+    uploads: Uploads = request.app.state.uploads
+    uploads.path(digest)
+    return Response(status_code=200)
+
+
+@router.post("/models/{name}/versions/{version}/reference-profile", response_model=dict, tags=["registry"])
+def reference_profile(name: str, version: int, body: ProfileRequest, request: Request, caller: CallerDep) -> dict:
+    """Profile a version's full training data (a staged upload) and bind it, as at registration."""
+    from scoregate.monitoring.service import profile_at_registration
+
+    uploads: Uploads = request.app.state.uploads
+    record = caller.registry.resolve(ModelRef(name, version=_version(version)))
+    with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
+        train = _placed(uploads, body.train_data, Path(tmp) / "train")
+        done = profile_at_registration(caller.registry, record, train, timeout=body.timeout)
+    return {"digest": done.digest, "rows": done.rows, "note": done.note}
 
 
 @router.get("/artifacts/{digest}", response_class=FileResponse, tags=["artifacts"])
@@ -155,6 +179,53 @@ def set_tag(name: str, version: int, key: str, body: TagSet, caller: CallerDep) 
     return Response(status_code=204)
 
 
+@router.delete("/models/{name}/versions/{version}/tags/{key}", status_code=204, tags=["registry"])
+def delete_tag(name: str, version: int, key: str, caller: CallerDep) -> Response:
+    caller.registry.delete_tag(ModelRef(name, version=_version(version)), key)
+    return Response(status_code=204)
+
+
+@router.put("/refs/{ref}/description", status_code=204, tags=["registry"])
+def set_description(ref: str, body: DescriptionSet, caller: CallerDep) -> Response:
+    """The description of a model (``name``) or of one version (``name@3``)."""
+    caller.registry.set_description(ref, body.description)
+    return Response(status_code=204)
+
+
+@router.get("/search/models", response_model=list[ModelSummary], tags=["registry"])
+def search_models(
+    caller: CallerDep,
+    name: str | None = None,
+    owner: str | None = None,
+    risk_tier: str | None = None,
+    alias: str | None = None,
+) -> list[ModelSummary]:
+    """Models by name (a glob such as ``credit-*``), owner, risk tier or alias."""
+    return caller.registry.search_models(name=name, owner=owner, risk_tier=risk_tier, alias=alias)
+
+
+@router.get("/search/versions", response_model=list[ModelVersion], tags=["registry"])
+def search_versions(
+    caller: CallerDep,
+    name: str | None = None,
+    flavor: str | None = None,
+    status: str | None = None,
+    tag: Annotated[list[str] | None, Query(max_length=50)] = None,
+    alias: str | None = None,
+    max_results: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> list[ModelVersion]:
+    """Versions, newest first; ``tag`` is ``key=value`` (repeatable: every one must match)."""
+    tags = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"invalid tag {item[:80]!r}: expected key=value")
+        tags[key] = value
+    return caller.registry.search_versions(
+        name=name, flavor=flavor, status=status, tags=tags, alias=alias, max_results=max_results
+    )
+
+
 @router.put("/models/{name}/risk-tier", status_code=204, tags=["registry"])
 def set_risk_tier(name: str, body: RiskTierSet, caller: CallerDep) -> Response:
     caller.registry.set_risk_tier(name, body.risk_tier, reason=body.reason)
@@ -198,6 +269,13 @@ def alias_at(name: str, alias: str, at: dt.datetime, caller: CallerDep) -> Alias
 @router.post("/models/{name}/aliases/{alias}/rollback", response_model=AliasRecord, tags=["aliases"])
 def rollback(name: str, alias: str, body: Reason, caller: CallerDep) -> AliasRecord:
     return caller.registry.rollback(name, alias, reason=body.reason)
+
+
+@router.put("/models/{name}/aliases/{alias}/traffic", response_model=dict | None, tags=["aliases"])
+def set_traffic_policy(name: str, alias: str, body: TrafficPolicySet, caller: CallerDep) -> dict | None:
+    """Split an alias's traffic (canary, shadow) or clear the split; gated like the alias."""
+    policy = caller.registry.set_traffic_policy(name, alias, body.policy, reason=body.reason)
+    return policy.model_dump(mode="json", exclude_none=True) if policy is not None else None
 
 
 @router.get("/routing/revision", response_model=Revision, tags=["routing"])

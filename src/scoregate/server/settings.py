@@ -16,5 +16,7 @@ class ServerSettings:
     port: int = 8090
     workers: int = 1
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    #: Largest JSON request body (a registration with its schema, a recorded run's document).
+    max_json_bytes: int = 64 * 2**20
     #: Mount the web UI (``scoregate.ui.create_ui``) under /ui when the package is installed.
     ui: bool = True

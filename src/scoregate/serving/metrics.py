@@ -76,6 +76,15 @@ class Metrics:
             registry=r,
         )
         self.swaps = Counter("scoregate_model_swaps", "Hot swaps of the served model set.", registry=r)
+        self.refresh_errors = Counter(
+            "scoregate_refresh_errors", "Polls of the registry that failed (see the log for why).", registry=r
+        )
+        self.refresh_failing = Gauge(
+            "scoregate_last_refresh_error",
+            "1 while the last poll of the registry failed, 0 once one succeeds.",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.log_commit = Histogram(
             "scoregate_log_commit_seconds",
             "Time to make one group of decisions durable in the prediction log's journal.",

@@ -245,14 +245,35 @@ class ServingState:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
+            before = self.table.revision
             try:
                 await self._refresh_credentials()
                 await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = str(exc)
-                log.error("refreshing the served models failed, keeping the current ones: %s", _one_line(exc))
+            except (ScoregateError, OSError) as exc:  # the registry or its store failed to answer
+                self._refresh_failed(exc, before)
+            except Exception as exc:  # a bug of ours: never reported as a registry outage
+                self._refresh_failed(exc, before)
+                log.exception("refreshing the served models raised a bug")
+            else:
+                if self.last_error is not None:
+                    log.info("refreshing the served models works again")
+                self.last_error = None
+                self.metrics.refresh_failing.set(0)
+
+    def _refresh_failed(self, exc: BaseException, before: str | None) -> None:
+        """Record a failed poll; say what is served now, which is the old table only if the
+        failure came before the switch."""
+        self.last_error = _one_line(exc)
+        self.metrics.refresh_errors.inc()
+        self.metrics.refresh_failing.set(1)
+        if self.table.revision == before:
+            log.error("refreshing the served models failed, keeping the current ones: %s", self.last_error)
+        else:
+            log.error(
+                "refreshing the served models failed after swapping in revision %s: %s",
+                self.table.revision,
+                self.last_error,
+            )
 
     async def _refresh_credentials(self) -> None:
         if self.on_credentials is None:
