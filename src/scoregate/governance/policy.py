@@ -14,6 +14,7 @@ and simply does not satisfy the gate.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -220,6 +221,14 @@ class ExceptionRules(BaseModel):
     max_days: int = Field(default=90, ge=1, le=3650)
 
 
+@functools.lru_cache(maxsize=64)
+def _load_yaml(text: str) -> object:
+    """The policy document's YAML, parsed once per distinct text: every gate and every page
+    reads the policy in force, and parsing it costs more than the rest of a page's queries.
+    Validation (``Policy.model_validate``) still builds fresh objects each time."""
+    return yaml.safe_load(text)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -245,7 +254,7 @@ class Policy(BaseModel):
     @classmethod
     def parse(cls, text: str) -> Policy:
         try:
-            data = yaml.safe_load(text)
+            data = _load_yaml(text)
         except yaml.YAMLError as exc:
             raise InvalidInputError(f"governance policy is not valid YAML: {exc}".splitlines()[0]) from None
         if not isinstance(data, dict):

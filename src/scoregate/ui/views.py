@@ -155,6 +155,7 @@ def inventory(request: Request) -> Response:
         tiers=tiers,
         title="inventory",
         statuses=INVENTORY_STATUSES,
+        root=str(request.url_for("inventory").path),
     )
 
 
