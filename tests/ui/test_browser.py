@@ -233,3 +233,28 @@ def test_a_monitoring_chart_from_real_drift_results(watched: Watched, world: Wor
         page.screenshot(path=str(Path(folder) / "ui-version.png"), full_page=False)
         page.goto("/ui/models/credit-risk")
         page.screenshot(path=str(Path(folder) / "ui-model.png"), full_page=False)
+
+
+def test_the_watch_catches_csp_violations_and_requests_to_other_hosts(watched: Watched) -> None:
+    """The checks every test ends with can fail: a page under the UI's policy that breaks it,
+    and one that asks another host for an image, are both caught."""
+    from scoregate.ui.security import CONTENT_SECURITY_POLICY
+
+    def probe(body: str, policy: str | None):  # type: ignore[no-untyped-def]
+        headers = {"content-type": "text/html"}
+        if policy:
+            headers["content-security-policy"] = policy
+        return lambda route: route.fulfill(status=200, headers=headers, body=body)
+
+    page = watched.page
+    page.route("**/ui/probe-csp", probe("<p style='color:red'>x</p><script>document.title='ran'</script>",
+                                         CONTENT_SECURITY_POLICY))  # fmt: skip
+    page.goto("/ui/probe-csp")
+    assert page.title() != "ran"
+    assert any("Content Security Policy" in e for e in watched.errors), watched.errors
+    page.route("**/ui/probe-host", probe("<img src='http://elsewhere.invalid/pixel.png'>", None))
+    page.goto("/ui/probe-host")
+    page.wait_for_load_state("load")
+    assert watched.offhost == ["http://elsewhere.invalid/pixel.png"]
+    watched.errors.clear()
+    watched.offhost.clear()
