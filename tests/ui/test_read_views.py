@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 
@@ -205,3 +206,15 @@ def test_predictions_lookup_of_an_unknown_request(as_user) -> None:  # type: ign
     assert client.get("/ui/predictions").status_code == 200
     answer = client.get("/ui/predictions?request_id=no-such-request")
     assert answer.status_code == 404 and "is not in the prediction log" in answer.text
+
+
+def test_inventory_at_a_moment_between_two_versions(as_user, world) -> None:  # type: ignore[no-untyped-def]
+    from scoregate.registry import Registry
+
+    registry = Registry(world.settings)
+    v1, v2 = registry.list_versions("credit-risk")
+    registry.close()
+    between = v1.created_at + (v2.created_at - v1.created_at) / 2
+    in_paris = between.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
+    rows = json.loads(as_user("viewer").get("/ui/", params={"at": in_paris, "format": "json"}).content)
+    assert rows[0]["latest_version"] == 1 and rows[0]["open_alerts"] is None

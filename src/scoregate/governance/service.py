@@ -795,19 +795,22 @@ class Governance:
         from scoregate.governance.tables import AliasHistoryRow
         from scoregate.registry.tables import TagRow
 
-        moment = _aware(at) if at else utcnow()
+        # UTC, so that SQLite (which compares the stored text) and PostgreSQL agree on "at or before"
+        moment = _aware(at).astimezone(dt.UTC) if at else utcnow()
         with self.registry.reading() as session:
             policy = self.registry.policy_in_force(session)
-            models = session.scalars(
-                select(ModelRow).where(ModelRow.created_at <= moment).order_by(ModelRow.name)
+            models = session.execute(
+                select(ModelRow.id, ModelRow.name, ModelRow.description, ModelRow.owner, ModelRow.risk_tier)
+                .where(ModelRow.created_at <= moment)
+                .order_by(ModelRow.name)
             ).all()
             versions: dict[int, list[Any]] = {}
             for v in session.execute(
-                select(VersionRow.id, VersionRow.model_id, VersionRow.version, VersionRow.created_at,
-                       VersionRow.created_by).order_by(VersionRow.model_id, VersionRow.version)
-            ):  # fmt: skip
-                if _aware(v.created_at) <= moment:
-                    versions.setdefault(v.model_id, []).append(v)
+                select(VersionRow.id, VersionRow.model_id, VersionRow.version, VersionRow.created_by)
+                .where(VersionRow.created_at <= moment)
+                .order_by(VersionRow.model_id, VersionRow.version)
+            ):
+                versions.setdefault(v.model_id, []).append(v)
             model_of = {v.id: model_id for model_id, vs in versions.items() for v in vs}
             latest_ids = [vs[-1].id for vs in versions.values()]
             inputs: dict[int, dict[str, Any]] = {}
@@ -828,21 +831,24 @@ class Governance:
             decisions: dict[int, list[Any]] = {}
             for d in session.execute(
                 select(DecisionRow.version_id, DecisionRow.action, DecisionRow.to_status, DecisionRow.actor,
-                       DecisionRow.at).order_by(DecisionRow.id)
+                       DecisionRow.at).where(DecisionRow.at <= moment).order_by(DecisionRow.id)
             ):  # fmt: skip
-                if d.version_id in model_of and _aware(d.at) <= moment:
+                if d.version_id in model_of:
                     decisions.setdefault(model_of[d.version_id], []).append(d)
             production: dict[int, int | None] = {}
-            for h in session.execute(
-                select(AliasHistoryRow.model_id, AliasHistoryRow.version, AliasHistoryRow.at)
-                .where(AliasHistoryRow.alias == "production")
+            for model_id, version in session.execute(
+                select(AliasHistoryRow.model_id, AliasHistoryRow.version)
+                .where(AliasHistoryRow.alias == "production", AliasHistoryRow.at <= moment)
                 .order_by(AliasHistoryRow.id)
             ):
-                if _aware(h.at) <= moment:
-                    production[h.model_id] = h.version
+                production[model_id] = version
             exceptions: dict[int, list[str]] = {}
-            for e in session.scalars(select(PolicyExceptionRow).order_by(PolicyExceptionRow.id)):
-                if e.version_id in model_of and _aware(e.created_at) <= moment < _aware(e.expires_at):
+            for e in session.scalars(
+                select(PolicyExceptionRow)
+                .where(PolicyExceptionRow.created_at <= moment, PolicyExceptionRow.expires_at > moment)
+                .order_by(PolicyExceptionRow.id)
+            ):
+                if e.version_id in model_of:
                     exceptions.setdefault(model_of[e.version_id], []).append(
                         f"{e.rule} until {_aware(e.expires_at):%Y-%m-%d} ({e.approver})"
                     )
