@@ -218,3 +218,31 @@ def test_inventory_at_a_moment_between_two_versions(as_user, world) -> None:  # 
     in_paris = between.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
     rows = json.loads(as_user("viewer").get("/ui/", params={"at": in_paris, "format": "json"}).content)
     assert rows[0]["latest_version"] == 1 and rows[0]["open_alerts"] is None
+
+
+def test_the_ui_command_refuses_a_bad_port(run) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run("ui", "--port", "70000")
+    assert code == 3 and "invalid --port 70000" in err
+
+
+def test_a_broken_chain_shows_on_the_verification_page(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from scoregate.config import Settings
+    from scoregate.governance.service import Governance
+    from scoregate.registry import Registry
+    from tests.ui.conftest import Browserless, mounted
+
+    settings = Settings(home=tmp_path / "home")
+    registry = Registry(settings)
+    token = Governance(registry).init("admin")
+    Governance(Registry(settings, token=token)).add_user("viewer", ["viewer"])
+    with registry.engine.begin() as connection:  # the database's owner drops the triggers and edits an event
+        for name in connection.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'")).scalars().all():
+            connection.execute(text(f'DROP TRIGGER "{name}"'))
+        connection.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2"))
+    registry.close()
+    client = Browserless(mounted(settings), token)
+    answer = client.get("/ui/audit/verify")
+    assert answer.status_code == 409 and "Chain broken" in answer.text
+    assert "Chain broken" in client.get("/ui/audit").text

@@ -799,13 +799,15 @@ class Governance:
         moment = _aware(at).astimezone(dt.UTC) if at else utcnow()
         with self.registry.reading() as session:
             policy = self.registry.policy_in_force(session)
-            models = session.execute(
+            # column reads through the Core connection: plain rows, no ORM bookkeeping per row
+            connection = session.connection()
+            models = connection.execute(
                 select(ModelRow.id, ModelRow.name, ModelRow.description, ModelRow.owner, ModelRow.risk_tier)
                 .where(ModelRow.created_at <= moment)
                 .order_by(ModelRow.name)
             ).all()
             versions: dict[int, list[Any]] = {}
-            for v in session.execute(
+            for v in connection.execute(
                 select(VersionRow.id, VersionRow.model_id, VersionRow.version, VersionRow.created_by)
                 .where(VersionRow.created_at <= moment)
                 .order_by(VersionRow.model_id, VersionRow.version)
@@ -818,25 +820,25 @@ class Governance:
             for chunk in _chunks(latest_ids):
                 inputs.update(
                     (version_id, schema)
-                    for version_id, schema in session.execute(
+                    for version_id, schema in connection.execute(
                         select(VersionRow.id, VersionRow.input_schema).where(VersionRow.id.in_(chunk))
                     )
                 )
-                for version_id, key, value in session.execute(
+                for version_id, key, value in connection.execute(
                     select(TagRow.version_id, TagRow.key, TagRow.value).where(
                         TagRow.version_id.in_(chunk), TagRow.key.in_(_INVENTORY_TAGS)
                     )
                 ):
                     tags.setdefault(version_id, {})[key] = value
             decisions: dict[int, list[Any]] = {}
-            for d in session.execute(
+            for d in connection.execute(
                 select(DecisionRow.version_id, DecisionRow.action, DecisionRow.to_status, DecisionRow.actor,
                        DecisionRow.at).where(DecisionRow.at <= moment).order_by(DecisionRow.id)
             ):  # fmt: skip
                 if d.version_id in model_of:
                     decisions.setdefault(model_of[d.version_id], []).append(d)
             production: dict[int, int | None] = {}
-            for model_id, version in session.execute(
+            for model_id, version in connection.execute(
                 select(AliasHistoryRow.model_id, AliasHistoryRow.version)
                 .where(AliasHistoryRow.alias == "production", AliasHistoryRow.at <= moment)
                 .order_by(AliasHistoryRow.id)
