@@ -201,7 +201,7 @@ def test_attach_a_document_through_the_form(user, fresh: World) -> None:  # type
     )
     assert refused.status_code == 403 and "may not register" in refused.text
     kinds = [e["kind"] for e in Governance(Registry(fresh.settings)).evidence("credit-risk@2")]
-    assert kinds == ["validation", "external"]
+    assert kinds == ["validation", "loadtest", "external"]
 
 
 def test_a_served_decision_is_looked_up_and_reproduced(user, fresh: World) -> None:  # type: ignore[no-untyped-def]

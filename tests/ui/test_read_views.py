@@ -128,6 +128,8 @@ def test_evidence_report_is_viewable_in_the_page(as_user) -> None:  # type: igno
     document = client.get("/ui/models/credit-risk/2/evidence/1/document")
     assert document.status_code == 200 and json.loads(document.content)["kind"] == "scoregate.validation"
     assert client.get("/ui/models/credit-risk/2/evidence/99").status_code == 404
+    loadtest = client.get("/ui/models/credit-risk/2/evidence/2")
+    assert loadtest.status_code == 200 and "overall.p99_ms" in loadtest.text and "correctness" in loadtest.text
 
 
 def test_decision_permalink(as_user) -> None:  # type: ignore[no-untyped-def]

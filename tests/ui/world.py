@@ -16,7 +16,7 @@ from scoregate.config import Settings
 from scoregate.governance.service import Governance
 from scoregate.registry import Registry
 from tests.conftest import make_credit_data
-from tests.governance.runs import validation_document
+from tests.governance.runs import loadtest_document, validation_document
 
 USERS = [
     ("root2", "admin"),
@@ -65,7 +65,7 @@ def write_files(folder: Path) -> dict[str, Path]:
 
 def build_world(home: Path, *, monitoring: bool = True) -> World:
     """credit-risk v1 (dave) and v2 (val, parent v1): v2 validated on a recorded run by dave,
-    staging moved v1 -> v2; with ``monitoring``, v2's reference profile and two drift results
+    staging moved v1 -> v2, a recorded load test of v2; with ``monitoring``, v2's reference profile and two drift results
     (one on data like the training data, one shifted)."""
     settings = Settings(home=home)
     world = World(settings, files=write_files(home.parent / "files"))
@@ -86,6 +86,7 @@ def build_world(home: Path, *, monitoring: bool = True) -> World:
     dave.set_alias("credit-risk", "staging", v2.version, reason="retrained")
     Governance(dave).record_run(v2.ref, "validation", validation_document(dave, v2))
     Governance(dave).mark_validated(v2.ref, reason="validation run passed")
+    Governance(dave).record_run(v2.ref, "loadtest", loadtest_document(v2))
     if monitoring:
         from scoregate.monitoring import service
 
