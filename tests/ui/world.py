@@ -65,8 +65,8 @@ def write_files(folder: Path) -> dict[str, Path]:
 
 def build_world(home: Path, *, monitoring: bool = True) -> World:
     """credit-risk v1 (dave) and v2 (val, parent v1): v2 validated on a recorded run by dave,
-    staging moved v1 -> v2, a recorded load test of v2; with ``monitoring``, v2's reference profile and two drift results
-    (one on data like the training data, one shifted)."""
+    staging moved v1 -> v2, a recorded load test of v2; with ``monitoring``, v2's reference
+    profile and two drift results (one on data like the training data, one shifted)."""
     settings = Settings(home=home)
     world = World(settings, files=write_files(home.parent / "files"))
     world.tokens["admin"] = Governance(Registry(settings)).init("admin")
