@@ -248,3 +248,15 @@ def test_a_broken_chain_shows_on_the_verification_page(tmp_path) -> None:  # typ
     answer = client.get("/ui/audit/verify")
     assert answer.status_code == 409 and "Chain broken" in answer.text
     assert "Chain broken" in client.get("/ui/audit").text
+
+
+def test_every_read_view_is_plain_html_under_the_strict_policy(as_user) -> None:  # type: ignore[no-untyped-def]
+    client = as_user("viewer")
+    for path in ("/ui/", "/ui/models/credit-risk", "/ui/models/credit-risk/2", "/ui/models/credit-risk/2/evidence/1",
+                 "/ui/models/credit-risk/2/decisions/1", "/ui/models/credit-risk/2/card", "/ui/audit",
+                 "/ui/audit/1", "/ui/predictions", "/ui/login"):  # fmt: skip
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert "<script" not in answer.text and " style=" not in answer.text, path
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'"), path
+        assert answer.headers["x-content-type-options"] == "nosniff"
