@@ -44,6 +44,7 @@ class MonitoringView:
     columns: list[ColumnChart] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     performance: list[dict[str, Any]] = field(default_factory=list)
+    performance_svg: Markup = field(default_factory=Markup)
     problems: list[str] = field(default_factory=list)
 
 
@@ -136,6 +137,7 @@ def monitoring_view(registry: Registry, version: ModelVersion) -> MonitoringView
         if c.drifted
     ]
     view.performance = performance(registry, version)
+    view.performance_svg = performance_chart(view.performance)
     return view
 
 
@@ -145,12 +147,25 @@ def performance(registry: Registry, version: ModelVersion) -> list[dict[str, Any
     The store of this release keeps drift results only; a store that adds performance
     results exposes ``performance_history(registry, version)`` and they appear here.
     """
+    import dataclasses
+
     from scoregate.monitoring import store
 
     reader = getattr(store, "performance_history", None)
     if reader is None:
         return []
-    return [e if isinstance(e, dict) else getattr(e, "__dict__", {}) for e in reader(registry, version)]
+    entries = list(reader(registry, version))[-MAX_RESULTS:]
+    return [dataclasses.asdict(e) if dataclasses.is_dataclass(e) else dict(e) for e in entries]
+
+
+def performance_chart(entries: list[dict[str, Any]]) -> Markup:
+    """The recorded performance figure over time, one series per source (realized, estimated)."""
+    series: dict[str, list[Point]] = {}
+    for entry in entries:
+        figure, at = entry.get("figure"), entry.get("time")
+        if isinstance(figure, int | float) and isinstance(at, dt.datetime):
+            series.setdefault(str(entry.get("source", "")), []).append(Point(at, float(figure)))
+    return line_chart([Series(k, tuple(v)) for k, v in series.items()], title="performance over time")
 
 
 def _profile_column(column: Any) -> dict[str, Any]:
