@@ -8,8 +8,9 @@ subprocess and drives it with wrk (Lua script, on loopback) at 1, 8 and 32 conne
 In one run it prints, each with its ratios:
 
 1. the array-fitted model with the log's durability ``sync`` (every decision synced to
-   disk before its response), the same with durability ``off``, so the cost of
-   durability is a ratio, and a bare ASGI server with greedy batching on the same model
+   disk before its response) and live monitoring on (5 s windows, so windows are written
+   and the gauges recomputed during the run), the same with monitoring off and with
+   durability ``off``, so the cost of each is a ratio, and a bare ASGI server with greedy batching on the same model
    (``bare_server.py``: no validation, log or metrics), the anchor of the server's own
    overhead; the issue's targets; how evenly the workers shared the load;
 2. the DataFrame-fitted model, durability ``sync``;
@@ -223,11 +224,18 @@ class Series:
         return results
 
 
-def scoregate_command(home: Path, port: int, workers: int, ref: str, durability: str, threads: int) -> list[str]:
+#: Seconds per live monitoring window in the benchmark: short, so windows close during a run.
+MONITORING_WINDOW = 5
+
+
+def scoregate_command(
+    home: Path, port: int, workers: int, ref: str, durability: str, threads: int, *, monitoring: bool = True
+) -> list[str]:
     code = (
         "from scoregate.config import Settings; from scoregate.serving import run; "
         f"run(Settings(home={str(home)!r}), '127.0.0.1', {port}, workers={workers}, models=[{ref!r}], "
-        f"log_durability={durability!r}, scorer_threads={threads!r}, log_level='warning')"
+        f"log_durability={durability!r}, scorer_threads={threads!r}, log_level='warning', "
+        f"monitoring={monitoring!r}, monitoring_window={MONITORING_WINDOW})"
     )
     return [sys.executable, "-c", code]
 
@@ -242,6 +250,18 @@ def report_targets(results: Results, one_row_ms: float) -> None:
         rps, _p50, p99 = results[32]
         verdict = "met" if rps >= 4000 and p99 < 25 else "NOT met"
         print(f"target 32 connections, >= 4,000 req/s with p99 < 25 ms: {rps:,.0f} req/s, p99 {p99:.2f} ms ({verdict})")
+
+
+def report_monitoring(on: Results, off: Results) -> None:
+    """The issue's targets for live monitoring, against the same run with it off."""
+    if 32 in on and 32 in off:
+        share = on[32][0] / off[32][0]
+        verdict = "met" if share >= 0.95 else "NOT met"
+        print(f"target 32 connections, monitoring on >= 95% of off: {100 * share:.1f}% ({verdict})")
+    if 1 in on and 1 in off:
+        added = (on[1][1] - off[1][1]) * 1e3
+        verdict = "met" if added <= 10 else "NOT met"
+        print(f"target 1 connection, at most 10 us added at p50: {added:+.0f} us ({verdict}; wrk rounds to 1 us)")
 
 
 def compare(title: str, results: Results, anchor: Results) -> None:
@@ -363,6 +383,7 @@ def main() -> None:
     parser.add_argument("--scorer-threads", type=int, default=1, help="OpenMP threads per scoring thread")
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare ASGI server (bare_server.py)")
     parser.add_argument("--no-durability-off", action="store_true", help="skip the series with durability off")
+    parser.add_argument("--no-monitoring-off", action="store_true", help="skip the series with monitoring off")
     parser.add_argument("--vs-mlserver", action="store_true", help="MLServer 1.7 on the DataFrame-fitted model")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -371,6 +392,7 @@ def main() -> None:
     import pandas as pd
 
     from scoregate.config import Settings
+    from scoregate.monitoring.service import record_reference
     from scoregate.registry import Registry
 
     print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
@@ -382,6 +404,7 @@ def main() -> None:
             name, home / artifact, flavor="sklearn", train_data=data, target="label", risk_tier="low"
         )
         registry.set_alias(name, "production", mv.version)
+        record_reference(registry, mv.ref, data)  # the profile live monitoring counts against
     registry.close()
 
     rows = [x[i : i + 1] for i in range(1000)]
@@ -404,21 +427,26 @@ def main() -> None:
     v2_scoregate = home / "v2.jsonl"
     v2_bodies(v2_scoregate, x, for_mlserver=False)
 
-    def scoregate(label: str, ref: str, durability: str, workers: int, *, v2: bool = False) -> Server:
+    def scoregate(
+        label: str, ref: str, durability: str, workers: int, *, v2: bool = False, monitoring: bool = True
+    ) -> Server:
         # a home of its own (a copy of the registry), so its prediction log holds its own requests only
         own = home / "servers" / label
         shutil.copytree(home, own, ignore=shutil.ignore_patterns("servers", "mlserver-*"))
         port = free_port()
-        command = scoregate_command(own, port, workers, ref, durability, args.scorer_threads)
+        command = scoregate_command(own, port, workers, ref, durability, args.scorer_threads, monitoring=monitoring)
         name = ref.split("@")[0]
         if v2:
             return Server(label, command, port, f"/v2/models/{name}/infer", v2_scoregate)
         return Server(label, command, port, f"/models/{ref}/predict", bodies)
 
-    print(f"\n1. array-fitted model: scoregate, {args.workers} worker(s), validation on, log durability sync; the same")
-    print("   with durability off (the decisions of the last second are lost on a crash); and a bare ASGI server")
-    print("   (benchmarks/bare_server.py: no validation, log or metrics), driven in turn at each connection count")
+    print(f"\n1. array-fitted model: scoregate, {args.workers} worker(s), validation on, log durability sync, live")
+    print(f"   monitoring on ({MONITORING_WINDOW} s windows); the same with monitoring off; with durability off (the")
+    print("   decisions of the last second are lost on a crash); and a bare ASGI server (benchmarks/bare_server.py:")
+    print("   no validation, log or metrics), driven in turn at each connection count")
     servers = [scoregate("sync", "bench@production", "sync", args.workers)]
+    if not args.no_monitoring_off:
+        servers.append(scoregate("no-monitoring", "bench@production", "sync", args.workers, monitoring=False))
     if not args.no_durability_off:
         servers.append(scoregate("off", "bench@production", "off", args.workers))
     if not args.no_baseline:
@@ -438,6 +466,11 @@ def main() -> None:
     print("scoregate, durability sync:")
     report_targets(synced, one_row * 1e3)
     print(f"worker balance (all connection counts): {balance(home / 'servers' / 'sync', 'bench')}")
+    if "no-monitoring" in first:
+        compare("live monitoring on / off (durability sync), same run:", synced, first["no-monitoring"])
+        report_monitoring(synced, first["no-monitoring"])
+        windows = list((home / "servers" / "sync" / "monitoring" / "live").rglob("*.json"))
+        print(f"live windows written by the monitored server: {len(windows)}")
     if "off" in first:
         compare("durability sync / off, same run:", synced, first["off"])
     if "bare" in first:

@@ -69,8 +69,12 @@ def test_register_records_lineage_schema_and_environment(settings: Settings, cre
     assert schema.target == "default"
     purpose = schema.feature("purpose")
     assert purpose.type == "category" and purpose.categories == ["car", "education", "home"]
+    assert purpose.unseen == "score"  # the pipeline's OneHotEncoder(handle_unknown="ignore") takes unknown levels
+    assert schema.feature("income").unseen == "refuse"
     age = schema.feature("age")
-    assert age.type == "int" and age.minimum >= 18 and age.maximum <= 79
+    # the training range is the observed profile; the rule is only what inference is sure of (a count)
+    assert age.type == "int" and (age.minimum, age.maximum) == (0, None)
+    assert age.observed.minimum >= 18 and age.observed.maximum <= 79
     assert [o.name for o in version.output_schema] == ["prediction", "proba_0", "proba_1"]
     reference = registry.reference_data("credit-risk@1")
     assert len(reference) == 400 and "default" in reference.columns
@@ -193,11 +197,11 @@ def test_rows_that_break_the_schema_are_refused(sqlite_settings: Settings, credi
     loaded = registry.load("credit-risk@1")
     good = {"income": 50_000.0, "age": 40, "debt_ratio": 0.3, "purpose": "car"}
     with pytest.raises(SchemaViolationError) as caught:
-        loaded.predict([good | {"income": "lots", "purpose": "yacht"}, {k: v for k, v in good.items() if k != "age"}])
+        loaded.predict([good | {"income": "lots", "age": -1}, {k: v for k, v in good.items() if k != "age"}])
     details = {(d["row"], d["field"], d["rule"]) for d in caught.value.details}
-    assert details == {(0, "income", "type"), (0, "purpose", "categories"), (1, "age", "required")}
+    assert details == {(0, "income", "type"), (0, "age", "minimum"), (1, "age", "required")}
     with pytest.raises(SchemaViolationError, match="age"):
-        loaded.predict(pd.DataFrame([good | {"age": 500}]))
+        loaded.predict(pd.DataFrame([good | {"age": -3}]))
 
 
 def test_tampered_artifact_is_refused(settings: Settings, credit_files) -> None:

@@ -14,6 +14,7 @@ from scoregate.schema import (
     Feature,
     FeatureType,
     ModelSchema,
+    Observed,
     RecordValidator,
     infer_schema,
     prepare_columns,
@@ -41,8 +42,12 @@ def test_infer_types_ranges_categories_and_nullability(training: pd.DataFrame) -
     schema = infer_schema(training, target="y", max_category_levels=3)
     assert schema.feature_names == ["x", "n", "flag", "colour", "comment", "when"]
     by_name = {f.name: f for f in schema.features}
-    assert by_name["x"] == Feature(name="x", type=FeatureType.FLOAT, nullable=True, minimum=0.5, maximum=3.0)
-    assert by_name["n"].type == "int" and (by_name["n"].minimum, by_name["n"].maximum) == (1, 4)
+    # what training held is the observed profile; only what inference is sure of is a rule
+    assert by_name["x"] == Feature(
+        name="x", type=FeatureType.FLOAT, nullable=True, observed=Observed(minimum=0.5, maximum=3.0)
+    )
+    assert by_name["n"].type == "int" and (by_name["n"].minimum, by_name["n"].maximum) == (0, None)
+    assert (by_name["n"].observed.minimum, by_name["n"].observed.maximum) == (1, 4)
     assert by_name["flag"].type == "bool"
     assert by_name["colour"].categories == ["blue", "green", "red"]
     assert by_name["comment"].type == "string"

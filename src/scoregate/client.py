@@ -9,6 +9,8 @@ from typing import Any
 import pandas as pd
 
 from scoregate.config import Settings
+from scoregate.errors import InvalidInputError
+from scoregate.flavors import detect_flavor
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S
 from scoregate.refs import ModelRef
 from scoregate.registry import AliasRecord, LoadedModel, ModelSummary, ModelVersion, Registry
@@ -31,17 +33,26 @@ class Client:
         *,
         database_url: str | None = None,
         artifacts_url: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        self.settings = settings or Settings.load(home=home, database_url=database_url, artifacts_url=artifacts_url)
-        self.registry = Registry(self.settings)
+        self.settings = settings or Settings.load(
+            home=home, database_url=database_url, artifacts_url=artifacts_url, url=url, token=token
+        )
+        if self.settings.url is not None:  # a client of the registry service (SCOREGATE_URL)
+            from scoregate.remote import RemoteRegistry
+
+            self.registry: Registry = RemoteRegistry(self.settings)  # type: ignore[assignment]
+        else:
+            self.registry = Registry(self.settings)
 
     def register(
         self,
         name: str,
         artifact: str | Path,
         *,
-        flavor: str,
+        flavor: str | None = None,
         train_data: str | Path | None = None,
         target: str | None = None,
         schema: ModelSchema | Mapping[str, Any] | None = None,
@@ -55,11 +66,17 @@ class Client:
         parent_version: int | None = None,
         latency_budget_ms: float = 300.0,
         timeout: float = DEFAULT_MODEL_TIMEOUT_S,
+        profile: bool = True,
     ) -> ModelVersion:
-        """Register a version; loading and scoring the training sample must take under ``timeout`` s."""
+        """Register a version; loading and scoring the training sample must take under ``timeout`` s.
+
+        With ``train_data`` (Parquet or CSV) and ``profile``, every training row is then profiled
+        and the reference profile bound to the version (a warning is logged when it cannot be).
+        ``flavor`` may be left out for an MLflow model directory (it holds an ``MLmodel`` file)."""
+        flavor = flavor or detect_flavor(Path(artifact))
         if schema is not None and not isinstance(schema, ModelSchema):
             schema = ModelSchema.model_validate(schema)
-        return self.registry.register(
+        version = self.registry.register(
             name,
             Path(artifact),
             flavor=flavor,
@@ -77,6 +94,11 @@ class Client:
             latency_budget_ms=latency_budget_ms,
             timeout=timeout,
         )
+        if train_data is not None and profile:
+            from scoregate.monitoring.service import profile_at_registration
+
+            profile_at_registration(self.registry, version, train_data)
+        return version
 
     def get(self, ref: str) -> ModelVersion:
         return self.registry.resolve(ref)
@@ -84,16 +106,78 @@ class Client:
     def load(self, ref: str) -> LoadedModel:
         return self.registry.load(ref)
 
-    def predict(self, ref: str, data: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
+    def predict(self, ref: str, data: Any) -> pd.DataFrame:
+        """Score ``data``: a DataFrame, a pyarrow Table, a list of dicts, a dict of lists, one dict
+        or a 2-D array in the schema's order (:mod:`scoregate.inputs`)."""
         return self.load(ref).predict(data)
 
-    def set_alias(self, ref: str, alias: str, *, overwrite: bool = True) -> AliasRecord:
-        """Point ``alias`` at the version ``ref`` names (``credit-risk@3`` or ``credit-risk@staging``)."""
-        version = self.registry.resolve(ModelRef.parse(ref, require_selector=True))
-        return self.registry.set_alias(version.name, alias, version.version, overwrite=overwrite)
+    def set_alias(
+        self,
+        ref: str | None = None,
+        alias: str | None = None,
+        *,
+        name: str | None = None,
+        version: int | str | None = None,
+        overwrite: bool = True,
+    ) -> AliasRecord:
+        """Point ``alias`` at a version: ``set_alias("credit-risk@3", "staging")``, or as MLflow's
+        ``set_registered_model_alias`` does, ``set_alias(name="credit-risk", alias="staging", version=3)``.
+        ``ref`` may also name an alias (``credit-risk@staging``): the version it points at."""
+        if alias is None:
+            raise InvalidInputError("set_alias needs the alias to set (set_alias('name@3', 'staging'))")
+        ref = _one_ref(ref, name, version, "set_alias", "set_alias('name@3', 'staging')")
+        target = self.registry.resolve(ModelRef.parse(ref, require_selector=True))
+        return self.registry.set_alias(target.name, alias, target.version, overwrite=overwrite)
 
-    def delete_alias(self, name: str, alias: str) -> None:
-        self.registry.delete_alias(name, alias)
+    def delete_alias(self, ref: str | None = None, alias: str | None = None, *, name: str | None = None) -> None:
+        """Delete an alias: ``delete_alias("credit-risk@staging")``, or MLflow's way,
+        ``delete_alias(name="credit-risk", alias="staging")`` (``delete_alias("credit-risk", "staging")`` too)."""
+        if ref is not None and name is not None:
+            raise InvalidInputError("delete_alias takes the reference or name=, not both")
+        text = ref if ref is not None else name
+        if text is None:
+            raise InvalidInputError("delete_alias needs a reference: delete_alias('name@staging')")
+        parsed = ModelRef.parse(text if alias is None else f"{text}@{alias}", require_selector=True)
+        if parsed.alias is None:
+            raise InvalidInputError(f"delete_alias needs an alias, not a version: {parsed} names a version")
+        self.registry.delete_alias(parsed.name, parsed.alias)
+
+    def set_tag(self, ref: str, key: str, value: str) -> None:
+        """Set a tag of the version ``ref`` names (audited)."""
+        self.registry.set_tag(ref, key, value)
+
+    def delete_tag(self, ref: str, key: str) -> None:
+        self.registry.delete_tag(ref, key)
+
+    def set_description(self, ref: str, description: str | None) -> None:
+        """The description of a model (``"credit-risk"``) or of a version (``"credit-risk@3"``), audited."""
+        self.registry.set_description(ref, description)
+
+    def search_models(
+        self,
+        name: str | None = None,
+        *,
+        owner: str | None = None,
+        risk_tier: str | None = None,
+        alias: str | None = None,
+    ) -> list[ModelSummary]:
+        """Models by name (a glob such as ``"credit-*"``), owner, risk tier or alias."""
+        return self.registry.search_models(name=name, owner=owner, risk_tier=risk_tier, alias=alias)
+
+    def search_versions(
+        self,
+        name: str | None = None,
+        *,
+        flavor: str | None = None,
+        status: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        alias: str | None = None,
+        max_results: int = 1000,
+    ) -> list[ModelVersion]:
+        """Versions, newest first, by model name (a glob), flavor, status, tags (every key: value) or alias."""
+        return self.registry.search_versions(
+            name=name, flavor=flavor, status=status, tags=tags, alias=alias, max_results=max_results
+        )
 
     def retire(self, ref: str, *, reason: str) -> ModelVersion:
         return self.registry.retire(ref, reason=reason)
@@ -112,3 +196,14 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_ref(ref: str | None, name: str | None, version: int | str | None, call: str, example: str) -> str:
+    """``ref``, or the reference MLflow-style ``name=`` and ``version=`` keywords make."""
+    if ref is not None:
+        if name is not None or version is not None:
+            raise InvalidInputError(f"{call} takes a reference or name= and version=, not both")
+        return ref
+    if name is None or version is None:
+        raise InvalidInputError(f"{call} needs a reference: {example}")
+    return f"{name}@{version}"

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         default_factory=dict, description='fsspec storage options, e.g. {"endpoint_url": ...} for S3.'
     )
     token: str | None = Field(default=None, description="API token used by the CLI (governance).")
+    url: str | None = Field(
+        default=None,
+        description="URL of a registry service (`scoregate server`): the CLI and Client become its clients.",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -1,10 +1,19 @@
 """The model's contract: typed input features and the outputs it returns.
 
-A schema is inferred from the training data at registration (types, nullability,
-ranges from the observed values, categories from the observed levels), can be
-edited by the user, and is stored with the version. Serving validates requests
-against it, validation generates test cases from it and monitoring compares live
-data with it, so the rules live here once.
+A feature carries two different things. Its *validity rules* (type, nullability, and
+the limits and categories the user declared or inference is sure of, such as a count's
+minimum 0) refuse a request at the door. Its *observed profile* (:class:`Observed`: the
+range and levels of the training data) never refuses: a value outside it is scored and
+flagged (:class:`Flag`), and the flags are counted, because a model extrapolating past
+its training data is something to watch, not an invalid request. A category the model
+can take without having seen it in training (``unseen: score``) is scored and flagged too.
+
+A schema is inferred from the training data at registration, can be edited by the
+user, and is stored with the version. Serving validates requests against it,
+validation generates test cases from it and monitoring compares live data with it, so
+the rules live here once. A schema stored before the observed profile existed has no
+``observed`` section: its limits, inferred from training data back then, stay validity
+rules and refuse as they always did (docs/architecture.md, "Contract").
 """
 
 from __future__ import annotations
@@ -43,21 +52,63 @@ class FeatureType(StrEnum):
     DATETIME = "datetime"
 
 
+class UnseenCategories(StrEnum):
+    """What a category feature does with a value outside its categories.
+
+    ``refuse``: the categories are a closed set (the default, and the only behaviour of
+    versions stored before this setting). ``score``: the model takes unknown levels (a
+    one-hot encoder that ignores them, LightGBM's native categoricals), so such a value
+    is scored and flagged ``unseen_category``.
+    """
+
+    REFUSE = "refuse"
+    SCORE = "score"
+
+
+class Observed(BaseModel):
+    """What the training data held for one feature: a profile to flag against, never a rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Observed:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"observed minimum {self.minimum} is above observed maximum {self.maximum}")
+        return self
+
+
 class Feature(BaseModel):
-    """One input column and the rules a value must satisfy."""
+    """One input column: the rules a value must satisfy, and the profile it is flagged against."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     type: FeatureType
     nullable: bool = False
+    #: validity limits: a value past them is refused
     minimum: float | None = None
     maximum: float | None = None
+    #: the known levels; a value outside them is refused unless ``unseen`` is ``score``
     categories: list[str] | None = None
     description: str | None = None
+    unseen: UnseenCategories = UnseenCategories.REFUSE
+    #: the training data's range and levels (None: not recorded, e.g. a version stored before)
+    observed: Observed | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Feature:
+        if self.unseen is not UnseenCategories.REFUSE and self.type is not FeatureType.CATEGORY:
+            raise ValueError(f"feature {self.name!r}: unseen applies to category features only")
+        if self.observed is not None:
+            o = self.observed
+            if (o.minimum is not None or o.maximum is not None) and self.type not in NUMERIC_TYPES:
+                raise ValueError(f"feature {self.name!r}: an observed range applies to float and int features only")
+            if o.categories is not None and self.type is not FeatureType.CATEGORY:
+                raise ValueError(f"feature {self.name!r}: observed categories apply to category features only")
         if (self.minimum is not None or self.maximum is not None) and self.type not in NUMERIC_TYPES:
             raise ValueError(f"feature {self.name!r}: minimum/maximum apply to float and int features only")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
@@ -67,6 +118,33 @@ class Feature(BaseModel):
         if self.type is FeatureType.CATEGORY and not self.categories:
             raise ValueError(f"feature {self.name!r}: a category feature needs its list of categories")
         return self
+
+    def limits_text(self) -> str:
+        """The validity limits in words, for tables and cards ("" when there are none)."""
+        if self.type is FeatureType.CATEGORY:
+            levels = self.categories or []
+            shown = ", ".join(levels[:8]) + (" ..." if len(levels) > 8 else "")
+            return f"{shown} (unseen scored)" if self.unseen is UnseenCategories.SCORE else shown
+        return _range_text(self.minimum, self.maximum)
+
+    def observed_text(self) -> str:
+        """The observed profile in words ("" when none was recorded)."""
+        o = self.observed
+        if o is None:
+            return ""
+        if o.categories is not None:
+            return f"{len(o.categories)} categories"
+        return _range_text(o.minimum, o.maximum)
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"[{low:g}, {high:g}]"
+    if low is not None:
+        return f">= {low:g}"
+    if high is not None:
+        return f"<= {high:g}"
+    return ""
 
 
 class OutputField(BaseModel):
@@ -129,7 +207,7 @@ class ModelSchema(BaseModel):
         ``output_contract`` is left out, so the digest of a schema is what it was before
         that field existed.
         """
-        return _sha256_json(self.model_dump(mode="json", exclude={"output_contract"}))
+        return _sha256_json(self._canonical(exclude={"output_contract"}))
 
     def contract_digest(self) -> str:
         """A hash of the whole contract: input features, target, outputs and how the outputs were set.
@@ -137,7 +215,23 @@ class ModelSchema(BaseModel):
         What a validation report names as the contract it checked, so a gate can tell a
         report computed against another contract from one computed against this one.
         """
-        return _sha256_json(self.model_dump(mode="json"))
+        return _sha256_json(self._canonical())
+
+    def _canonical(self, exclude: set[str] | None = None) -> dict[str, Any]:
+        """The schema as hashed: a feature's fields added after schemas were first stored
+        (``unseen``, ``observed``) are left out at their defaults, so every schema stored
+        before keeps its digest, and the evidence bound to that digest stays bound."""
+        data = self.model_dump(mode="json", exclude=exclude)
+        for feature in data["features"]:
+            for key, default in _LATER_FEATURE_DEFAULTS.items():
+                if key in feature and feature[key] == default:
+                    del feature[key]
+        return data
+
+    @property
+    def has_profile(self) -> bool:
+        """True when some feature can be flagged (an observed profile, or unseen categories scored)."""
+        return any(f.observed is not None or f.unseen is UnseenCategories.SCORE for f in self.features)
 
     def trusted_outputs(self) -> list[OutputField]:
         """The outputs, with ``nullable`` kept only where the user declared it.
@@ -148,6 +242,10 @@ class ModelSchema(BaseModel):
         if self.output_contract is OutputContract.DECLARED:
             return list(self.outputs)
         return [o.model_copy(update={"nullable": False}) if o.nullable else o for o in self.outputs]
+
+
+#: Feature fields added after schemas were first stored, with the value that means "as before".
+_LATER_FEATURE_DEFAULTS: dict[str, Any] = {"unseen": UnseenCategories.REFUSE.value, "observed": None}
 
 
 def _sha256_json(value: Any) -> str:
@@ -193,7 +291,14 @@ class Violation:
 def infer_schema(
     frame: pd.DataFrame, *, target: str | None = None, max_category_levels: int = MAX_CATEGORY_LEVELS
 ) -> ModelSchema:
-    """Infer the input contract from training data; ``target`` is left out of the features."""
+    """Infer the input contract from training data; ``target`` is left out of the features.
+
+    What the data shows goes into each feature's observed profile, not into its rules:
+    the highest income in training is not the highest income an applicant may have. The
+    rules inferred are the ones the data is sure of: the type, nullability, a count's
+    minimum 0 (an integer column never negative in training), and the categories as a
+    closed set (``unseen: refuse``) until the model says it takes unknown levels.
+    """
     if target is not None and target not in frame.columns:
         raise SchemaViolationError(
             f"target column {target!r} is not in the training data (columns: {', '.join(map(str, frame.columns))})"
@@ -208,29 +313,59 @@ def _infer_feature(name: str, column: pd.Series, max_levels: int) -> Feature:
     if pd.api.types.is_bool_dtype(dtype):
         return Feature(name=name, type=FeatureType.BOOL, nullable=nullable)
     if pd.api.types.is_integer_dtype(dtype):
-        return Feature(name=name, type=FeatureType.INT, nullable=nullable, **_range(column))
+        observed = _observed_range(column)
+        count = observed.minimum is not None and observed.minimum >= 0
+        return Feature(
+            name=name, type=FeatureType.INT, nullable=nullable, minimum=0.0 if count else None, observed=observed
+        )
     if pd.api.types.is_float_dtype(dtype):
-        return Feature(name=name, type=FeatureType.FLOAT, nullable=nullable, **_range(column))
+        return Feature(name=name, type=FeatureType.FLOAT, nullable=nullable, observed=_observed_range(column))
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return Feature(name=name, type=FeatureType.DATETIME, nullable=nullable)
     values = column.dropna()
     if isinstance(dtype, pd.CategoricalDtype):
         levels = sorted(str(v) for v in dtype.categories)
-        return Feature(name=name, type=FeatureType.CATEGORY, nullable=nullable, categories=levels)
+        seen = sorted({str(v) for v in values}) or levels
+        return Feature(
+            name=name,
+            type=FeatureType.CATEGORY,
+            nullable=nullable,
+            categories=levels,
+            observed=Observed(categories=seen),
+        )
     if len(values) and values.map(lambda v: isinstance(v, bool)).all():
         return Feature(name=name, type=FeatureType.BOOL, nullable=nullable)
     levels = sorted({str(v) for v in values})
     if 0 < len(levels) <= max_levels:
-        return Feature(name=name, type=FeatureType.CATEGORY, nullable=nullable, categories=levels)
+        return Feature(
+            name=name,
+            type=FeatureType.CATEGORY,
+            nullable=nullable,
+            categories=levels,
+            observed=Observed(categories=levels),
+        )
     return Feature(name=name, type=FeatureType.STRING, nullable=nullable)
 
 
-def _range(column: pd.Series) -> dict[str, float | None]:
+def _observed_range(column: pd.Series) -> Observed:
     values = pd.to_numeric(column, errors="coerce").dropna()
     values = values[np.isfinite(values.to_numpy(dtype=float))]
     if values.empty:
-        return {"minimum": None, "maximum": None}
-    return {"minimum": float(values.min()), "maximum": float(values.max())}
+        return Observed()
+    return Observed(minimum=float(values.min()), maximum=float(values.max()))
+
+
+def open_categories(schema: ModelSchema, names: Iterable[str]) -> ModelSchema:
+    """``schema`` with ``unseen: score`` on the category features in ``names`` (the ones the
+    model takes unknown levels of, as its flavor found)."""
+    wanted = set(names)
+    features = [
+        f.model_copy(update={"unseen": UnseenCategories.SCORE})
+        if f.name in wanted and f.type is FeatureType.CATEGORY
+        else f
+        for f in schema.features
+    ]
+    return schema.model_copy(update={"features": features})
 
 
 def infer_outputs(predictions: pd.DataFrame) -> list[OutputField]:
@@ -487,6 +622,13 @@ def _value_check(feature: Feature) -> Any:
 
         return check_number
 
+    if kind is FeatureType.CATEGORY and feature.unseen is UnseenCategories.SCORE:
+
+        def check_open_category(value: Any) -> tuple[str, str] | None:
+            return None if isinstance(value, str) else ("type", f"expected a string, got {_describe(value)}")
+
+        return check_open_category
+
     if kind is FeatureType.CATEGORY:
         allowed = frozenset(feature.categories or ())
         shown = ", ".join((feature.categories or [])[:10]) + (", ..." if len(feature.categories or []) > 10 else "")
@@ -679,7 +821,7 @@ def _convert_series(feature: Feature, series: pd.Series) -> tuple[pd.Series, lis
     nulls = series.isna()
     problems += _null_violations(feature, nulls)
     as_text = series.astype(object).where(nulls, series.astype(str))
-    if kind is FeatureType.CATEGORY and feature.categories is not None:
+    if kind is FeatureType.CATEGORY and feature.categories is not None and feature.unseen is UnseenCategories.REFUSE:
         allowed = set(feature.categories)
         unknown = ~nulls & ~as_text.isin(allowed)
         shown = ", ".join(feature.categories[:10]) + (", ..." if len(feature.categories) > 10 else "")
@@ -697,3 +839,149 @@ def _null_violations(feature: Feature, nulls: pd.Series) -> list[Violation]:
         Violation(feature.name, "required", "value is null but the feature is not nullable", int(i))
         for i in nulls.index[nulls.to_numpy()][:10]
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The observed profile: flags, never refusals
+# ---------------------------------------------------------------------------------------------
+
+
+class FlagKind(StrEnum):
+    """How a scored value lies outside the training data's profile."""
+
+    BELOW_OBSERVED = "below_observed"
+    ABOVE_OBSERVED = "above_observed"
+    UNSEEN_CATEGORY = "unseen_category"
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One value of one row outside the observed profile; it was scored."""
+
+    row: int
+    feature: str
+    kind: FlagKind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "feature": self.feature, "kind": self.kind.value}
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedFlags:
+    """The flags of a batch, in row order, and how many rows were checked."""
+
+    flags: tuple[Flag, ...]
+    rows: int
+
+    def counts(self) -> dict[tuple[str, FlagKind], int]:
+        """Flags per (feature, kind): what the ``scoregate_input_flags_total`` counter adds."""
+        out: dict[tuple[str, FlagKind], int] = {}
+        for flag in self.flags:
+            key = (flag.feature, flag.kind)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def flagged_rows(self) -> int:
+        return len({flag.row for flag in self.flags})
+
+    def summary(self) -> str:
+        """One line for a terminal: which features, how many rows (empty when nothing was flagged)."""
+        if not self.flags:
+            return ""
+        parts = [f"{feature} {kind.value} x{n}" for (feature, kind), n in sorted(self.counts().items())]
+        return (
+            f"{self.flagged_rows()} of {self.rows} rows outside the training data's profile "
+            f"(scored, flagged): {', '.join(parts)}"
+        )
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [flag.to_dict() for flag in self.flags]
+
+
+NO_FLAGS = ObservedFlags((), 0)
+
+
+def _observed_levels(f: Feature) -> frozenset[str] | None:
+    if f.type is not FeatureType.CATEGORY:
+        return None
+    if f.observed is not None and f.observed.categories is not None:
+        return frozenset(f.observed.categories)
+    if f.unseen is UnseenCategories.SCORE:
+        return frozenset(f.categories or ())
+    return None
+
+
+class RecordFlagger:
+    """Flags JSON rows that passed :class:`RecordValidator` against the observed profile.
+
+    Pure Python for the server's rows, like the validator; :func:`flag_frame` is the same
+    rule over a typed frame (tested against each other). Only features that have a profile
+    are looked at, so a version stored before the profile existed costs nothing.
+    """
+
+    __slots__ = ("_checks",)
+
+    def __init__(self, schema: ModelSchema) -> None:
+        #: (name, low, high, levels) in feature order: a range when levels is None, else the levels
+        self._checks: list[tuple[str, float, float, frozenset[str] | None]] = []
+        for f in schema.features:
+            o = f.observed
+            if f.type in NUMERIC_TYPES and o is not None and (o.minimum is not None or o.maximum is not None):
+                low = -math.inf if o.minimum is None else o.minimum
+                high = math.inf if o.maximum is None else o.maximum
+                self._checks.append((f.name, low, high, None))
+            elif (levels := _observed_levels(f)) is not None:
+                self._checks.append((f.name, 0.0, 0.0, levels))
+
+    @property
+    def active(self) -> bool:
+        return bool(self._checks)
+
+    def flag(self, records: Sequence[Mapping[str, Any]], first_row: int = 0) -> ObservedFlags:
+        checks = self._checks
+        if not checks:
+            return ObservedFlags((), len(records))
+        flags: list[Flag] = []
+        below, above, unseen = FlagKind.BELOW_OBSERVED, FlagKind.ABOVE_OBSERVED, FlagKind.UNSEEN_CATEGORY
+        for i, record in enumerate(records):
+            get = record.get
+            for name, low, high, levels in checks:
+                value = get(name)
+                if value is None:
+                    continue
+                if levels is not None:
+                    if value not in levels:
+                        flags.append(Flag(first_row + i, name, unseen))
+                elif value < low:
+                    flags.append(Flag(first_row + i, name, below))
+                elif value > high:
+                    flags.append(Flag(first_row + i, name, above))
+        return ObservedFlags(tuple(flags), len(records))
+
+
+def flag_frame(schema: ModelSchema, frame: pd.DataFrame) -> ObservedFlags:
+    """Flag a typed input frame (what :func:`prepare_frame` returns) against the observed profile."""
+    n = len(frame)
+    found: list[tuple[int, int, Flag]] = []  # (row, feature position, flag): sorted like RecordFlagger's
+    for position, f in enumerate(schema.features):
+        if f.name not in frame.columns:
+            continue
+        column = frame[f.name]
+        if f.type in NUMERIC_TYPES and f.observed is not None:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            for bound, kind, outside in (
+                (f.observed.minimum, FlagKind.BELOW_OBSERVED, np.less),
+                (f.observed.maximum, FlagKind.ABOVE_OBSERVED, np.greater),
+            ):
+                if bound is None:
+                    continue
+                for row in np.flatnonzero(outside(values, bound)):
+                    found.append((int(row), position, Flag(int(row), f.name, kind)))
+            continue
+        levels = _observed_levels(f)
+        if levels is not None:
+            unknown = column.notna().to_numpy() & ~column.isin(levels).to_numpy()
+            for row in np.flatnonzero(unknown):
+                found.append((int(row), position, Flag(int(row), f.name, FlagKind.UNSEEN_CATEGORY)))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return ObservedFlags(tuple(flag for _, _, flag in found), n)

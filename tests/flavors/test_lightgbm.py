@@ -59,7 +59,9 @@ def test_string_category_feature(tmp_path, mixed_data):
     rows = [5, 1, 9, 3, 0, 2]
     batch = frame.iloc[rows].reset_index(drop=True)  # Python str values, as serving passes them
     batch.loc[2, "colour"] = "purple"  # unseen level: missing, as in LightGBM's pandas path
-    out = load_scorer("lightgbm", tmp_path / "model.txt").predict(batch)
+    scorer = load_scorer("lightgbm", tmp_path / "model.txt")
+    assert scorer.accepts_unseen() == {"colour"}  # native categoricals: registration opens the feature
+    out = scorer.predict(batch)
 
     reference = train.iloc[rows].reset_index(drop=True)
     reference["colour"] = reference["colour"].cat.set_categories(["blue", "green", "red"])

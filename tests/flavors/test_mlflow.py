@@ -84,7 +84,8 @@ def test_signature_types_and_absence(tmp_path):
 
     tensor = [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}]
     _write_mlmodel(tmp_path / "t", {"flavors": {}, "signature": {"inputs": json.dumps(tensor)}})
-    assert mlflow_signature_schema(tmp_path / "t") is None
+    with pytest.raises(FlavorError, match="tensor-based"):
+        mlflow_signature_schema(tmp_path / "t")
 
     _write_mlmodel(tmp_path / "b", {"flavors": {}, "signature": {"inputs": '[{"type": "binary", "name": "x"}]'}})
     with pytest.raises(FlavorError, match="'binary'"):

@@ -91,3 +91,48 @@ def test_pickle_without_predict_is_rejected(tmp_path):
 def test_unknown_flavor():
     with pytest.raises(InvalidInputError, match="unknown flavor 'tensorflow'"):
         load_scorer("tensorflow", "x")
+
+
+def test_accepts_unseen_reads_the_fitted_encoders(tmp_path, mixed_data):
+    """Only a column every transformer of which takes unknown levels is opened; the rest stay closed."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OrdinalEncoder
+
+    frame, labels = mixed_data
+    frame = frame.assign(shade=frame["colour"], tone=frame["colour"], hue=frame["colour"])
+
+    def fitted(*transformers, **kw):
+        model = Pipeline([("prep", ColumnTransformer(list(transformers), **kw)), ("clf", LogisticRegression())])
+        path = tmp_path / "m.joblib"
+        joblib.dump(model.fit(frame, labels), path)
+        return load_scorer("sklearn", path).accepts_unseen()
+
+    assert fitted(
+        ("num", StandardScaler(), ["x1", "k"]),
+        ("ignore", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+        ("raise", OneHotEncoder(), ["shade"]),
+        ("ord", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), [4]),
+        (
+            "imputed",
+            Pipeline(
+                [("fill", SimpleImputer(strategy="most_frequent")), ("oh", OneHotEncoder(handle_unknown="ignore"))]
+            ),
+            ["hue"],
+        ),
+    ) == {"colour", "tone", "hue"}
+    # a column also read by an encoder that raises stays closed; one the model drops takes anything
+    assert fitted(
+        ("a", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+        ("b", OrdinalEncoder(), ["colour"]),
+        ("num", StandardScaler(), ["x1"]),
+    ) == {"k", "shade", "tone", "hue"}
+    assert (
+        load_scorer("sklearn", _dump(tmp_path, LogisticRegression().fit(frame[["x1"]], labels))).accepts_unseen()
+        == set()
+    )
+
+
+def _dump(tmp_path, model):
+    path = tmp_path / "plain.joblib"
+    joblib.dump(model, path)
+    return path

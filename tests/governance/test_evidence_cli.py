@@ -367,3 +367,41 @@ def test_predictions_reads_the_log_by_ref_time_and_request(  # type: ignore[no-u
         code, _, err = run(*args)
         assert code == expected_code and message in " ".join(err.split()), (args, code, err)
     assert not (tmp_path / "t.txt").exists()
+
+
+def test_predictions_compares_a_shadow_with_the_decisions_it_shadowed(  # type: ignore[no-untyped-def]
+    run, registered: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scoregate.registry import predictions as plog
+    from scoregate.serving.batcher import Outputs
+
+    monkeypatch.setenv("SCOREGATE_HOME", str(home))
+    log = plog.PredictionLog(home / "predictions")
+    row = {"income": 50.0, "age": 30, "debt_ratio": 0.2, "purpose": "car"}
+
+    def outputs(*probas: float) -> Outputs:
+        return Outputs(["prediction", "proba_1"], ["i8", "f8"], [[int(p > 0.5) for p in probas], list(probas)])
+
+    # Two requests shadowed by version 2 (one of two rows disagrees on the label), one not shadowed.
+    log.append("credit-risk", 1, "r-1", [row, row], outputs(0.9, 0.2), 1.0, route="credit-risk@production")
+    log.append("credit-risk", 2, "r-1", [row, row], outputs(0.8, 0.6), 1.0, shadow=True, route="x")
+    log.append("credit-risk", 1, "r-2", [row], outputs(0.1), 1.0, route="credit-risk@production")
+    log.append("credit-risk", 2, "r-2", [row], outputs(0.1), 1.0, shadow=True, route="x")
+    log.append("credit-risk", 1, "r-3", [row], outputs(0.7), 1.0, route="credit-risk@production")
+    log.flush()
+
+    code, out, err = run("predictions", registered, "--compare-shadow")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "3 of 4 primary rows have a shadow row (1 not shadowed" in text
+    assert "prediction: 66.67% equal" in text
+    assert "proba_1: 33.33% equal, mean |difference| 0.166667, max 0.4" in text
+    code, out, err = run("predictions", "credit-risk", "--compare-shadow", "--format", "jsonl")
+    assert code == 0, err
+    pairs = [json.loads(line) for line in out.splitlines()]
+    assert [(p["request_id"], p["row"]) for p in pairs] == [("r-1", 0), ("r-1", 1), ("r-2", 0)]
+    assert pairs[1]["primary_outputs"] == {"prediction": 0, "proba_1": 0.2}
+    assert pairs[1]["shadow_outputs"] == {"prediction": 1, "proba_1": 0.6}
+    assert {p["primary_version"] for p in pairs} == {1} and {p["shadow_version"] for p in pairs} == {2}
+    code, out, _ = run("predictions", registered, "--compare-shadow", "--request-id", "r-3")
+    assert code == 0 and "0 of 1 primary rows have a shadow row" in " ".join(out.split())

@@ -137,7 +137,7 @@ class ThreadedServer:
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=20,
-            timeout_keep_alive=app.options.keep_alive_timeout,
+            timeout_keep_alive=getattr(getattr(app, "options", None), "keep_alive_timeout", 5),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -139,16 +139,16 @@ async def test_bad_inputs_never_500(source: InMemorySource) -> None:
     async with serve(source, max_body_bytes=20_000) as s:
         post = s.client.post
         # 422 naming each field and rule
-        bad = dict(good, income="lots", debt=-5.0, segment="unknown")
-        del bad["age"]
+        bad = dict(good, income="lots", age=-5, segment="unknown")
+        del bad["debt"]
         r = await post("/models/credit@production/predict", json={"rows": [good, bad]})
         assert r.status_code == 422
         details = {(d["field"], d["rule"], d.get("row")) for d in r.json()["details"]}
         assert details == {
             ("income", "type", 1),
-            ("debt", "minimum", 1),
+            ("age", "minimum", 1),  # a count: minimum 0 is a validity rule (debt's training range is not)
             ("segment", "categories", 1),
-            ("age", "required", 1),
+            ("debt", "required", 1),
         }
         assert r.headers["x-request-id"]
         r = await post("/models/credit@1/predict", json={"rows": [dict(good, age=30.5)]})

@@ -71,9 +71,28 @@ def command_request_id() -> str:
 
 
 def get_registry() -> Registry:
+    """The embedded registry, or a client of the registry service when ``SCOREGATE_URL`` (or
+    ``url`` in the config file) names one: every command works the same either way."""
+    settings = state.settings or Settings.load()
+    request_id = state.request_id or command_request_id()
+    if settings.url is not None:
+        from scoregate.remote import RemoteRegistry
+
+        return RemoteRegistry(settings, request_id=request_id)  # type: ignore[return-value]
     from scoregate.registry import Registry
 
-    return Registry(state.settings or Settings.load(), request_id=state.request_id or command_request_id())
+    return Registry(settings, request_id=request_id)
+
+
+def governance_for(registry: Any) -> Any:
+    """The governance service over ``registry``, embedded or remote like it."""
+    from scoregate.remote import RemoteGovernance, RemoteRegistry
+
+    if isinstance(registry, RemoteRegistry):
+        return RemoteGovernance(registry)
+    from scoregate.governance.service import Governance
+
+    return Governance(registry)
 
 
 def pairs(values: list[str] | None, option: str, *, numeric: bool = False) -> dict[str, Any]:

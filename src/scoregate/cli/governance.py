@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from scoregate.cli.app import alias_app, app, get_registry, out, read_text_file
+from scoregate.cli.app import alias_app, app, get_registry, governance_for, out, read_text_file
 from scoregate.errors import InvalidInputError
 from scoregate.refs import ModelRef
 
@@ -38,9 +38,7 @@ app.add_typer(webhooks_app, name="webhooks", rich_help_panel="Governance")
 
 
 def governance():  # type: ignore[no-untyped-def]
-    from scoregate.governance.service import Governance
-
-    return Governance(get_registry())
+    return governance_for(get_registry())
 
 
 def parse_when(text: str, option: str) -> dt.datetime:

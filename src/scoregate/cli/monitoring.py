@@ -137,6 +137,7 @@ def drift(
                 score=score,
                 record=record,
             )
+        changes = _evaluate_alerts(registry, run)
     finally:
         registry.close()
     result = run.result
@@ -159,8 +160,21 @@ def drift(
             f"profile sha256:{run.profile_digest[:12]}{stored}",
             highlight=False,
         )
+        if changes:
+            from scoregate.cli.alerting import print_changes
+
+            print_changes(changes, result.subject.ref if result.subject else ref)
     if fail_on_drift and result.drifted:
         raise typer.Exit(DRIFT_FOUND)
+
+
+def _evaluate_alerts(registry: Any, run: Any) -> list[Any]:
+    """A recorded result is an observation: evaluate the version's alerts on it right away."""
+    if run.digest is None or run.result.subject is None:
+        return []
+    from scoregate.monitoring.alerting import evaluate_version
+
+    return evaluate_version(registry, run.result.subject.ref)
 
 
 def _window(since: str | None, between: tuple[str, str] | None) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -323,3 +337,120 @@ def show(
             detail,
         )
     out.print(table)
+
+
+@monitor_app.command("performance")
+def performance(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
+    by: Annotated[str, typer.Option(help="Period of prediction time: day or week (UTC; weeks start Monday).")] = "day",
+    since: Annotated[str | None, typer.Option(help="Predictions of the last 15m, 24h, 7d, ...")] = None,
+    between: Annotated[
+        tuple[str, str] | None, typer.Option(help="Predictions logged from A up to B (ISO 8601, UTC).")
+    ] = None,
+    reference_data: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Labelled data to calibrate the estimate on (default: the training sample)."),
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="With --reference: its label column.")] = None,
+    complete_share: Annotated[
+        float, typer.Option(help="A period's figure is the realized one once this share of it has labels.")
+    ] = 0.95,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="Store the result and link it to the version.")
+    ] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result JSON to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON.")] = False,
+) -> None:
+    """Realized metrics where labels have landed, the label-free estimate where not, per period."""
+    from scoregate.monitoring.measure import measure
+    from scoregate.monitoring.performance import PerformanceSettings, Period
+    from scoregate.refs import ModelRef
+
+    ModelRef.parse(ref)
+    try:
+        period = Period(by)
+    except ValueError:
+        raise ArgumentError(f"invalid --by {by!r}: choose day or week") from None
+    if since is not None and between is not None:
+        raise ArgumentError("give --since or --between, not both")
+    if label is not None and reference_data is None:
+        raise ArgumentError("--label goes with --reference FILE")
+    if reference_data is not None and label is None:
+        raise ArgumentError("--reference FILE needs --label COLUMN (the reference's labels)")
+    try:
+        settings = PerformanceSettings(complete_share=complete_share)
+    except ValueError as exc:
+        raise ArgumentError(f"invalid --complete-share {complete_share}: {_first(exc)}") from None
+    start, end = _window(since, between)
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise InvalidInputError(f"cannot write {output}: give a file in an existing folder")
+    registry = get_registry()
+    try:
+        result, digest = measure(
+            registry,
+            ref,
+            record_result=record,
+            by=period,
+            since=start,
+            until=end,
+            reference=reference_data,
+            label=label,
+            settings=settings,
+        )
+    finally:
+        registry.close()
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.tmp")
+        tmp.write_bytes(result.canonical_json())
+        tmp.replace(output)
+    if as_json:
+        out.print_json(result.to_json())
+        return
+    _print_performance(result)
+    for note in result.notes:
+        err.print(f"note: {escape(note)}", highlight=False)
+    overall = result.overall
+    stored = f"; result sha256:{digest[:12]} recorded" if digest else ""
+    figure = "-" if overall.figure is None else f"{overall.figure:.4f} ({overall.source.value})"
+    out.print(
+        f"{result.headline} {figure} over {overall.predictions:,} predictions, "
+        f"{overall.matched_share:.1%} labelled{stored}",
+        highlight=False,
+    )
+
+
+_SHOWN = {
+    "binary": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier", "calibration_error"),
+    "multiclass": ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"),
+    "regression": ("mae", "rmse", "r2"),
+}
+
+
+def _print_performance(result: Any) -> None:
+    names = _SHOWN[result.task.value]
+    estimated = result.calibration is not None
+    columns = ["period", "predictions", "labelled", "lag p50/p90 (d)", *names]
+    if estimated:
+        columns += [f"est. {result.headline} [95% band]", "est. accuracy"]
+    columns.append(f"{result.headline} shown")
+    table = Table(*columns, title=f"performance of {escape(result.subject.ref)} by {result.by.value}")
+    for p in [*result.periods, result.overall]:
+        label = "all" if p.start is None else f"{p.start:%Y-%m-%d}"
+        lag = "-" if p.lag is None else f"{p.lag.median_days:.1f}/{p.lag.p90_days:.1f}"
+        row = [label, f"{p.predictions:,}", f"{p.matched_share:.1%}", lag, *(_fmt(p.realized.get(n)) for n in names)]
+        if estimated:
+            e = p.estimated.get(result.headline)
+            band = "-" if e is None or e.low is None else f" [{e.low:.4f}, {e.high:.4f}]"
+            accuracy = p.estimated.get("accuracy")
+            row += ["-" if e is None else _fmt(e.value) + band, _fmt(accuracy.value if accuracy else None)]
+        row.append("-" if p.figure is None else f"{p.figure:.4f} {p.source.value}")
+        table.add_row(*row)
+    out.print(table)
+    if result.calibration is not None:
+        c = result.calibration
+        out.print(
+            f"estimate calibrated on {escape(c.uri)} ({c.rows:,} rows, {c.positives:,} positive): it assumes "
+            f"scores stay calibrated; calibration error on the reference {c.error_calibrated:.4f} "
+            f"(cross-fitted; the raw scores' {c.error_raw:.4f})",
+            highlight=False,
+        )

@@ -63,9 +63,9 @@ def _may_record(registry: Any, ref: str, *, validate: bool = False) -> None:
 
 def _record(registry: Any, ref: str, kind: str, document: dict[str, Any], name: str) -> dict[str, Any]:
     """Record this run's ``document`` on ``ref`` as ``kind`` evidence and say whether it counts."""
-    from scoregate.governance.service import Governance
+    from scoregate.cli.app import governance_for
 
-    record = Governance(registry).record_run(ref, kind, document, name=name)
+    record = governance_for(registry).record_run(ref, kind, document, name=name)
     out.print(
         f"recorded {kind} run #{record['id']} on {escape(ref)} (sha256:{record['digest'][:12]}, "
         f"bound to artifact sha256:{record['bound_digest'][:12]} and its contract)",

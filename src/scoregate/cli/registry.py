@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from scoregate.cli.app import (
     alias_app,
     app,
+    err,
     first_error,
     get_registry,
     models_app,
@@ -24,7 +26,7 @@ from scoregate.cli.app import (
     writable_file,
 )
 from scoregate.errors import InvalidInputError
-from scoregate.flavors import FLAVOR_NAMES
+from scoregate.flavors import FLAVOR_NAMES, detect_flavor
 from scoregate.limits import DEFAULT_MODEL_TIMEOUT_S, between, milliseconds, seconds
 from scoregate.refs import MAX_VERSION
 
@@ -36,7 +38,9 @@ MAX_JSON_INPUT_BYTES = 256 << 20
 def register(
     name: Annotated[str, typer.Argument(help="Model name, e.g. credit-risk.")],
     artifact: Annotated[Path, typer.Argument(help="Model file or directory.")],
-    flavor: Annotated[str, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)}.")],
+    flavor: Annotated[
+        str | None, typer.Option(help=f"One of: {', '.join(FLAVOR_NAMES)} (found by itself for an MLflow directory).")
+    ] = None,
     train_data: Annotated[Path | None, typer.Option(help="Training data (csv, parquet, json, jsonl).")] = None,
     target: Annotated[str | None, typer.Option(help="Target column in the training data.")] = None,
     schema: Annotated[Path | None, typer.Option(help="Input schema JSON (overrides inference).")] = None,
@@ -64,6 +68,19 @@ def register(
             callback=rule(seconds),
         ),
     ] = DEFAULT_MODEL_TIMEOUT_S,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="With --train-data (Parquet or CSV): profile every training row (streamed) and bind the "
+            "reference profile that monitoring compares with."
+        ),
+    ] = True,
+    profile_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the reference profile may take; past it the version has none.", callback=rule(seconds)
+        ),
+    ] = 900.0,
 ) -> None:
     """Register a new version of a model."""
     from scoregate.schema import ModelSchema
@@ -76,10 +93,11 @@ def register(
         except ValueError as exc:
             raise InvalidInputError(f"invalid schema file {schema}: {first_error(exc)}") from None
     declared = _read_outputs(outputs) if outputs is not None else None
-    version = get_registry().register(
+    registry = get_registry()
+    version = registry.register(
         name,
         artifact,
-        flavor=flavor,
+        flavor=flavor or detect_flavor(artifact),
         train_data=train_data,
         target=target,
         schema=model_schema,
@@ -98,6 +116,20 @@ def register(
         f"registered [bold]{version.ref}[/] ({version.flavor}, sha256:{version.artifact_digest[:12]}, "
         f"{len(version.input_schema.features)} features)"
     )
+    if train_data is not None and profile:
+        from rich.markup import escape
+
+        from scoregate.monitoring.service import profile_at_registration
+
+        done = profile_at_registration(registry, version, train_data, timeout=profile_timeout)
+        if done.digest is not None:
+            out.print(f"reference profile sha256:{done.digest[:12]} recorded ({done.rows:,} rows)", highlight=False)
+        else:
+            err.print(
+                f"warning: no reference profile: {escape(done.note or '')}; add one with "
+                f"`scoregate monitor reference {escape(version.ref)} DATA`",
+                highlight=False,
+            )
 
 
 def _read_outputs(path: Path) -> list[Any]:
@@ -125,11 +157,18 @@ def _read_outputs(path: Path) -> list[Any]:
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List every model with its latest version and aliases."""
-    summaries = get_registry().list_models()
+    from scoregate.monitoring.alerting import inventory_line, model_brief
+
+    registry = get_registry()
+    try:
+        summaries = registry.list_models()
+        monitoring = {s.name: model_brief(registry, s) for s in summaries}
+    finally:
+        registry.close()
     if as_json:
-        out.print_json(json.dumps([s.model_dump(mode="json") for s in summaries]))
+        out.print_json(json.dumps([s.model_dump(mode="json") | {"monitoring": monitoring[s.name]} for s in summaries]))
         return
-    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "description")
+    table = Table("name", "latest", "versions", "aliases", "owner", "risk tier", "monitoring", "description")
     for s in summaries:
         aliases = ", ".join(f"{a}→{v}" for a, v in s.aliases.items())
         table.add_row(
@@ -139,6 +178,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
             aliases,
             s.owner or "",
             s.risk_tier or "",
+            escape(inventory_line(monitoring[s.name])),
             s.description or "",
         )
     out.print(table)
@@ -180,15 +220,12 @@ def models_show(
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     out.print(table)
-    features = Table("feature", "type", "nullable", "range / categories", title="input schema")
+    # validity rules refuse; the observed profile of the training data only flags
+    features = Table("feature", "type", "nullable", "validity rules", "observed in training", title="input schema")
     for f in version.input_schema.features:
-        if f.categories:
-            detail = ", ".join(f.categories[:8]) + (" ..." if len(f.categories) > 8 else "")
-        elif f.minimum is not None or f.maximum is not None:
-            detail = f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None and f.maximum is not None else ""
-        else:
-            detail = ""
-        features.add_row(f.name, f.type.value, "yes" if f.nullable else "no", detail)
+        features.add_row(
+            f.name, f.type.value, "yes" if f.nullable else "no", f.limits_text() or "-", f.observed_text() or "-"
+        )
     out.print(features)
     shown = ", ".join(f"{o.name} ({o.type.value}{', nullable' if o.nullable else ''})" for o in version.output_schema)
     contract = version.input_schema.output_contract
@@ -280,7 +317,7 @@ def predict(
     from scoregate.refs import ModelRef
     from scoregate.registry import isolated
     from scoregate.registry.lineage import read_table
-    from scoregate.schema import prepare_frame, prepare_records
+    from scoregate.schema import flag_frame, prepare_frame, prepare_records
 
     ModelRef.parse(ref, require_selector=True)
     if output is not None:
@@ -295,6 +332,9 @@ def predict(
     else:
         frame = prepare_frame(schema, read_table(input, what="input file"))
     predictions = isolated.predict(registry, version, frame, timeout=timeout)
+    flagged = flag_frame(schema, frame).summary()
+    if flagged:  # one line, whether the predictions go to the terminal or a file
+        out.print(flagged, markup=False, highlight=False, soft_wrap=True)
     if output is not None:
         writer = {
             ".csv": lambda p: predictions.to_csv(p, index=False),

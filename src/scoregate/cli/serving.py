@@ -51,6 +51,14 @@ def serve(
         ),
     ] = "sync",
     log_flush_interval: Annotated[float, typer.Option(help="Seconds between prediction-log flushes.")] = 1.0,
+    monitoring: Annotated[
+        bool,
+        typer.Option(
+            help="Live monitoring: count scored rows per version into windows against its reference profile "
+            "and export their drift and data quality at /metrics."
+        ),
+    ] = True,
+    monitoring_window: Annotated[int, typer.Option(help="Seconds per live monitoring window.")] = 300,
     require_token: Annotated[
         bool, typer.Option(help="Scoring and metadata need a registry token (Authorization: Bearer).")
     ] = False,
@@ -101,6 +109,8 @@ def serve(
         log_predictions=log_predictions,
         log_durability=log_durability,
         log_flush_interval=log_flush_interval,
+        monitoring=monitoring,
+        monitoring_window=monitoring_window,
         require_token=require_token,
         token_role=token_role,
         require_token_for_metrics=require_token_for_metrics,
@@ -163,6 +173,9 @@ def predictions(
     limit: Annotated[int, typer.Option(help="The most recent N rows.")] = 20,
     output_format: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of the terminal.")] = None,
+    compare_shadow: Annotated[
+        bool, typer.Option(help="Pair each decision with its shadow's outputs and summarise how they differ.")
+    ] = False,
 ) -> None:
     """Read the prediction log: what the server scored, newest last."""
     from scoregate.refs import ModelRef
@@ -184,6 +197,9 @@ def predictions(
             version = registry.resolve(parsed).version
         finally:
             registry.close()
+    if compare_shadow:
+        _compare_shadow(settings, parsed.name, version, since, request_id, limit, output_format, output)
+        return
     rows = read_predictions(settings, parsed.name, version, since=since, request_id=request_id, decode=False)
     rows = rows.tail(limit)
     if output_format == "table":
@@ -197,13 +213,68 @@ def predictions(
         records = frame.to_dict(orient="records")
         decoded = ({**r, "inputs": orjson.loads(r["inputs"]), "outputs": orjson.loads(r["outputs"])} for r in records)
         text = "".join(orjson.dumps(r).decode() + "\n" for r in decoded)
+    _write(text, output, len(frame))
+
+
+def _write(text: str, output: Path | None, rows: int) -> None:
+    """``text`` to the terminal (control characters escaped) or atomically to ``output``."""
     if output is None:
         sys.stdout.write(terminal_safe(text, keep_newlines=True))
         return
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_text(text)
     tmp.replace(output)
-    out.print(f"wrote {len(frame)} rows to {escape(str(output))}", highlight=False)
+    out.print(f"wrote {rows} rows to {escape(str(output))}", highlight=False)
+
+
+def _compare_shadow(
+    settings: Settings,
+    model: str,
+    version: int | None,
+    since: dt.datetime | None,
+    request_id: str | None,
+    limit: int,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """``predictions --compare-shadow``: the decisions of ``model`` (of ``version`` when a
+    ref named one) beside their shadow's outputs; the summary covers every pair, the table
+    the most recent ``limit``."""
+    from scoregate.registry.predictions import read_predictions
+    from scoregate.registry.shadow import compare_shadow
+
+    rows = read_predictions(settings, model, since=since, request_id=request_id)
+    comparison = compare_shadow(rows, version)
+    pairs = comparison.pairs.tail(limit)
+    if output_format == "table":
+        for line in comparison.summary_lines():
+            out.print(escape(terminal_safe(line)), highlight=False)
+        if pairs.empty:
+            return
+        table = Table("time (UTC)", "request id", "row", "version", "outputs", "shadow", "shadow outputs")
+        for r in pairs.itertuples():
+            table.add_row(
+                f"{r.timestamp:%Y-%m-%d %H:%M:%S}",
+                escape(terminal_safe(r.request_id)),
+                str(r.row),
+                str(r.primary_version),
+                escape(terminal_safe(_short(orjson.dumps(r.primary_outputs).decode()))),
+                str(r.shadow_version),
+                escape(terminal_safe(_short(orjson.dumps(r.shadow_outputs).decode()))),
+            )
+        out.print(table)
+        return
+    frame = pairs.assign(timestamp=pairs["timestamp"].map(lambda t: t.isoformat()))
+    frame["client_request_id"] = frame["client_request_id"].astype(object).where(frame["client_request_id"].notna())
+    if output_format == "csv":
+        encoded = frame.assign(
+            primary_outputs=frame["primary_outputs"].map(lambda o: orjson.dumps(o).decode()),
+            shadow_outputs=frame["shadow_outputs"].map(lambda o: orjson.dumps(o).decode()),
+        )
+        text = encoded.to_csv(index=False)
+    else:
+        text = "".join(orjson.dumps(r).decode() + "\n" for r in frame.to_dict(orient="records"))
+    _write(text, output, len(frame))
 
 
 def terminal_safe(text: str, *, keep_newlines: bool = False) -> str:

@@ -30,8 +30,20 @@ def get_flavor(name: str) -> Flavor:
     return getattr(importlib.import_module(module_name), class_name)()
 
 
+def detect_flavor(path: Path) -> str:
+    """The flavor of an artifact that says what it is (an MLflow directory holds ``MLmodel``);
+    otherwise the caller must name it."""
+    path = Path(path)
+    if (path.is_dir() and (path / "MLmodel").is_file()) or path.name == "MLmodel":
+        return "mlflow"
+    raise InvalidInputError(
+        f"give the flavor of {path.name!r} ({', '.join(FLAVOR_NAMES)}); only an MLflow model directory "
+        "(with an MLmodel file) is recognised without it"
+    )
+
+
 def load_scorer(flavor: str, path: Path) -> Scorer:
     return get_flavor(flavor).load(Path(path))
 
 
-__all__ = ["FLAVOR_NAMES", "Flavor", "Scorer", "get_flavor", "load_scorer"]
+__all__ = ["FLAVOR_NAMES", "Flavor", "Scorer", "detect_flavor", "get_flavor", "load_scorer"]

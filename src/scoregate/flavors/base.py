@@ -25,6 +25,23 @@ class Scorer(ABC):
     #: The column order :meth:`predict_matrix` expects, when it is not the schema's order
     #: (a model fitted on a DataFrame reads the columns it was fitted on, by position).
     matrix_features: list[str] | None = None
+    #: Distributions this loaded artifact needs beyond its flavor's (``skops`` for a model saved
+    #: in that format): the environment record pins them too.
+    packages: tuple[str, ...] = ()
+    #: The output columns whose values are what ``mlflow.pyfunc`` returns for this model (one
+    #: column: a list of values; several: a list of rows), when scoregate knows it (MLflow
+    #: directories); None leaves it to the naming convention (see ``serving/mlflow_protocol``).
+    pyfunc_outputs: tuple[str, ...] | None = None
+
+    def accepts_unseen(self) -> frozenset[str]:
+        """Input columns whose category levels the model takes without having seen them in
+        training (a one-hot encoder that ignores unknown levels, LightGBM's native categoricals).
+
+        Registration opens those category features (``unseen: score``) in a schema it
+        inferred. Empty unless the flavor can tell for sure: a closed category refuses an
+        unknown level, which is what it always did.
+        """
+        return frozenset()
 
     @abstractmethod
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -45,6 +45,11 @@ class LightGBMScorer(Scorer):
         # Numeric features only: the batch matrix is what _array would build from a frame.
         self.takes_matrix = not self._categories
 
+    def accepts_unseen(self) -> frozenset[str]:
+        # An unknown level has no training code: it becomes NaN, which LightGBM sends down
+        # each split's missing-value branch, exactly as its own pandas path does.
+        return frozenset(self._categories)
+
     def _array(self, frame: pd.DataFrame) -> np.ndarray:
         if not self._categories:
             return frame.to_numpy(dtype=np.float64, na_value=np.nan)

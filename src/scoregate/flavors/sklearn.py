@@ -62,6 +62,9 @@ class SklearnScorer(Scorer):
                 self.matrix_features = [str(n) for n in model.feature_names_in_]
         self.takes_matrix = self._by_position is not None
 
+    def accepts_unseen(self) -> frozenset[str]:
+        return unseen_tolerant_columns(self.model)
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         return output_frame(self.predict_columns(frame), len(frame))
 
@@ -146,6 +149,77 @@ def _positional_copy(model: Any, classifier: bool) -> Any:
     if not np.array_equal(np.asarray(by_position), np.asarray(by_name)):
         return None
     return positional
+
+
+def unseen_tolerant_columns(model: Any) -> frozenset[str]:
+    """The input columns every transformer of which takes an unknown category level.
+
+    Read from the fitted objects, not guessed: a Pipeline whose first step is a
+    ColumnTransformer (or an encoder), where a column's encoders are all
+    ``OneHotEncoder(handle_unknown="ignore" | "infrequent_if_exist")`` or
+    ``OrdinalEncoder(handle_unknown="use_encoded_value")``, possibly after a SimpleImputer,
+    or the column is dropped. Anything else (an encoder that raises, a custom transformer,
+    a column also read by a scaler) leaves the column closed.
+    """
+    first = model
+    while _is_pipeline(first):
+        if not first.steps:
+            return frozenset()
+        first = first.steps[0][1]
+    if _tolerant_chain(first):
+        return frozenset(str(n) for n in getattr(first, "feature_names_in_", ()))
+    names = getattr(first, "feature_names_in_", None)
+    fitted = getattr(first, "transformers_", None)
+    if names is None or fitted is None:
+        return frozenset()
+    names = [str(n) for n in names]
+    verdict: dict[str, bool] = {}
+    for _, transformer, columns in fitted:
+        for column in _column_names(columns, names):
+            tolerant = transformer == "drop" or _tolerant_chain(transformer)
+            verdict[column] = verdict.get(column, True) and tolerant
+    return frozenset(c for c, ok in verdict.items() if ok)
+
+
+def _is_pipeline(model: Any) -> bool:
+    from sklearn.pipeline import Pipeline
+
+    return isinstance(model, Pipeline)
+
+
+def _tolerant_chain(transformer: Any) -> bool:
+    """An encoder that takes unknown levels, alone or at the end of imputers inside a Pipeline."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    steps = [step for _, step in transformer.steps] if _is_pipeline(transformer) else [transformer]
+    for step in steps:
+        if isinstance(step, SimpleImputer):
+            continue  # passes strings it has not seen through unchanged
+        if isinstance(step, OneHotEncoder):
+            return step.handle_unknown in ("ignore", "infrequent_if_exist")
+        if isinstance(step, OrdinalEncoder):
+            return step.handle_unknown == "use_encoded_value"
+        return False
+    return False
+
+
+def _column_names(columns: Any, names: list[str]) -> list[str]:
+    """A ColumnTransformer's column selection (names, positions or a mask) as names."""
+    if isinstance(columns, str):
+        return [columns]
+    if callable(columns):
+        return []
+    out = []
+    items = list(np.asarray(columns).tolist()) if not isinstance(columns, list) else columns
+    if items and all(isinstance(i, bool) for i in items):
+        return [n for n, keep in zip(names, items, strict=False) if keep]
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, int) and -len(names) <= item < len(names):
+            out.append(names[item])
+    return out
 
 
 def _plain_pipeline(model: Any) -> bool:

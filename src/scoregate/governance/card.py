@@ -27,7 +27,14 @@ def card_facts(governance: Governance, ref: str) -> dict[str, Any]:
         "decisions": governance.decisions(version.ref),
         "alias_history": history,
         "check": governance.check(version.ref),
+        "monitoring": _monitoring(registry, version.ref),
     }
+
+
+def _monitoring(registry: Any, ref: str) -> dict[str, Any]:
+    from scoregate.monitoring.alerting import brief
+
+    return brief(registry, ref)
 
 
 def render_markdown(facts: dict[str, Any]) -> str:
@@ -69,16 +76,19 @@ def render_markdown(facts: dict[str, Any]) -> str:
         "",
         "## Inputs",
         "",
-        "| feature | type | nullable | range / categories |",
-        "|---|---|---|---|",
+        "Validity rules refuse a request; the range and levels observed in training only flag a value "
+        "outside them (it is scored and counted).",
+        "",
+        "| feature | type | nullable | validity rules | observed in training |",
+        "|---|---|---|---|---|",
     ]
     for f in v.input_schema.features:
-        detail = (
-            ", ".join(f.categories)
-            if f.categories
-            else (f"[{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None and f.maximum is not None else "")
-        )
-        lines.append(f"| {f.name} | {f.type.value} | {'yes' if f.nullable else 'no'} | {detail} |")
+        if f.categories:
+            rules = ", ".join(f.categories) + (" (unseen levels scored)" if f.unseen == "score" else "")
+        else:
+            rules = f.limits_text()
+        nullable = "yes" if f.nullable else "no"
+        lines.append(f"| {f.name} | {f.type.value} | {nullable} | {rules or '-'} | {f.observed_text() or '-'} |")
     lines += ["", "Outputs: " + (", ".join(f"`{o.name}` ({o.type.value})" for o in v.output_schema) or "-"), ""]
     lines += ["## Metrics", ""]
     lines += [f"- {k}: {val:g}" for k, val in v.metrics.items()] or ["_none recorded_"]
@@ -118,8 +128,30 @@ def render_markdown(facts: dict[str, Any]) -> str:
         lines.append("_no aliases_")
     lines += ["", "## Policy status (production)", ""]
     lines += [f"- missing: {item['message']}" for item in facts["check"]] or ["- meets the policy of its risk tier"]
-    lines += ["", "## Monitoring", "", "_no monitoring records yet_", ""]
+    lines += ["", "## Monitoring", "", *_monitoring_lines(facts.get("monitoring")), ""]
     return "\n".join(lines)
+
+
+def _monitoring_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found or (found["reference_digest"] is None and not found["results"] and not found["open_alerts"]):
+        return ["_no monitoring records yet_"]
+    last = found["last_drift"]
+    lines = [
+        "| item | value |",
+        "|---|---|",
+        f"| reference profile | sha256:`{(found['reference_digest'] or '-')[:16]}` |",
+        f"| drift results recorded | {found['results']} |",
+    ]
+    if last is not None:
+        drifted = ", ".join(last["drifted"][:10]) or "none"
+        lines.append(
+            f"| last drift result | {last['time'][:16]} UTC, {len(last['drifted'])} of {last['columns']} columns "
+            f"drifted ({drifted}), sha256:`{last['result_digest'][:16]}` |"
+        )
+    alerts = found.get("open_alert_details", [])
+    lines.append(f"| open alerts | {len(alerts) or 'none'} |")
+    lines += ["", *[f"- open alert **{a['kind']}** since {a['opened_at'][:16]} UTC: {a['summary']}" for a in alerts]]
+    return lines
 
 
 def render_html(markdown: str) -> str:

@@ -176,6 +176,25 @@ class Governance:
                 for u in session.scalars(select(UserRow).order_by(UserRow.name))
             ]
 
+    def scoring_credentials(self) -> dict[str, dict[str, Any]]:
+        """Token SHA-256 -> owner, roles and expiry (epoch seconds), for the scoring servers'
+        ``--require-token``: tokens neither revoked nor held by a disabled user."""
+        query = (
+            select(TokenRow.token_hash, TokenRow.expires_at, UserRow.name, UserRow.roles)
+            .join(UserRow, TokenRow.user_id == UserRow.id)
+            .where(TokenRow.revoked_at.is_(None), UserRow.disabled.is_(False))
+        )
+        with self.registry.reading() as session:
+            rows = session.execute(query).all()
+        return {
+            token_hash: {
+                "user": user,
+                "roles": sorted(str(r) for r in roles or ()),
+                "expires_at": _aware(expires).timestamp() if expires is not None else None,
+            }
+            for token_hash, expires, user, roles in rows
+        }
+
     @staticmethod
     def _issue(session, user: UserRow, *, expires_at: dt.datetime | None, description: str | None) -> str:  # type: ignore[no-untyped-def]
         token = new_token()

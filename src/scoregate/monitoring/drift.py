@@ -149,12 +149,15 @@ class ColumnDrift(BaseModel):
     p_values: dict[str, float | None] = Field(default_factory=dict)
     calibration: Calibration | None = None
     quality: Quality
+    #: the counts over the coarse bins (reference deciles, or levels plus 'other'), for reports
+    reference_bins: list[float] | None = None
+    current_bins: list[float] | None = None
 
 
 class CurrentData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str  # "file" or "log"
+    source: str  # "file", "log" or "live" (the server's windows)
     uri: str | None = None
     sha256: str | None = None
     rows: int
@@ -273,6 +276,8 @@ def _judge(
         return entry
     values, p_values = _all_statistics(reference, ref, current, exact)
     entry["statistics"] = {k.value: v for k, v in values.items()}
+    entry["reference_bins"] = _coarse(reference, ref.counts).tolist()
+    entry["current_bins"] = _coarse(reference, current.counts).tolist()
     entry["p_values"] = {k.value: v for k, v in p_values.items()}
     if current.count < settings.min_rows:
         entry["note"] = f"too few current values to judge ({current.count} < {settings.min_rows})"

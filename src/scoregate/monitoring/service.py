@@ -8,7 +8,9 @@ the statistics are the pure core in :mod:`counts`, :mod:`profile` and :mod:`drif
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scoregate.errors import InvalidInputError, SchemaViolationError
+from scoregate.errors import InvalidInputError, ModelTimeoutError, SchemaViolationError
 from scoregate.governance.access import Permission
 from scoregate.monitoring import store
 from scoregate.monitoring.counts import Accumulator, Kind
@@ -33,13 +35,16 @@ from scoregate.monitoring.profile import (
     input_columns,
     output_columns,
 )
-from scoregate.monitoring.sources import Column, FileSource, worker_pool
+from scoregate.monitoring.sources import FORMATS, Column, FileSource, worker_pool
 from scoregate.monitoring.statistics import ks_exact
 from scoregate.registry import Registry
 from scoregate.registry.records import ModelVersion
 from scoregate.schema import Feature, FeatureType, ModelSchema, prepare_frame
 
 Batches = Callable[[], Iterator[pa.RecordBatch]]
+log = logging.getLogger("scoregate.monitoring")
+#: Seconds profiling the full training data may take at registration (every pass, scoring included).
+REGISTRATION_PROFILE_TIMEOUT_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +156,21 @@ def _profile_columns(version: ModelVersion, *, outputs: bool) -> list[tuple[Colu
     return columns
 
 
+def _within(batches: Batches, timeout: float | None) -> Batches:
+    """``batches`` that stop with ModelTimeoutError once ``timeout`` seconds have passed since the first read."""
+    if timeout is None:
+        return batches
+    deadline = time.monotonic() + timeout
+
+    def read() -> Iterator[pa.RecordBatch]:
+        for batch in batches():
+            if time.monotonic() > deadline:
+                raise ModelTimeoutError(f"profiling the reference data took longer than {timeout:g} s")
+            yield batch
+
+    return read
+
+
 def profile_file(
     registry: Registry,
     version: ModelVersion,
@@ -158,13 +178,16 @@ def profile_file(
     *,
     score: bool = True,
     settings: ProfileSettings | None = None,
+    timeout: float | None = None,
 ) -> ReferenceProfile:
-    """Profile ``data`` (the version's training data or a stand-in) for ``version``."""
+    """Profile ``data`` (the version's training data or a stand-in) for ``version``; with ``timeout``,
+    stop once the passes have taken that many seconds (checked between batches of 65,536 rows)."""
     score = score and bool(version.output_schema)
     columns = _profile_columns(version, outputs=score)
     source = FileSource(data, [c for c, _, role in columns if role is Role.INPUT])
     with tempfile.TemporaryDirectory(prefix="scoregate-profile-") as folder, worker_pool() as pool:
         batches: Batches = _Scored(source, _Scorer(registry, version), Path(folder)) if score else source.batches
+        batches = _within(batches, timeout)
         return build_profile(
             columns,
             batches,
@@ -184,6 +207,42 @@ def record_reference(
     profile = profile_file(registry, version, data, score=score, settings=settings)
     digest, new = store.record_reference(registry, version, profile)
     return version, profile, digest, new
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationProfile:
+    """What the registration hook did: the bound profile's digest, or why there is none."""
+
+    digest: str | None
+    rows: int = 0
+    note: str | None = None
+
+
+def profile_at_registration(
+    registry: Registry,
+    version: ModelVersion,
+    train_data: Path | str,
+    *,
+    timeout: float = REGISTRATION_PROFILE_TIMEOUT_S,
+) -> RegistrationProfile:
+    """Profile a just-registered version's full training data (streamed) and bind it to the version.
+
+    The registration itself is done and stays: a profile that cannot be built (a format it
+    cannot stream, a model that fails on some training rows, past ``timeout``) leaves the
+    version without one and says why, and ``scoregate monitor reference`` can add it later.
+    """
+    path = Path(train_data).expanduser()
+    if path.suffix.lower() not in FORMATS:
+        return RegistrationProfile(
+            None, note=f"the reference profile is built from Parquet or CSV, not {path.suffix or 'this file'}"
+        )
+    try:
+        profile = profile_file(registry, version, path, timeout=timeout)
+        digest, _ = store.record_reference(registry, version, profile)
+    except (InvalidInputError, ModelTimeoutError) as exc:
+        log.warning("no reference profile for %s: %s", version.ref, exc.message)
+        return RegistrationProfile(None, note=exc.message)
+    return RegistrationProfile(digest, rows=profile.source.rows)
 
 
 # -- drift -----------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ an audit event, written in the same transaction as the check that allows it:
   again is a no-op.
 - ``monitor.drift`` on ``name@version``: one stored result, with its profile digest, the
   data it was computed on and the columns that drifted. ``monitor history`` lists them.
+- ``monitor.performance`` on ``name@version``: one performance result (realized metrics
+  and the estimate), with the label batches it was computed from.
 
 The audit log is append-only and hash-chained, so this index cannot be edited without
 ``audit verify`` naming the change; no table of its own is needed.
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session
 from scoregate.errors import ConflictError, IntegrityError, NotFoundError
 from scoregate.governance.access import Permission
 from scoregate.monitoring.drift import DriftResult
+from scoregate.monitoring.performance import PerformanceResult
 from scoregate.monitoring.profile import ReferenceProfile
 from scoregate.refs import ModelRef
 from scoregate.registry import Registry
@@ -34,6 +37,7 @@ from scoregate.registry.tables import ModelRow
 
 REFERENCE_ACTION = "monitor.reference"
 DRIFT_ACTION = "monitor.drift"
+PERFORMANCE_ACTION = "monitor.performance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,76 @@ def history(registry: Registry, version: ModelVersion) -> list[HistoryEntry]:
             columns=int(e.after.get("columns", 0)),
             drifted=list(e.after.get("drifted", [])),
             calibrated=bool(e.after.get("calibrated", False)),
+        )
+        for e in events
+    ]
+
+
+# -- performance results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceEntry:
+    seq: int
+    time: dt.datetime
+    actor: str
+    result_digest: str
+    by: str
+    predictions: int
+    labelled: int
+    figure: float | None
+    source: str
+
+
+def record_performance(registry: Registry, version: ModelVersion, result: PerformanceResult) -> str:
+    """Store a performance result and link it to ``version`` (``monitor.performance``); its digest."""
+    subject = result.subject
+    if (subject.model, subject.version) != (version.name, version.version):
+        raise ConflictError(f"this performance result does not describe {version.ref}")
+    digest = registry.artifacts.put_bytes(result.canonical_json())
+    overall = result.overall
+    with registry.mutation(Permission.REGISTER, version.ref) as (session, actor):
+        registry.find(session, ModelRef(version.name, version=version.version))
+        registry.record_event(
+            session,
+            actor,
+            PERFORMANCE_ACTION,
+            version.ref,
+            after={
+                "result_digest": digest,
+                "by": result.by.value,
+                "headline": result.headline,
+                "predictions": overall.predictions,
+                "labelled": overall.labelled,
+                "figure": overall.figure,
+                "source": overall.source.value,
+                "label_batches": result.labels.batches,
+                "since": result.since.isoformat() if result.since else None,
+                "until": result.until.isoformat() if result.until else None,
+            },
+        )
+    return digest
+
+
+def load_performance(registry: Registry, digest: str) -> PerformanceResult:
+    return PerformanceResult.model_validate_json(registry.artifacts.read_bytes(digest))
+
+
+def performance_history(registry: Registry, version: ModelVersion) -> list[PerformanceEntry]:
+    """Every performance result recorded for ``version``, oldest first."""
+    with registry.reading() as session:
+        events = _events(session, version.ref, PERFORMANCE_ACTION)
+    return [
+        PerformanceEntry(
+            seq=e.seq,
+            time=e.time,
+            actor=e.actor,
+            result_digest=e.after["result_digest"],
+            by=e.after.get("by", ""),
+            predictions=int(e.after.get("predictions", 0)),
+            labelled=int(e.after.get("labelled", 0)),
+            figure=e.after.get("figure"),
+            source=e.after.get("source", ""),
         )
         for e in events
     ]

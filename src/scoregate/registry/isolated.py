@@ -27,10 +27,14 @@ SAMPLE_ROWS = 100
 @dataclass(frozen=True)
 class Trial:
     """What the worker found: the flavor that scored (an MLflow model delegates to the one
-    inside it) and the outputs for the sample (None when there was no sample)."""
+    inside it), the outputs for the sample (None when there was no sample) and the input
+    columns whose unknown category levels the model takes (:meth:`Scorer.accepts_unseen`)."""
 
     scorer_flavor: str
     outputs: pd.DataFrame | None
+    accepts_unseen: frozenset[str] = frozenset()
+    #: what the loaded artifact needs beyond its flavor's packages (``Scorer.packages``)
+    packages: tuple[str, ...] = ()
 
 
 def try_artifact(flavor: str, artifact: Path, sample: pd.DataFrame | None, *, timeout: float) -> Trial:
@@ -61,16 +65,20 @@ def _trial(payload: dict[str, Any], progress: isolation.Progress) -> Trial:
     flavor = payload["flavor"]
     scorer = get_flavor(flavor).load(Path(payload["artifact"]))
     progress.tick()
+    try:
+        tolerant = frozenset(scorer.accepts_unseen())
+    except Exception:  # introspection of an odd object: the categories stay closed
+        tolerant = frozenset()
     sample = payload["sample"]
     if sample is None:
-        return Trial(scorer.flavor, None)
+        return Trial(scorer.flavor, None, tolerant, tuple(scorer.packages))
     try:
         outputs = scorer.predict(sample)
     except ScoregateError:
         raise
     except Exception as exc:
         raise FlavorError(f"the {flavor} model could not score rows of its training data: {one_line(exc)}") from None
-    return Trial(scorer.flavor, outputs)
+    return Trial(scorer.flavor, outputs, tolerant, tuple(scorer.packages))
 
 
 def predict(registry: Any, version: Any, frame: pd.DataFrame, *, timeout: float) -> pd.DataFrame:

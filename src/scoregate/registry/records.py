@@ -11,7 +11,16 @@ from pydantic import BaseModel, ConfigDict
 
 from scoregate import extra_fields
 from scoregate.flavors.base import Scorer
-from scoregate.schema import ModelSchema, OutputField, RecordValidator, prepare_frame, prepare_records, raise_for
+from scoregate.inputs import normalise
+from scoregate.schema import (
+    ModelSchema,
+    OutputField,
+    RecordValidator,
+    flag_frame,
+    prepare_frame,
+    prepare_records,
+    raise_for,
+)
 
 RISK_TIERS = ("low", "medium", "high")
 STATUSES = ("registered", "validated", "approved", "production", "retired", "deleted")
@@ -89,12 +98,14 @@ class LoadedModel:
     def validator(self) -> RecordValidator:
         return RecordValidator(self.version.input_schema)
 
-    def predict(self, data: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:
-        """Score a frame (extra columns such as ids are left out) or JSON-like rows, whose
-        undeclared fields are refused or dropped as the version's ``serving.extra_fields`` tag says."""
+    def predict(self, data: Any) -> pd.DataFrame:
+        """Score a frame or a table (extra columns such as ids are left out), JSON-like rows,
+        columns or one row, whose undeclared fields are refused or dropped as the version's
+        ``serving.extra_fields`` tag says, or a 2-D array in the schema's order (:mod:`scoregate.inputs`)."""
         schema = self.version.input_schema
+        data = normalise(data, schema.feature_names)
         if isinstance(data, pd.DataFrame):
-            return self.scorer.predict(prepare_frame(schema, data))
+            return _with_flags(schema, prepare_frame(schema, data), self.scorer)
         setting = extra_fields.from_tags(self.version.tags, self.version.ref)
         data, problems = extra_fields.check_records(data, frozenset(schema.feature_names), setting)
         if problems:  # every broken rule in one refusal, the undeclared fields first
@@ -102,4 +113,12 @@ class LoadedModel:
             for row, record in enumerate(data):
                 problems.extend(validator.check(record, row))
             raise_for(problems)
-        return self.scorer.predict(prepare_records(schema, data))
+        return _with_flags(schema, prepare_records(schema, data), self.scorer)
+
+
+def _with_flags(schema: ModelSchema, frame: pd.DataFrame, scorer: Scorer) -> pd.DataFrame:
+    """Score ``frame``; ``result.attrs["flags"]`` lists the values outside the observed profile
+    (``[{"row", "feature", "kind"}]``, empty when none), which were scored all the same."""
+    result = scorer.predict(frame)
+    result.attrs["flags"] = flag_frame(schema, frame).to_list()
+    return result

@@ -8,6 +8,8 @@ reused by the next registration of the same bytes.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import getpass
 import io
@@ -55,6 +57,7 @@ from scoregate.registry.isolated import SAMPLE_ROWS, try_artifact
 from scoregate.registry.lineage import describe_training_data, environment, git_commit
 from scoregate.registry.records import (
     RISK_TIERS,
+    STATUSES,
     AliasRecord,
     LoadedModel,
     ModelSummary,
@@ -69,7 +72,15 @@ from scoregate.registry.tables import (
     VersionRow,
     utcnow,
 )
-from scoregate.schema import ModelSchema, OutputContract, OutputField, infer_schema, prepare_frame, settle_outputs
+from scoregate.schema import (
+    ModelSchema,
+    OutputContract,
+    OutputField,
+    infer_schema,
+    open_categories,
+    prepare_frame,
+    settle_outputs,
+)
 from scoregate.traffic import TrafficPolicy
 
 #: Rows of training data kept with a version for validation and monitoring.
@@ -103,6 +114,14 @@ class Registry:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def acting_as(self, token: str | None, *, request_id: str | None) -> Registry:
+        """This registry (its engine and artifact store, shared) on behalf of another caller: the
+        registry service makes one per API request, so each is authenticated by its own token."""
+        other = copy.copy(self)
+        other.token = token
+        other.request_id = request_id
+        return other
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -225,6 +244,8 @@ class Registry:
         latency_budget_ms: float = 300.0,
         code_dir: Path | None = None,
         timeout: float = DEFAULT_MODEL_TIMEOUT_S,
+        train_data_uri: str | None = None,
+        code_version: tuple[str | None, bool | None] | None = None,
     ) -> ModelVersion:
         """Register a new immutable version of ``name``; the model is created on first use.
 
@@ -234,6 +255,9 @@ class Registry:
 
         Loading the artifact and scoring the training sample must finish within ``timeout``
         seconds; a model that does not is refused (:class:`ModelTimeoutError`), nothing stored.
+
+        ``train_data_uri`` and ``code_version`` record where the client had the training file and
+        its git commit, when a remote client uploaded them (the service sees only the copies).
         """
         validate_model_name(name)
         self.whoami().require(Permission.REGISTER, subject=name)  # fail before the expensive work
@@ -258,6 +282,9 @@ class Registry:
         flavor_impl = get_flavor(flavor)
 
         training = describe_training_data(Path(train_data)) if train_data is not None else None
+        inferred = schema is None and training is not None
+        if training is not None and train_data_uri is not None:
+            training = dataclasses.replace(training, uri=train_data_uri[:1024])
         if schema is None:
             if training is not None:
                 schema = infer_schema(training.frame, target=target)
@@ -281,6 +308,10 @@ class Registry:
             sample = prepare_frame(schema, reference).head(SAMPLE_ROWS)
         # the model's code runs in a worker process, so a hang is stopped at the timeout
         trial = try_artifact(flavor, artifact, sample, timeout=timeout)
+        if inferred and trial.accepts_unseen:
+            # an inferred closed set opens where the model takes unknown levels; a declared
+            # schema keeps what its author declared
+            schema = open_categories(schema, trial.accepts_unseen)
         if trial.outputs is not None:
             fields, contract = settle_outputs(trial.outputs, declared)
             schema = schema.model_copy(update={"outputs": fields, "output_contract": contract})
@@ -294,7 +325,7 @@ class Registry:
             buffer = io.BytesIO()
             reference.to_parquet(buffer, index=False)
             reference_digest = self.artifacts.put_bytes(buffer.getvalue())
-        commit, dirty = git_commit(code_dir)
+        commit, dirty = code_version if code_version is not None else git_commit(code_dir)
 
         fields = dict(
             flavor=flavor,
@@ -320,7 +351,7 @@ class Registry:
             parent_version=parent_version,
             # an MLflow directory delegates to the flavor inside it: pin that one's packages too
             environment=environment(
-                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages))
+                tuple(dict.fromkeys(flavor_impl.packages + get_flavor(trial.scorer_flavor).packages + trial.packages))
             ),
         )
         for attempt in range(10):
@@ -834,6 +865,106 @@ class Registry:
                 session, actor, "tag.set", f"{model.name}@{row.version}", before={key: before}, after={key: str(value)}
             )
 
+    def delete_tag(self, ref: str | ModelRef, key: str) -> None:
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref, require_selector=True)
+        with self.mutation(Permission.REGISTER, str(parsed)) as (session, actor):
+            model, row = self.find(session, parsed)
+            existing = session.get(TagRow, (row.id, key))
+            if existing is None:
+                raise NotFoundError(f"{model.name}@{row.version} has no tag {key[:128]!r}")
+            before = existing.value
+            session.delete(existing)
+            session.flush()
+            self.record_event(
+                session, actor, "tag.delete", f"{model.name}@{row.version}", before={key: before}, after={key: None}
+            )
+
+    def set_description(self, ref: str | ModelRef, description: str | None) -> None:
+        """The description of a model (``name``) or of one version (``name@3``, ``name@alias``); audited."""
+        parsed = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        text = description.strip() if description else None
+        if text is not None and len(text) > MAX_DESCRIPTION:
+            raise InvalidInputError(f"a description has at most {MAX_DESCRIPTION} characters (got {len(text)})")
+        with self.mutation(Permission.REGISTER, str(parsed)) as (session, actor):
+            if parsed.version is None and parsed.alias is None:
+                model = self.model_row(session, parsed.name)
+                target: Any = model
+                subject = model.name
+            else:
+                model, target = self.find(session, parsed)
+                subject = f"{model.name}@{target.version}"
+            before = target.description
+            if before == text:
+                return
+            target.description = text
+            if target is model:
+                model.updated_at = utcnow()
+            self.record_event(
+                session, actor, "description.set", subject, before={"description": before}, after={"description": text}
+            )
+
+    def search_models(
+        self,
+        *,
+        name: str | None = None,
+        owner: str | None = None,
+        risk_tier: str | None = None,
+        alias: str | None = None,
+    ) -> list[ModelSummary]:
+        """Models whose name matches ``name`` (a glob: ``credit-*``), with that owner, risk tier
+        or an alias of that name."""
+        matches = _glob(name)
+        return [
+            m
+            for m in self.list_models()
+            if matches(m.name)
+            and (owner is None or m.owner == owner)
+            and (risk_tier is None or m.risk_tier == risk_tier)
+            and (alias is None or alias in m.aliases)
+        ]
+
+    def search_versions(
+        self,
+        *,
+        name: str | None = None,
+        flavor: str | None = None,
+        status: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        alias: str | None = None,
+        max_results: int = 1000,
+    ) -> list[ModelVersion]:
+        """Versions of the models matching ``name`` (a glob) with that flavor, status, every
+        tag in ``tags`` (key: value) and ``alias``, newest first, at most ``max_results``."""
+        max_results = int(between("max_results", max_results, 1, 100_000))
+        if status is not None and status not in STATUSES:
+            raise InvalidInputError(f"invalid status {status[:20]!r}: choose one of {', '.join(STATUSES)}")
+        matches = _glob(name)
+        wanted = {str(k): str(v) for k, v in (tags or {}).items()}
+        with self.reading() as session:
+            query = (
+                select(VersionRow, ModelRow)
+                .join(ModelRow, VersionRow.model_id == ModelRow.id)
+                .options(selectinload(VersionRow.tags))
+                .order_by(VersionRow.created_at.desc(), VersionRow.id.desc())
+            )
+            if flavor is not None:
+                query = query.where(VersionRow.flavor == flavor)
+            if status is not None:
+                query = query.where(VersionRow.status == status)
+            out: list[ModelVersion] = []
+            for row, model in session.execute(query):
+                if not matches(model.name):
+                    continue
+                if wanted and any({t.key: t.value for t in row.tags}.get(k) != v for k, v in wanted.items()):
+                    continue
+                record = self._to_record(session, row, model)
+                if alias is not None and alias not in record.aliases:
+                    continue
+                out.append(record)
+                if len(out) >= max_results:
+                    break
+            return out
+
     def set_risk_tier(self, name: str, risk_tier: str, *, reason: str) -> None:
         """Move a model to another risk tier (admin): it changes which gates all its versions meet."""
         if risk_tier not in RISK_TIERS:
@@ -1024,3 +1155,16 @@ def _current_user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):
         return None
+
+
+#: The longest description a model or a version keeps.
+MAX_DESCRIPTION = 10_000
+
+
+def _glob(pattern: str | None) -> Any:
+    """A name filter: None matches everything; ``*`` and ``?`` are wildcards, case-sensitive."""
+    if pattern is None:
+        return lambda name: True
+    import fnmatch
+
+    return lambda name: fnmatch.fnmatchcase(name, pattern)

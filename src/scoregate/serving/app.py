@@ -6,6 +6,8 @@ Routes:
   ``{"columns": {...}}``
 * Open Inference Protocol V2: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``,
   ``GET /v2/models/{name}[/versions/{v}]``, ``GET .../ready``, ``POST .../infer``
+* MLflow's scoring protocol (:mod:`.mlflow_protocol`): ``POST /invocations``, ``GET /ping``,
+  ``GET /health``, ``GET /version``
 * ``GET /models`` (what this worker serves), ``GET /metrics``, ``GET /openapi.json``
 
 Every request is bounded: its body (``max_body_bytes``, 413), its rows
@@ -26,7 +28,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -35,8 +37,8 @@ from scoregate.extra_fields import check_records
 from scoregate.extra_fields import violations as undeclared_violations
 from scoregate.memory import MemoryTrim
 from scoregate.registry.predictions import Durability, PredictionLog
-from scoregate.schema import MAX_REPORTED_VIOLATIONS, Violation, raise_for
-from scoregate.serving import v2
+from scoregate.schema import MAX_REPORTED_VIOLATIONS, ObservedFlags, Violation, raise_for
+from scoregate.serving import mlflow_protocol, v2
 from scoregate.serving.auth import TokenCheck
 from scoregate.serving.batcher import BatcherClosed, Outputs
 from scoregate.serving.durable import LoopCommit
@@ -48,6 +50,9 @@ from scoregate.serving.options import DEFAULT_MAX_BODY, DEFAULT_MAX_QUEUED, Serv
 from scoregate.serving.source import ModelSource
 from scoregate.serving.state import Route, Served, ServingState
 
+if TYPE_CHECKING:  # imported when monitoring is on: its statistics pull in scipy
+    from scoregate.serving.monitoring import LiveMonitor
+
 log = logging.getLogger("scoregate.serving")
 
 __all__ = ["DEFAULT_MAX_BODY", "DEFAULT_MAX_QUEUED", "HTTPError", "ScoringApp", "allowed_methods", "create_app"]
@@ -58,18 +63,31 @@ _perf = time.perf_counter
 GAUGE_INTERVAL = 1.0
 #: Bodies from this size on are followed by handing freed heap memory back (:mod:`.memory`).
 LARGE_BODY = 1 << 20
-_OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+_OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", *mlflow_protocol.HEALTH_PATHS})
 _GET_PATHS = frozenset(
-    {"/v2/health/live", "/v2/health/ready", "/v2", "/metrics", "/openapi.json", "/models", "/models/"}
+    {
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2",
+        "/metrics",
+        "/openapi.json",
+        "/models",
+        "/models/",
+        "/version",
+        *mlflow_protocol.HEALTH_PATHS,
+    }
 )
 _JSON_TYPES = frozenset({b"application/json"})
+_MLFLOW_TYPES = frozenset({b"application/json", b"text/csv"})
 _BINARY_TYPES = frozenset({b"application/json", b"application/octet-stream"})
 
 
 def allowed_methods(path: str) -> bytes | None:
     """The methods a route takes (the ``Allow`` header of a 405), or None for no such route."""
-    if (path.startswith("/models/") and path.endswith("/predict")) or (
-        path.startswith("/v2/models/") and path.endswith("/infer")
+    if (
+        (path.startswith("/models/") and path.endswith("/predict"))
+        or (path.startswith("/v2/models/") and path.endswith("/infer"))
+        or path == mlflow_protocol.INVOCATIONS
     ):
         return b"POST"
     if path in _GET_PATHS or path.startswith("/v2/models/"):
@@ -136,6 +154,8 @@ class ScoringApp:
         self.in_flight = 0
         self._gauges: asyncio.Task[None] | None = None
         self._trim = MemoryTrim()
+        #: Live monitoring (:mod:`.monitoring`), set by :func:`create_app` unless it is off.
+        self.monitor: LiveMonitor | None = None
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -172,6 +192,8 @@ class ScoringApp:
         if self.log is not None:
             self.log.start()
         await self.state.start()
+        if self.monitor is not None:
+            self.monitor.start()
         if self.tokens is not None and getattr(self.state.source, "credentials", None) is None:
             log.warning("--require-token: the model source keeps no tokens; every scoring request will get 401")
         self._refresh_gauges()
@@ -188,6 +210,8 @@ class ScoringApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gauges
         await self.state.stop()  # drains every scoring thread, shadows included
+        if self.monitor is not None:  # counts the last rows and writes the open windows
+            await asyncio.get_running_loop().run_in_executor(None, self.monitor.stop)
         if self.log is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.log.close)
         if self._commit is not None:
@@ -213,7 +237,7 @@ class ScoringApp:
         started = _perf()
         request_id = self._new_request_id()
         exchange = _Exchange()
-        header_id = content_type = authorization = None
+        header_id = content_type = authorization = model_header = None
         content_length = -1
         header_length = None
         for key, value in scope["headers"]:
@@ -228,6 +252,8 @@ class ScoringApp:
                 header_id = value
             elif key == b"authorization":
                 authorization = value
+            elif key == mlflow_protocol.MODEL_HEADER:
+                model_header = value
             elif key == b"inference-header-content-length":
                 try:
                     header_length = int(value)
@@ -249,11 +275,18 @@ class ScoringApp:
                     self.tokens.check(authorization)
                 if content_length > self.max_body_bytes:
                     raise HTTPError(413, "payload_too_large", self._too_large(content_length))
-                self._check_content_type(content_type, header_length is not None)
+                if path == mlflow_protocol.INVOCATIONS:
+                    protocol = "mlflow"
+                self._check_content_type(content_type, header_length is not None, protocol == "mlflow")
                 body = await self._read_body(receive)
                 if len(body) >= LARGE_BODY:
                     self._trim.soon()  # its parse leaves C heap behind, whatever the answer
-                if path.startswith("/models/") and path.endswith("/predict"):
+                if protocol == "mlflow":
+                    selector = model_header.decode("latin-1") if model_header is not None else None
+                    status, payload = await self._invocations(
+                        selector, body, _media_type(content_type), request_id, exchange, started
+                    )
+                elif path.startswith("/models/") and path.endswith("/predict"):
                     status, payload = await self._plain(path[8:-8], body, request_id, exchange, started)
                 elif v2_style and path.endswith("/infer"):
                     status, payload, binary_header = await self._v2_infer(
@@ -276,7 +309,10 @@ class ScoringApp:
             return
         except ScoregateError as exc:
             status, content_type_out = exc.status_code, JSON
-            payload = error_body(exc, request_id, exchange.client_id, v2_style=v2_style)
+            if protocol == "mlflow":
+                payload = mlflow_protocol.error_response(exc, request_id, exchange.client_id)
+            else:
+                payload = error_body(exc, request_id, exchange.client_id, v2_style=v2_style)
             extra_headers.extend(getattr(exc, "headers", ()))
             if status == 503:
                 extra_headers.append((b"retry-after", b"1"))
@@ -320,15 +356,18 @@ class ScoringApp:
         return f"request body of {size} bytes exceeds the limit of {self.max_body_bytes} bytes (--max-body-mb)"
 
     @staticmethod
-    def _check_content_type(value: bytes | None, binary: bool) -> None:
-        """JSON, or for V2 with binary tensors octet-stream; no Content-Type at all is taken as
-        JSON (Triton's client sends none). Anything else is 415: a form a browser would post
-        across origins is not a scoring request."""
+    def _check_content_type(value: bytes | None, binary: bool, mlflow: bool = False) -> None:
+        """JSON, or for V2 with binary tensors octet-stream, or for /invocations CSV; no
+        Content-Type at all is taken as JSON (Triton's client sends none). Anything else is
+        415: a form a browser would post across origins is not a scoring request."""
         media = _media_type(value)
-        if media is None or media in (_BINARY_TYPES if binary else _JSON_TYPES):
+        accepted = _BINARY_TYPES if binary else (_MLFLOW_TYPES if mlflow else _JSON_TYPES)
+        if media is None or media in accepted:
             return
         shown = media.decode("latin-1")[:60]
         want = "application/json or application/octet-stream" if binary else "application/json"
+        if mlflow:
+            want = "application/json or text/csv"
         raise HTTPError(415, "unsupported_media_type", f"Content-Type {shown!r} is not accepted: send {want}")
 
     async def _read_body(self, receive: Callable[..., Any]) -> bytes:
@@ -425,6 +464,8 @@ class ScoringApp:
         size = self.slice_rows
         if n <= size:
             records, problems = self._check(served, records)
+            if problems and self.monitor is not None:
+                self.monitor.refused(served, problems)
             raise_for(problems)
             self._room(served)
             try:
@@ -447,6 +488,8 @@ class ScoringApp:
                 if len(problems) >= MAX_REPORTED_VIOLATIONS:
                     break
                 await asyncio.sleep(0)
+            if problems and self.monitor is not None:
+                self.monitor.refused(served, problems)
             raise_for(problems)
             self._room(served)
             futures = [served.batcher.submit(checked[i : i + size], bulk=True) for i in range(0, len(checked), size)]
@@ -470,6 +513,8 @@ class ScoringApp:
         latency_ms = (_perf() - started) * 1000.0
         n = len(records)
         served.m_rows.inc(n)
+        if self.monitor is not None:
+            self.monitor.observe(served, records, outputs)
         plog = self.log
         if plog is not None:
             size = self.slice_rows
@@ -520,6 +565,7 @@ class ScoringApp:
             return
         started = _perf()
         plog = self.log
+        monitor = self.monitor
         rows = self.metrics.child(self.metrics.rows, shadow.name, shadow.version_label, "true")
         if shadow.known != primary_known:  # the challenger declares other fields: its own rule applies
             records, problems = check_records(records, shadow.known, shadow.info.extra_fields)
@@ -530,6 +576,8 @@ class ScoringApp:
             if error is not None or outputs is None:
                 return
             rows.inc(len(records))
+            if monitor is not None:
+                monitor.observe(shadow, records, outputs)
             if plog is not None:
                 plog.append(
                     shadow.name,
@@ -583,6 +631,7 @@ class ScoringApp:
         served, outputs, records = await self._score(route, records, exchange)
         kind = f"{name}@{selector}" if selector else name
         await self._after(route, served, request_id, exchange.client_id, records, outputs, started, kind)
+        flags = await self._flag(served, records)
         response: dict[str, Any] = {
             "model": served.name,
             "version": served.version,
@@ -593,7 +642,74 @@ class ScoringApp:
         if exchange.client_id is not None:
             response["client_request_id"] = exchange.client_id
         response["predictions"] = outputs.rows()
+        if flags.flags:
+            response["flags"] = flags.to_list()
         return 200, orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def _flag(self, served: Served, records: list[Any]) -> ObservedFlags:
+        """Flag the scored rows outside the version's observed profile and count the flags.
+
+        A flag never refuses: the rows were scored. A large request is flagged a slice per
+        loop turn, like its validation, so other requests are not held up.
+        """
+        flagger = served.flagger
+        if not flagger.active:
+            return ObservedFlags((), len(records))
+        size = self.slice_rows
+        if len(records) <= size:
+            flags = flagger.flag(records)
+        else:
+            found = []
+            for start in range(0, len(records), size):
+                found.extend(flagger.flag(records[start : start + size], start).flags)
+                await asyncio.sleep(0)
+            flags = ObservedFlags(tuple(found), len(records))
+        metric = self.metrics.input_flags
+        for (feature, kind), n in flags.counts().items():
+            self.metrics.child(metric, served.name, served.version_label, feature, kind.value).inc(n)
+        return flags
+
+    async def _invocations(
+        self,
+        selector: str | None,
+        body: bytes,
+        media_type: bytes | None,
+        request_id: str,
+        exchange: _Exchange,
+        started: float,
+    ) -> tuple[int, bytes]:
+        """MLflow's ``/invocations`` (:mod:`.mlflow_protocol`): the same validation, batching and log."""
+        route = self._mlflow_route(selector, exchange)
+        primary = route.primary
+        records = mlflow_protocol.parse_request(body, media_type, primary.feature_names, self.max_request_rows)
+        served, outputs, records = await self._score(route, records, exchange)
+        await self._after(
+            route, served, request_id, exchange.client_id, records, outputs, started, f"mlflow:{served.name}"
+        )
+        pyfunc = getattr(served.batcher.scorer, "pyfunc_outputs", None)
+        answer = {"predictions": mlflow_protocol.predictions(outputs.names, outputs.columns, pyfunc)}
+        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _mlflow_route(self, selector: str | None, exchange: _Exchange) -> Route:
+        """The model named in the X-Scoregate-Model header, else the one this server serves."""
+        models = self.state.table.models
+        if selector:
+            name, at, alias = selector.partition("@")
+            if at and not alias:
+                raise InvalidReferenceError(f"{selector[:100]!r}: after '@' comes a version or an alias")
+        elif len(models) == 1:
+            name, alias = next(iter(models)), ""
+        else:
+            listed = ", ".join(sorted(models)[:20]) or "none"
+            raise HTTPError(
+                400 if models else 503,
+                "bad_request" if models else "unavailable",
+                f"this server serves {len(models)} models ({listed}): name one in the X-Scoregate-Model header "
+                "(name, name@version or name@alias)",
+            )
+        if name in models:
+            exchange.model = name
+        return self.state.route(name, alias or None)
 
     def _columns_to_rows(self, columns: Any) -> list[dict[str, Any]]:
         if not isinstance(columns, dict) or not all(isinstance(v, list) for v in columns.values()):
@@ -659,8 +775,9 @@ class ScoringApp:
         )
         served, outputs, records = await self._score(route, records, exchange)
         await self._after(route, served, request_id, exchange.client_id, records, outputs, started, f"v2:{name}")
+        flags = await self._flag(served, records)
         payload, binary_header = v2.encode_response(
-            served.name, served.version, request, outputs, len(records), exchange.client_id
+            served.name, served.version, request, outputs, len(records), exchange.client_id, flags.to_list()
         )
         return 200, payload, binary_header
 
@@ -676,6 +793,11 @@ class ScoringApp:
             if state.unavailable:
                 body["not_loaded"] = [{"ref": ref, "reason": why} for ref, why in sorted(state.unavailable.items())]
             return (200 if ready else 503), orjson.dumps(body), JSON
+        if path in mlflow_protocol.HEALTH_PATHS:  # MLflow's and SageMaker's health check
+            ready = state.ready and bool(state.table.served)
+            return (200 if ready else 503), (b"\n" if ready else b'{"ready":false}'), JSON
+        if path == "/version":
+            return 200, _version().encode(), b"text/plain; charset=utf-8"
         if path == "/v2":
             return (
                 200,
@@ -750,12 +872,14 @@ def create_app(
     source: ModelSource | Callable[[], ModelSource],
     *,
     predictions_dir: Any = None,
+    monitoring_dir: Any = None,
     options: ServeOptions | None = None,
     **settings: Any,
 ) -> ScoringApp:
     """Build the ASGI app. ``source`` is a :class:`ModelSource` or a zero-argument factory
     (called on the loader thread at startup, e.g. ``lambda: RegistrySource.open(settings)``).
-    ``predictions_dir=None`` turns the prediction log off. The server's settings are a
+    ``predictions_dir=None`` turns the prediction log off; ``monitoring_dir`` is where live
+    monitoring writes its windows (None, or ``monitoring=False``, turns it off). The server's settings are a
     :class:`ServeOptions` or its fields as keyword arguments (``max_request_rows=...``);
     ``scoring="inline"`` scores on the event loop (lower latency for fast models when one
     worker serves few models; a slow model then delays the others, so it is opt-in), and
@@ -787,4 +911,11 @@ def create_app(
             flush_rows=options.log_flush_rows,
             durability=options.log_durability,
         )
-    return ScoringApp(state, metrics, plog, options)
+    app = ScoringApp(state, metrics, plog, options)
+    if monitoring_dir is not None and options.monitoring:
+        from pathlib import Path
+
+        from scoregate.serving.monitoring import LiveMonitor
+
+        app.monitor = LiveMonitor(Path(monitoring_dir), metrics, options, app.worker_id, lambda: state.source)
+    return app

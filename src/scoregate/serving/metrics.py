@@ -68,6 +68,13 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.input_flags = Counter(
+            "scoregate_input_flags",
+            "Scored values outside the training data's observed profile, by feature and kind "
+            "(below_observed, above_observed, unseen_category); the labels are bounded by the schema.",
+            ["model", "version", "feature", "kind"],
+            registry=r,
+        )
         self.swaps = Counter("scoregate_model_swaps", "Hot swaps of the served model set.", registry=r)
         self.log_commit = Histogram(
             "scoregate_log_commit_seconds",
@@ -97,6 +104,48 @@ class Metrics:
             ["model", "version"],
             registry=r,
             multiprocess_mode="livemin",
+        )
+        # live monitoring (:mod:`.monitoring`): every worker computes the same figures from the
+        # windows all of them wrote, so the most recent value of any worker is the figure
+        self.feature_drift = Gauge(
+            "scoregate_feature_drift",
+            "Drift of an input feature over the closed live windows of a span against the reference profile.",
+            ["model", "version", "feature", "statistic", "window"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.output_drift = Gauge(
+            "scoregate_output_drift",
+            "Drift of a model output over the closed live windows of a span against the reference profile.",
+            ["model", "version", "output", "statistic", "window"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.quality_ratio = Gauge(
+            "scoregate_feature_quality_ratio",
+            "Share of a span's rows (scored or refused) that were missing, out of the reference range, an "
+            "unseen category, infinite, or refused by a validity rule, per input feature.",
+            ["model", "version", "feature", "kind", "window"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.monitoring_rows = Gauge(
+            "scoregate_monitoring_window_rows",
+            "Rows scored in the closed live windows of a span (every worker).",
+            ["model", "version", "window"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.monitoring_errors = Counter(
+            "scoregate_monitoring_errors",
+            "Failures of live monitoring by stage (profile, count, persist, figures); scoring went on.",
+            ["stage"],
+            registry=r,
+        )
+        self.monitoring_dropped = Counter(
+            "scoregate_monitoring_dropped_rows",
+            "Scored rows live monitoring dropped because its queue was full.",
+            registry=r,
         )
         self.process = {
             name: Gauge(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from scoregate.refs import ALIAS_PATTERN, NAME_PATTERN
-from scoregate.schema import Feature, FeatureType
+from scoregate.schema import Feature, FeatureType, UnseenCategories
 from scoregate.serving.options import ServeOptions
 from scoregate.serving.v2 import DATATYPES, FEATURE_DATATYPE, NUMERIC_DATATYPES
 
@@ -63,6 +63,9 @@ def feature_schema(feature: Feature) -> dict[str, Any]:
         schema = {"type": "integer", "minimum": low, "maximum": high}
     elif kind is FeatureType.BOOL:
         schema = {"type": "boolean"}
+    elif kind is FeatureType.CATEGORY and feature.unseen is UnseenCategories.SCORE:
+        # any string is scored (an unknown level is flagged); the known ones are examples
+        schema = {"type": "string", "examples": list(feature.categories or [])[:10]}
     elif kind is FeatureType.CATEGORY:
         schema = {"type": "string", "enum": list(feature.categories or [])}
     elif kind is FeatureType.DATETIME:

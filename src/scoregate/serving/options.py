@@ -60,6 +60,12 @@ class ServeOptions(BaseModel):
     log_durability: Durability = Durability.SYNC
     log_flush_interval: float = Field(1.0, gt=0)
     log_flush_rows: int = Field(50_000, ge=1)
+    # live monitoring (:mod:`scoregate.serving.monitoring`)
+    monitoring: bool = Field(True, description="Count scored rows into live windows and export their drift.")
+    monitoring_window: int = Field(300, ge=1, le=86_400, description="Seconds per live monitoring window.")
+    monitoring_max_features: int = Field(50, ge=1, le=1000, description="Features (and outputs) with gauges.")
+    monitoring_max_versions: int = Field(20, ge=1, le=1000, description="Versions monitored live per worker.")
+    monitoring_retention_days: float = Field(35.0, ge=0, description="Days live windows are kept (0: forever).")
     # access
     require_token: bool = False
     token_role: str = Role.SCORER.value

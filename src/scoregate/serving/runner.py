@@ -59,8 +59,16 @@ def build_app(payload: dict[str, Any]) -> ScoringApp:
         # the scoring threads run Python between their nogil sections; a short switch
         # interval keeps the event loop from waiting the default 5 ms for the GIL
         sys.setswitchinterval(options.switch_interval)
-    predictions_dir = Path(payload["settings"]["home"]) / "predictions" if options.log_predictions else None
-    return create_app(_source_factory(payload), predictions_dir=predictions_dir, options=options)
+    home = Path(payload["settings"]["home"])
+    predictions_dir = home / "predictions" if options.log_predictions else None
+    monitoring_dir = None
+    if options.monitoring:
+        from scoregate.monitoring.live import live_folder
+
+        monitoring_dir = live_folder(home)
+    return create_app(
+        _source_factory(payload), predictions_dir=predictions_dir, monitoring_dir=monitoring_dir, options=options
+    )
 
 
 def uvicorn_config(app: Any, host: str, port: int, options: ServeOptions, log_level: str) -> Any:

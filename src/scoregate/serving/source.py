@@ -57,6 +57,8 @@ class ModelSource(Protocol):
 
     # Optional: ``credentials() -> dict[str, Credential]`` (token SHA-256 -> owner), for
     # ``--require-token``; a source without it admits no token.
+    # Optional: ``reference_profile(name, version) -> ReferenceProfile | None``, the version's
+    # bound reference profile, for live monitoring; a source without it monitors nothing.
 
 
 def _info_from_model_version(mv: Any) -> VersionInfo:
@@ -78,6 +80,8 @@ class RegistrySource:
 
     @classmethod
     def open(cls, settings: Any) -> RegistrySource:
+        if getattr(settings, "url", None):  # team mode: read through the registry service
+            return ServiceSource.open(settings)
         from scoregate.registry import Registry
 
         return cls(Registry.open(settings))
@@ -98,33 +102,41 @@ class RegistrySource:
         loaded = self.registry.load(f"{name}@{version}")
         return _info_from_model_version(loaded.version), loaded.scorer
 
+    def reference_profile(self, name: str, version: int) -> Any:
+        """The reference profile bound to the version (checked against it), or None."""
+        from scoregate.monitoring import store
+
+        try:
+            return store.bound_reference(self.registry, self.registry.resolve(f"{name}@{version}")).profile
+        except NotFoundError:
+            return None
+
     def credentials(self) -> dict[str, Credential]:
         """Tokens that are neither revoked nor held by a disabled user (expiry is checked per request)."""
-        from sqlalchemy import select
+        from scoregate.governance.service import Governance
 
-        from scoregate.governance.tables import TokenRow, UserRow
-
-        query = (
-            select(TokenRow.token_hash, TokenRow.expires_at, UserRow.name, UserRow.roles)
-            .join(UserRow, TokenRow.user_id == UserRow.id)
-            .where(TokenRow.revoked_at.is_(None), UserRow.disabled.is_(False))
-        )
-        with self.registry.reading() as session:
-            rows = session.execute(query).all()
-        return {
-            token_hash: Credential(
-                user, frozenset(str(r) for r in roles or ()), _epoch(expires) if expires is not None else None
-            )
-            for token_hash, expires, user, roles in rows
-        }
+        return _credentials(Governance(self.registry).scoring_credentials())
 
 
-def _epoch(value: Any) -> float:
-    import datetime as dt
+class ServiceSource(RegistrySource):
+    """Reads what to serve from the registry service (``SCOREGATE_URL``) and fetches artifacts
+    through it, digest-checked; its token needs only the scorer role, so a scoring node holds
+    no credential that can change the registry."""
 
-    if value.tzinfo is None:  # SQLite returns naive datetimes; the registry stores UTC
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    @classmethod
+    def open(cls, settings: Any) -> ServiceSource:
+        from scoregate.remote import RemoteRegistry
+
+        return cls(RemoteRegistry(settings))
+
+    def credentials(self) -> dict[str, Credential]:
+        return _credentials(self.registry.call("GET", "/serving/credentials"))
+
+
+def _credentials(found: dict[str, dict[str, Any]]) -> dict[str, Credential]:
+    return {
+        token_hash: Credential(c["user"], frozenset(c["roles"]), c["expires_at"]) for token_hash, c in found.items()
+    }
 
 
 @dataclass
@@ -144,6 +156,7 @@ class InMemorySource:
     _aliases: dict[tuple[str, str], int] = field(default_factory=dict)
     _policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _tokens: dict[str, Credential] = field(default_factory=dict)
+    _profiles: dict[tuple[str, int], Any] = field(default_factory=dict)
     _counter: Any = field(default_factory=lambda: itertools.count(1))
     _revision: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -169,6 +182,15 @@ class InMemorySource:
     def credentials(self) -> dict[str, Credential]:
         with self._lock:
             return dict(self._tokens)
+
+    def set_profile(self, name: str, version: int, profile: Any) -> None:
+        """Bind a reference profile (:class:`~scoregate.monitoring.ReferenceProfile`) for live monitoring."""
+        with self._lock:
+            self._profiles[(name, version)] = profile
+
+    def reference_profile(self, name: str, version: int) -> Any:
+        with self._lock:
+            return self._profiles.get((name, version))
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         with self._lock:

@@ -31,7 +31,7 @@ from typing import Any
 from scoregate.errors import InvalidReferenceError, NotFoundError, ScoregateError
 from scoregate.extra_fields import ExtraFields
 from scoregate.refs import REFERENCE_RULE, ModelRef, is_alias, is_version
-from scoregate.schema import FeatureType, ModelSchema, RecordValidator
+from scoregate.schema import FeatureType, ModelSchema, RecordFlagger, RecordValidator
 from scoregate.serving.batcher import Batcher, Outputs
 from scoregate.serving.errors import HTTPError, bounded
 from scoregate.serving.metrics import Metrics
@@ -51,6 +51,7 @@ class Served:
         "batcher",
         "drop_extra",
         "feature_names",
+        "flagger",
         "header",
         "holds",
         "info",
@@ -77,6 +78,8 @@ class Served:
         self.header = info.ref.encode()
         self.batcher = batcher
         self.validator = validator
+        #: flags scored values outside the observed profile (inactive for a schema without one)
+        self.flagger = RecordFlagger(info.input_schema)
         self.feature_names = info.input_schema.feature_names
         self.known = frozenset(self.feature_names)
         #: No nullable feature: a row that passes validation with as many keys as features has no undeclared one.

@@ -290,9 +290,19 @@ def requested_outputs(request: dict[str, Any], available: list[str]) -> tuple[li
 
 
 def encode_response(
-    model: str, version: int, request: dict[str, Any], outputs: Any, rows: int, client_request_id: str | None = None
+    model: str,
+    version: int,
+    request: dict[str, Any],
+    outputs: Any,
+    rows: int,
+    client_request_id: str | None = None,
+    flags: list[dict[str, Any]] | None = None,
 ) -> tuple[bytes, int | None]:
-    """Return the response body and, when it carries binary tensors, the JSON header length."""
+    """Return the response body and, when it carries binary tensors, the JSON header length.
+
+    ``flags`` (rows outside the observed profile, scored) go in the response's
+    ``parameters`` as ``flags``, only when there are some.
+    """
     wanted, binary = requested_outputs(request, outputs.names)
     index = {name: i for i, name in enumerate(outputs.names)}
     tensors = []
@@ -321,6 +331,8 @@ def encode_response(
         params = {k: v for k, v in request["parameters"].items() if k != "binary_data_output"}
         if params:
             body["parameters"] = params
+    if flags:
+        body["parameters"] = {**body.get("parameters", {}), "flags": flags}
     head = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return head, None
