@@ -216,3 +216,14 @@ def test_a_served_decision_is_looked_up_and_reproduced(user, fresh: World) -> No
     assert page.status_code == 200 and 'id="logged"' in page.text and "credit-risk@2" in page.text
     again = viewer.get("/ui/predictions?request_id=ui-test-request-1&reproduce=1")
     assert again.status_code == 200 and "Reproduced: every output matches" in again.text
+
+
+def test_the_team_server_serves_the_ui_under_ui(fresh: World) -> None:
+    """`scoregate server` mounts the same app: sign in and approve there, as in embedded mode."""
+    from scoregate.server.app import create_server_app
+
+    client = Browserless(create_server_app(fresh.settings), fresh.tokens["vera"])
+    assert client.get("/ui/").status_code == 200
+    answer = client.post_form(VERSION, f"{VERSION}/actions/approve", {"reason": "reviewed on the team server"})
+    assert answer.status_code == 200 and "approved by vera" in answer.text
+    assert client.get("/ui/static/ui.css").status_code == 200
