@@ -221,9 +221,10 @@ def test_a_monitoring_chart_from_real_drift_results(watched: Watched, world: Wor
     drifted = page.locator("figure.drift.drifted")
     assert drifted.count() >= 1
     line = drifted.first.locator("svg.chart").first.locator("polyline.series")
-    assert line.is_visible() and len(line.get_attribute("points").split()) == 2  # two stored results
+    assert line.is_visible() and len(line.get_attribute("points").split()) == 3  # three stored results
     assert drifted.first.locator("circle.flagged").count() >= 1
     assert page.locator("#alerts li").count() >= 1
+    assert page.locator("#alert-history tr.open").count() >= 1
     shot = page.locator("figure.drift.drifted").first.screenshot()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     folder = os.environ.get("SCOREGATE_UI_SCREENSHOTS")  # docs/ when the README's screenshots are retaken

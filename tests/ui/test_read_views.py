@@ -56,7 +56,7 @@ def test_inventory_exports(as_user) -> None:  # type: ignore[no-untyped-def]
     client = as_user("viewer")
     rows = json.loads(client.get("/ui/?format=json").content)
     assert [r["model"] for r in rows] == ["credit-risk"] and rows[0]["latest_version"] == 2
-    assert rows[0]["open_alerts"] >= 1  # the shifted drift result
+    assert rows[0]["open_alerts"] >= 1  # fired on the shifted drift result
     table = list(csv.DictReader(io.StringIO(client.get("/ui/?format=csv").text)))
     assert table[0]["model"] == "credit-risk" and table[0]["owner"] == "alice"
 
@@ -107,7 +107,7 @@ def test_version_page_shows_schema_evidence_decisions_policy_and_drift(as_user) 
         assert expected in text, expected
     assert 'id="missing"' in text and "approval" in text  # the high tier still wants approvals
     assert text.count('<svg class="chart"') >= 4  # drift charts per column
-    assert 'id="alerts"' in text
+    assert 'id="alerts"' in text and 'id="alert-history"' in text and '<strong class="bad">open</strong>' in text
     assert 'id="form-approve"' not in text  # a viewer is offered no action
 
 

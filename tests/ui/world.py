@@ -66,7 +66,8 @@ def write_files(folder: Path) -> dict[str, Path]:
 def build_world(home: Path, *, monitoring: bool = True) -> World:
     """credit-risk v1 (dave) and v2 (val, parent v1): v2 validated on a recorded run by dave,
     staging moved v1 -> v2, a recorded load test of v2; with ``monitoring``, v2's reference
-    profile and two drift results (one on data like the training data, one shifted)."""
+    profile and three drift results (one on data like the training data, two shifted: an
+    alert fires)."""
     settings = Settings(home=home)
     world = World(settings, files=write_files(home.parent / "files"))
     world.tokens["admin"] = Governance(Registry(settings)).init("admin")
@@ -91,8 +92,12 @@ def build_world(home: Path, *, monitoring: bool = True) -> World:
         from scoregate.monitoring import service
 
         service.record_reference(dave, v2.ref, world.files["train"])
-        service.drift_file(dave, v2.ref, world.files["current_same"])
-        service.drift_file(dave, v2.ref, world.files["current_shifted"])
+        from scoregate.monitoring.alerting import evaluate_version
+
+        # as `scoregate monitor drift` does; the default policy fires on two drifted results in a row
+        for current in ("current_same", "current_shifted", "current_shifted"):
+            service.drift_file(dave, v2.ref, world.files[current])
+            evaluate_version(dave, v2.ref)
     for registry in (dave, val, Registry(settings)):
         registry.close()
     return world
