@@ -230,8 +230,9 @@ def test_a_monitoring_chart_from_real_drift_results(watched: Watched, world: Wor
     folder = os.environ.get("SCOREGATE_UI_SCREENSHOTS")  # docs/ when the README's screenshots are retaken
     if folder:
         page.goto(VERSION)
-        page.locator("#monitoring").scroll_into_view_if_needed()
-        page.screenshot(path=str(Path(folder) / "ui-version.png"), full_page=False)
+        top = page.locator("#monitoring").bounding_box()
+        clip = {"x": 0, "y": top["y"] - 8, "width": 1400, "height": 1000}
+        page.screenshot(path=str(Path(folder) / "ui-version.png"), full_page=True, clip=clip)
         page.goto("/ui/models/credit-risk")
         page.screenshot(path=str(Path(folder) / "ui-model.png"), full_page=False)
 
