@@ -110,6 +110,19 @@ else
     echo "(container step skipped: $engine)"
 fi
 
+step "14. The web UI: inventory, versions, evidence, decisions, audit and drift, for validators and auditors"
+uiport=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+scoregate ui --port "$uiport" &
+ui=$!
+trap 'kill $ui 2>/dev/null || true' EXIT
+for _ in $(seq 120); do curl -sf -o /dev/null "http://127.0.0.1:$uiport/ui/login" && break; sleep 0.5; done
+echo "sign in at http://127.0.0.1:$uiport/ui/ with a token, e.g. victor's: ${tokens[victor]}"
+curl -s -o /dev/null -w "GET /ui/ without a session: %{http_code} -> %{redirect_url}\n" "http://127.0.0.1:$uiport/ui/"
+# DEMO_UI_SECONDS=600 make demo keeps it up for ten minutes to look around
+sleep "${DEMO_UI_SECONDS:-0}"
+kill -TERM $ui; wait $ui 2>/dev/null || true
+trap - EXIT
+
 step "Reports"
 ls "$reports" "$reports/validation"
 echo "open $reports/validation/report.html, $reports/loadtest/report.html and $reports/model-card.html"

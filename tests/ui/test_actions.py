@@ -170,3 +170,60 @@ def test_before_init_the_ui_needs_no_sign_in(tmp_path: Path) -> None:
     assert page.status_code == 200 and "solo" in page.text and "not initialised" in page.text
     moved = client.post_form("/ui/models/solo/1", "/ui/models/solo/1/actions/alias", {"alias": "staging"})
     assert moved.status_code == 200 and "solo@staging now points at version 1" in moved.text
+
+
+def test_attach_a_document_through_the_form(user, fresh: World) -> None:  # type: ignore[no-untyped-def]
+    dave = user("dave")
+    token = csrf_of(dave.get(VERSION).text)
+    answer = dave.client.post(
+        f"{VERSION}/actions/attach",
+        data={"csrf": token, "kind": "external"},
+        files={"document": ("review.txt", b"outside review: fine", "text/plain")},
+    )
+    assert answer.status_code == 200 and "attached review.txt as external evidence" in answer.text
+    forged = dave.client.post(
+        f"{VERSION}/actions/attach",
+        data={"csrf": token, "kind": "validation"},
+        files={"document": ("forged.json", b"{}", "application/json")},
+    )
+    assert forged.status_code == 422 and "evidence is recorded by scoregate" in forged.text
+    none = dave.client.post(f"{VERSION}/actions/attach", data={"csrf": token, "kind": "external"},
+                            files={"document": ("empty.txt", b"", "text/plain")})  # fmt: skip
+    assert none.status_code == 422 and "choose a document" in none.text
+    no_csrf = dave.client.post(f"{VERSION}/actions/attach", data={"kind": "external"},
+                               files={"document": ("x.txt", b"x", "text/plain")})  # fmt: skip
+    assert no_csrf.status_code == 403
+    viewer = user("viewer")
+    refused = viewer.client.post(
+        f"{VERSION}/actions/attach",
+        data={"csrf": csrf_of(viewer.get(VERSION).text), "kind": "external"},
+        files={"document": ("x.txt", b"x", "text/plain")},
+    )
+    assert refused.status_code == 403 and "may not register" in refused.text
+    kinds = [e["kind"] for e in Governance(Registry(fresh.settings)).evidence("credit-risk@2")]
+    assert kinds == ["validation", "loadtest", "external"]
+
+
+def test_a_served_decision_is_looked_up_and_reproduced(user, fresh: World) -> None:  # type: ignore[no-untyped-def]
+    from tests.governance.conftest import serve_requests
+
+    registry = Registry(fresh.settings)
+    rows = [{"income": 52000.0, "age": 41, "debt_ratio": 0.3, "purpose": "car"}]
+    serve_requests(registry, "credit-risk@2", {"ui-test-request-1": rows})
+    registry.close()
+    viewer = user("viewer")
+    page = viewer.get("/ui/predictions?request_id=ui-test-request-1")
+    assert page.status_code == 200 and 'id="logged"' in page.text and "credit-risk@2" in page.text
+    again = viewer.get("/ui/predictions?request_id=ui-test-request-1&reproduce=1")
+    assert again.status_code == 200 and "Reproduced: every output matches" in again.text
+
+
+def test_the_team_server_serves_the_ui_under_ui(fresh: World) -> None:
+    """`scoregate server` mounts the same app: sign in and approve there, as in embedded mode."""
+    from scoregate.server.app import create_server_app
+
+    client = Browserless(create_server_app(fresh.settings), fresh.tokens["vera"])
+    assert client.get("/ui/").status_code == 200
+    answer = client.post_form(VERSION, f"{VERSION}/actions/approve", {"reason": "reviewed on the team server"})
+    assert answer.status_code == 200 and "approved by vera" in answer.text
+    assert client.get("/ui/static/ui.css").status_code == 200

@@ -221,15 +221,42 @@ def test_a_monitoring_chart_from_real_drift_results(watched: Watched, world: Wor
     drifted = page.locator("figure.drift.drifted")
     assert drifted.count() >= 1
     line = drifted.first.locator("svg.chart").first.locator("polyline.series")
-    assert line.is_visible() and len(line.get_attribute("points").split()) == 2  # two stored results
+    assert line.is_visible() and len(line.get_attribute("points").split()) == 3  # three stored results
     assert drifted.first.locator("circle.flagged").count() >= 1
     assert page.locator("#alerts li").count() >= 1
+    assert page.locator("#alert-history tr.open").count() >= 1
     shot = page.locator("figure.drift.drifted").first.screenshot()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     folder = os.environ.get("SCOREGATE_UI_SCREENSHOTS")  # docs/ when the README's screenshots are retaken
     if folder:
         page.goto(VERSION)
-        page.locator("#monitoring").scroll_into_view_if_needed()
-        page.screenshot(path=str(Path(folder) / "ui-version.png"), full_page=False)
+        top = page.locator("#monitoring").bounding_box()
+        clip = {"x": 0, "y": top["y"] - 8, "width": 1400, "height": 1000}
+        page.screenshot(path=str(Path(folder) / "ui-version.png"), full_page=True, clip=clip)
         page.goto("/ui/models/credit-risk")
         page.screenshot(path=str(Path(folder) / "ui-model.png"), full_page=False)
+
+
+def test_the_watch_catches_csp_violations_and_requests_to_other_hosts(watched: Watched) -> None:
+    """The checks every test ends with can fail: a page under the UI's policy that breaks it,
+    and one that asks another host for an image, are both caught."""
+    from scoregate.ui.security import CONTENT_SECURITY_POLICY
+
+    def probe(body: str, policy: str | None):  # type: ignore[no-untyped-def]
+        headers = {"content-type": "text/html"}
+        if policy:
+            headers["content-security-policy"] = policy
+        return lambda route: route.fulfill(status=200, headers=headers, body=body)
+
+    page = watched.page
+    page.route("**/ui/probe-csp", probe("<p style='color:red'>x</p><script>document.title='ran'</script>",
+                                         CONTENT_SECURITY_POLICY))  # fmt: skip
+    page.goto("/ui/probe-csp")
+    assert page.title() != "ran"
+    assert any("Content Security Policy" in e for e in watched.errors), watched.errors
+    page.route("**/ui/probe-host", probe("<img src='http://elsewhere.invalid/pixel.png'>", None))
+    page.goto("/ui/probe-host")
+    page.wait_for_load_state("load")
+    assert watched.offhost == ["http://elsewhere.invalid/pixel.png"]
+    watched.errors.clear()
+    watched.offhost.clear()

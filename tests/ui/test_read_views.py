@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 
@@ -55,7 +56,7 @@ def test_inventory_exports(as_user) -> None:  # type: ignore[no-untyped-def]
     client = as_user("viewer")
     rows = json.loads(client.get("/ui/?format=json").content)
     assert [r["model"] for r in rows] == ["credit-risk"] and rows[0]["latest_version"] == 2
-    assert rows[0]["open_alerts"] >= 1  # the shifted drift result
+    assert rows[0]["open_alerts"] >= 1  # fired on the shifted drift result
     table = list(csv.DictReader(io.StringIO(client.get("/ui/?format=csv").text)))
     assert table[0]["model"] == "credit-risk" and table[0]["owner"] == "alice"
 
@@ -106,7 +107,7 @@ def test_version_page_shows_schema_evidence_decisions_policy_and_drift(as_user) 
         assert expected in text, expected
     assert 'id="missing"' in text and "approval" in text  # the high tier still wants approvals
     assert text.count('<svg class="chart"') >= 4  # drift charts per column
-    assert 'id="alerts"' in text
+    assert 'id="alerts"' in text and 'id="alert-history"' in text and '<strong class="bad">open</strong>' in text
     assert 'id="form-approve"' not in text  # a viewer is offered no action
 
 
@@ -127,6 +128,8 @@ def test_evidence_report_is_viewable_in_the_page(as_user) -> None:  # type: igno
     document = client.get("/ui/models/credit-risk/2/evidence/1/document")
     assert document.status_code == 200 and json.loads(document.content)["kind"] == "scoregate.validation"
     assert client.get("/ui/models/credit-risk/2/evidence/99").status_code == 404
+    loadtest = client.get("/ui/models/credit-risk/2/evidence/2")
+    assert loadtest.status_code == 200 and "overall.p99_ms" in loadtest.text and "correctness" in loadtest.text
 
 
 def test_decision_permalink(as_user) -> None:  # type: ignore[no-untyped-def]
@@ -205,3 +208,55 @@ def test_predictions_lookup_of_an_unknown_request(as_user) -> None:  # type: ign
     assert client.get("/ui/predictions").status_code == 200
     answer = client.get("/ui/predictions?request_id=no-such-request")
     assert answer.status_code == 404 and "is not in the prediction log" in answer.text
+
+
+def test_inventory_at_a_moment_between_two_versions(as_user, world) -> None:  # type: ignore[no-untyped-def]
+    from scoregate.registry import Registry
+
+    registry = Registry(world.settings)
+    v1, v2 = registry.list_versions("credit-risk")
+    registry.close()
+    between = v1.created_at + (v2.created_at - v1.created_at) / 2
+    in_paris = between.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
+    rows = json.loads(as_user("viewer").get("/ui/", params={"at": in_paris, "format": "json"}).content)
+    assert rows[0]["latest_version"] == 1 and rows[0]["open_alerts"] is None
+
+
+def test_the_ui_command_refuses_a_bad_port(run) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run("ui", "--port", "70000")
+    assert code == 3 and "invalid --port 70000" in err
+
+
+def test_a_broken_chain_shows_on_the_verification_page(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    from scoregate.config import Settings
+    from scoregate.governance.service import Governance
+    from scoregate.registry import Registry
+    from tests.ui.conftest import Browserless, mounted
+
+    settings = Settings(home=tmp_path / "home")
+    registry = Registry(settings)
+    token = Governance(registry).init("admin")
+    Governance(Registry(settings, token=token)).add_user("viewer", ["viewer"])
+    with registry.engine.begin() as connection:  # the database's owner drops the triggers and edits an event
+        for name in connection.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'")).scalars().all():
+            connection.execute(text(f'DROP TRIGGER "{name}"'))
+        connection.execute(text("UPDATE audit_events SET actor = 'mallory' WHERE seq = 2"))
+    registry.close()
+    client = Browserless(mounted(settings), token)
+    answer = client.get("/ui/audit/verify")
+    assert answer.status_code == 409 and "Chain broken" in answer.text
+    assert "Chain broken" in client.get("/ui/audit").text
+
+
+def test_every_read_view_is_plain_html_under_the_strict_policy(as_user) -> None:  # type: ignore[no-untyped-def]
+    client = as_user("viewer")
+    for path in ("/ui/", "/ui/models/credit-risk", "/ui/models/credit-risk/2", "/ui/models/credit-risk/2/evidence/1",
+                 "/ui/models/credit-risk/2/decisions/1", "/ui/models/credit-risk/2/card", "/ui/audit",
+                 "/ui/audit/1", "/ui/predictions", "/ui/login"):  # fmt: skip
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert "<script" not in answer.text and " style=" not in answer.text, path
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'"), path
+        assert answer.headers["x-content-type-options"] == "nosniff"

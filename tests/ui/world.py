@@ -16,7 +16,7 @@ from scoregate.config import Settings
 from scoregate.governance.service import Governance
 from scoregate.registry import Registry
 from tests.conftest import make_credit_data
-from tests.governance.runs import validation_document
+from tests.governance.runs import loadtest_document, validation_document
 
 USERS = [
     ("root2", "admin"),
@@ -65,8 +65,9 @@ def write_files(folder: Path) -> dict[str, Path]:
 
 def build_world(home: Path, *, monitoring: bool = True) -> World:
     """credit-risk v1 (dave) and v2 (val, parent v1): v2 validated on a recorded run by dave,
-    staging moved v1 -> v2; with ``monitoring``, v2's reference profile and two drift results
-    (one on data like the training data, one shifted)."""
+    staging moved v1 -> v2, a recorded load test of v2; with ``monitoring``, v2's reference
+    profile and three drift results (one on data like the training data, two shifted: an
+    alert fires)."""
     settings = Settings(home=home)
     world = World(settings, files=write_files(home.parent / "files"))
     world.tokens["admin"] = Governance(Registry(settings)).init("admin")
@@ -86,12 +87,17 @@ def build_world(home: Path, *, monitoring: bool = True) -> World:
     dave.set_alias("credit-risk", "staging", v2.version, reason="retrained")
     Governance(dave).record_run(v2.ref, "validation", validation_document(dave, v2))
     Governance(dave).mark_validated(v2.ref, reason="validation run passed")
+    Governance(dave).record_run(v2.ref, "loadtest", loadtest_document(v2))
     if monitoring:
         from scoregate.monitoring import service
 
         service.record_reference(dave, v2.ref, world.files["train"])
-        service.drift_file(dave, v2.ref, world.files["current_same"])
-        service.drift_file(dave, v2.ref, world.files["current_shifted"])
+        from scoregate.monitoring.alerting import evaluate_version
+
+        # as `scoregate monitor drift` does; the default policy fires on two drifted results in a row
+        for current in ("current_same", "current_shifted", "current_shifted"):
+            service.drift_file(dave, v2.ref, world.files[current])
+            evaluate_version(dave, v2.ref)
     for registry in (dave, val, Registry(settings)):
         registry.close()
     return world

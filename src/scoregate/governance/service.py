@@ -807,73 +807,122 @@ class Governance:
     # -- inventory -----------------------------------------------------------------------------
 
     def inventory(self, *, at: dt.datetime | None = None) -> list[dict[str, Any]]:
-        """One row per model with what regulators ask for; ``at`` gives the state as it was then."""
-        moment = _aware(at) if at else utcnow()
+        """One row per model with what regulators ask for; ``at`` gives the state as it was then.
+
+        A fixed number of queries whatever the size of the inventory (one per table, the
+        columns it needs), so a thousand models with ten versions each read in one pass."""
+        from scoregate.governance.tables import AliasHistoryRow
+        from scoregate.registry.tables import TagRow
+
+        # UTC, so that SQLite (which compares the stored text) and PostgreSQL agree on "at or before"
+        moment = _aware(at).astimezone(dt.UTC) if at else utcnow()
         with self.registry.reading() as session:
             policy = self.registry.policy_in_force(session)
+            # column reads through the Core connection: plain rows, no ORM bookkeeping per row
+            connection = session.connection()
+            models = connection.execute(
+                select(ModelRow.id, ModelRow.name, ModelRow.description, ModelRow.owner, ModelRow.risk_tier)
+                .where(ModelRow.created_at <= moment)
+                .order_by(ModelRow.name)
+            ).all()
+            versions: dict[int, list[Any]] = {}
+            for v in connection.execute(
+                select(VersionRow.id, VersionRow.model_id, VersionRow.version, VersionRow.created_by)
+                .where(VersionRow.created_at <= moment)
+                .order_by(VersionRow.model_id, VersionRow.version)
+            ):
+                versions.setdefault(v.model_id, []).append(v)
+            model_of = {v.id: model_id for model_id, vs in versions.items() for v in vs}
+            latest_ids = [vs[-1].id for vs in versions.values()]
+            inputs: dict[int, dict[str, Any]] = {}
+            tags: dict[int, dict[str, str]] = {}
+            for chunk in _chunks(latest_ids):
+                inputs.update(
+                    (version_id, schema)
+                    for version_id, schema in connection.execute(
+                        select(VersionRow.id, VersionRow.input_schema).where(VersionRow.id.in_(chunk))
+                    )
+                )
+                for version_id, key, value in connection.execute(
+                    select(TagRow.version_id, TagRow.key, TagRow.value).where(
+                        TagRow.version_id.in_(chunk), TagRow.key.in_(_INVENTORY_TAGS)
+                    )
+                ):
+                    tags.setdefault(version_id, {})[key] = value
+            decisions: dict[int, list[Any]] = {}
+            for d in connection.execute(
+                select(DecisionRow.version_id, DecisionRow.action, DecisionRow.to_status, DecisionRow.actor,
+                       DecisionRow.at).where(DecisionRow.at <= moment).order_by(DecisionRow.id)
+            ):  # fmt: skip
+                if d.version_id in model_of:
+                    decisions.setdefault(model_of[d.version_id], []).append(d)
+            production: dict[int, int | None] = {}
+            for model_id, version in connection.execute(
+                select(AliasHistoryRow.model_id, AliasHistoryRow.version)
+                .where(AliasHistoryRow.alias == "production", AliasHistoryRow.at <= moment)
+                .order_by(AliasHistoryRow.id)
+            ):
+                production[model_id] = version
+            exceptions: dict[int, list[str]] = {}
+            for e in session.scalars(
+                select(PolicyExceptionRow)
+                .where(PolicyExceptionRow.created_at <= moment, PolicyExceptionRow.expires_at > moment)
+                .order_by(PolicyExceptionRow.id)
+            ):
+                if e.version_id in model_of:
+                    exceptions.setdefault(model_of[e.version_id], []).append(
+                        f"{e.rule} until {_aware(e.expires_at):%Y-%m-%d} ({e.approver})"
+                    )
             result = []
-            for model in session.scalars(select(ModelRow).where(ModelRow.created_at <= moment).order_by(ModelRow.name)):
-                versions = [
-                    v
-                    for v in session.scalars(
-                        select(VersionRow).where(VersionRow.model_id == model.id).order_by(VersionRow.version)
-                    )
-                    if _aware(v.created_at) <= moment
-                ]
-                if not versions:
+            for model in models:
+                model_versions = versions.get(model.id)
+                if not model_versions:
                     continue
-                decisions = [
-                    d
-                    for d in session.scalars(
-                        select(DecisionRow)
-                        .where(DecisionRow.version_id.in_([v.id for v in versions]))
-                        .order_by(DecisionRow.id)
-                    )
-                    if _aware(d.at) <= moment
-                ]
-                status_of = {v.id: "registered" for v in versions}
-                for d in decisions:
+                model_decisions = decisions.get(model.id, [])
+                status_of = {v.id: "registered" for v in model_versions}
+                for d in model_decisions:
                     status_of[d.version_id] = d.to_status
-                production = self.registry.alias_at(model.name, "production", moment)
-                latest = versions[-1]
+                latest = model_versions[-1]
+                latest_tags = tags.get(latest.id, {})
                 tier = policy.tier(model.risk_tier)
-                validations = [d for d in decisions if d.action == "validate"]
+                validations = [d for d in model_decisions if d.action == "validate"]
                 last_validated = _aware(validations[-1].at) if validations else None
-                approvers = sorted({d.actor for d in decisions if d.action == "approve"})
-                developers = sorted({v.created_by for v in versions if v.created_by})
-                exceptions = [
-                    f"{e.rule} until {_aware(e.expires_at):%Y-%m-%d} ({e.approver})"
-                    for e in session.scalars(
-                        select(PolicyExceptionRow).where(PolicyExceptionRow.version_id.in_([v.id for v in versions]))
-                    )
-                    if _aware(e.created_at) <= moment < _aware(e.expires_at)
-                ]
-                in_use = production is not None
-                any_live = any(status_of[v.id] not in ("retired", "deleted") for v in versions)
+                approvers = sorted({d.actor for d in model_decisions if d.action == "approve"})
+                developers = sorted({v.created_by for v in model_versions if v.created_by})
+                in_use = production.get(model.id) is not None
+                any_live = any(status_of[v.id] not in ("retired", "deleted") for v in model_versions)
                 row = {
                     "model": model.name,
                     "purpose": model.description,
-                    "restrictions": _tag(latest, "restrictions"),
-                    "inputs": ", ".join(f["name"] for f in latest.input_schema.get("features", [])),
-                    "upstream_models": _tag(latest, "upstream_models"),
+                    "restrictions": latest_tags.get("restrictions"),
+                    "inputs": ", ".join(f["name"] for f in (inputs.get(latest.id) or {}).get("features", [])),
+                    "upstream_models": latest_tags.get("upstream_models"),
                     "owner": model.owner,
                     "developers": ", ".join(developers),
                     "validator": ", ".join(approvers),
                     "risk_tier": model.risk_tier,
                     "status": "in use" if in_use else ("in development" if any_live else "retired"),
-                    "production_version": production,
+                    "production_version": production.get(model.id),
                     "latest_version": latest.version,
                     "last_validated": last_validated.date().isoformat() if last_validated else None,
-                    "validation_findings": _tag(latest, "findings"),
+                    "validation_findings": latest_tags.get("findings"),
                     "next_review": (d.date().isoformat() if (d := next_review(tier, last_validated)) else None),
                     "overdue": is_overdue(tier, last_validated, moment),
-                    "limitations": _tag(latest, "limitations"),
-                    "exceptions": "; ".join(exceptions),
+                    "limitations": latest_tags.get("limitations"),
+                    "exceptions": "; ".join(exceptions.get(model.id, [])),
                 }
                 filled = [k for k in COMPLETENESS_FIELDS if row.get(k) not in (None, "", [])]
                 row["completeness"] = round(len(filled) / len(COMPLETENESS_FIELDS), 2)
                 result.append(row)
             return result
+
+
+_INVENTORY_TAGS = ("restrictions", "upstream_models", "findings", "limitations")
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    """Lists short enough for one ``IN (...)`` on every database."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 COMPLETENESS_FIELDS = (
@@ -888,13 +937,6 @@ COMPLETENESS_FIELDS = (
     "next_review",
     "limitations",
 )
-
-
-def _tag(version: VersionRow, key: str) -> str | None:
-    for tag in version.tags:
-        if tag.key == key:
-            return tag.value
-    return None
 
 
 def _expiry(days: int | None) -> dt.datetime | None:

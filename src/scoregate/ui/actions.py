@@ -24,7 +24,7 @@ from scoregate.ui.security import CSRF_FIELD
 #: Largest form a page posts (a reason, an alias, a token); uploads are not taken here.
 MAX_FORM_BYTES = 64 * 1024
 MAX_FIELD = 2000
-ACTIONS = ("approve", "validate", "alias", "hold")
+ACTIONS = ("approve", "validate", "alias", "hold", "attach")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -42,6 +42,31 @@ async def _form(request: Request) -> dict[str, str]:
             raise InvalidInputError(f"field {key[:40]!r} is longer than {MAX_FIELD} characters")
         values[key] = value
     return values
+
+
+async def _upload(request: Request) -> tuple[dict[str, str], tuple[str, bytes] | None]:
+    """A multipart form with at most one file, refused past the largest document kept."""
+    from scoregate.governance.service import MAX_UPLOAD_BYTES
+
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise InvalidInputError("an upload needs a Content-Length")
+    if int(length) > MAX_UPLOAD_BYTES + MAX_FORM_BYTES:
+        raise InvalidInputError(f"the document is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+    form = await request.form(max_files=1, max_fields=20)
+    values: dict[str, str] = {}
+    upload = None
+    for key, value in form.items():
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD:
+                raise InvalidInputError(f"field {key[:40]!r} is longer than {MAX_FIELD} characters")
+            values[key] = value
+        elif key == "document":
+            content = await value.read()
+            if content:
+                upload = ((value.filename or "document")[:200], content)
+    await form.close()
+    return values, upload
 
 
 def _csrf(request: Request, values: dict[str, str]) -> None:
@@ -126,7 +151,11 @@ def _field_of(exc: ScoregateError, fields: tuple[str, ...]) -> str:
 async def version_action(request: Request) -> Response:
     action = request.path_params["action"]
     name, number = request.path_params["name"], request.path_params["version"]
-    values = await _form(request)
+    upload = None
+    if action == "attach" and request.headers.get("content-type", "").startswith("multipart/form-data"):
+        values, upload = await _upload(request)
+    else:
+        values = await _form(request)
     _csrf(request, values)
     if action not in ACTIONS:
         raise InvalidInputError(f"unknown action {action[:40]!r}: choose one of {', '.join(ACTIONS)}")
@@ -142,6 +171,11 @@ async def version_action(request: Request) -> Response:
             if action == "validate":
                 status = me.governance.mark_validated(ref, reason=reason or None)
                 return f"marked validated by {me.principal.name}; {ref} is {status}", {}, 200
+            if action == "attach":
+                if upload is None:
+                    raise InvalidInputError("choose a document to attach")
+                item = me.governance.attach_evidence(ref, values.get("kind", ""), upload[1], name=upload[0])
+                return f"attached {item['name']} as {item['kind']} evidence #{item['id']}", {}, 200
             if action == "hold":
                 if not reason:
                     raise InvalidInputError("a legal hold needs a reason")
@@ -155,7 +189,11 @@ async def version_action(request: Request) -> Response:
         except UnauthorizedError:
             raise
         except ScoregateError as exc:
-            return None, {f"{action}.{_field_of(exc, ('alias', 'reason'))}": exc.message}, exc.status_code
+            return (
+                None,
+                {f"{action}.{_field_of(exc, ('alias', 'reason', 'kind', 'document'))}": exc.message},
+                exc.status_code,
+            )
 
     done, errors, status = await run_in_threadpool(act)
     return await run_in_threadpool(

@@ -10,6 +10,7 @@ the CLI, and the services' refusals are shown as they are.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -51,6 +52,7 @@ class UIState:
         environment.filters["short"] = lambda digest: (digest or "")[:12]
         self.templates = Jinja2Templates(env=environment)
         self.last_verification: Any = None
+        self.verifying = threading.Lock()
 
     @property
     def registry(self) -> Registry:

@@ -32,6 +32,13 @@ class Caller:
         return self.principal.can(permission)
 
     @property
+    def can_act(self) -> bool:
+        """Whether a version page offers this caller any action at all."""
+        return self.can_move_alias or any(
+            self.can(p) for p in (Permission.APPROVE, Permission.VALIDATE, Permission.REGISTER, Permission.LEGAL_HOLD)
+        )
+
+    @property
     def can_move_alias(self) -> bool:
         return self.can(Permission.MOVE_ALIAS) or self.can(Permission.MOVE_PROTECTED_ALIAS)
 

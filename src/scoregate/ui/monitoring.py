@@ -42,8 +42,12 @@ class MonitoringView:
     shown: int = 0
     profile: dict[str, Any] | None = None
     columns: list[ColumnChart] = field(default_factory=list)
+    #: columns that drifted in the latest stored result
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    #: the alerting service's alerts of the version (``monitoring.alerting.Alert``), open and resolved
+    alert_history: list[Any] = field(default_factory=list)
     performance: list[dict[str, Any]] = field(default_factory=list)
+    performance_svg: Markup = field(default_factory=Markup)
     problems: list[str] = field(default_factory=list)
 
 
@@ -135,7 +139,9 @@ def monitoring_view(registry: Registry, version: ModelVersion) -> MonitoringView
         for c in last.columns
         if c.drifted
     ]
+    view.alert_history = version_alerts(registry, version)
     view.performance = performance(registry, version)
+    view.performance_svg = performance_chart(view.performance)
     return view
 
 
@@ -145,12 +151,25 @@ def performance(registry: Registry, version: ModelVersion) -> list[dict[str, Any
     The store of this release keeps drift results only; a store that adds performance
     results exposes ``performance_history(registry, version)`` and they appear here.
     """
+    import dataclasses
+
     from scoregate.monitoring import store
 
     reader = getattr(store, "performance_history", None)
     if reader is None:
         return []
-    return [e if isinstance(e, dict) else getattr(e, "__dict__", {}) for e in reader(registry, version)]
+    entries = list(reader(registry, version))[-MAX_RESULTS:]
+    return [dataclasses.asdict(e) if dataclasses.is_dataclass(e) else dict(e) for e in entries]
+
+
+def performance_chart(entries: list[dict[str, Any]]) -> Markup:
+    """The recorded performance figure over time, one series per source (realized, estimated)."""
+    series: dict[str, list[Point]] = {}
+    for entry in entries:
+        figure, at = entry.get("figure"), entry.get("time")
+        if isinstance(figure, int | float) and isinstance(at, dt.datetime):
+            series.setdefault(str(entry.get("source", "")), []).append(Point(at, float(figure)))
+    return line_chart([Series(k, tuple(v)) for k, v in series.items()], title="performance over time")
 
 
 def _profile_column(column: Any) -> dict[str, Any]:
@@ -160,32 +179,45 @@ def _profile_column(column: Any) -> dict[str, Any]:
 
 
 def open_alerts(registry: Registry) -> dict[str, int]:
-    """Drifted columns in the latest stored drift result of each version, by model name: one
-    scan of the ``monitor.drift`` events (indexed by action)."""
+    """Open monitoring alerts by model name, from the alerts' fire and resolve events (one scan
+    of those actions, indexed), with the rule ``monitoring.alerting.alerts_of`` applies to one
+    version: a fire opens its kind unless open, a resolve closes it."""
     import orjson
     from sqlalchemy import select
 
-    from scoregate.monitoring.store import DRIFT_ACTION
+    from scoregate.monitoring.alerting import FIRE_ACTION, RESOLVE_ACTION
     from scoregate.refs import ModelRef
     from scoregate.registry.tables import AuditEventRow
 
-    latest: dict[str, list[str]] = {}
+    opened: set[tuple[str, str]] = set()
     with registry.reading() as session:
         rows = session.execute(
-            select(AuditEventRow.subject, AuditEventRow.after)
-            .where(AuditEventRow.action == DRIFT_ACTION)
+            select(AuditEventRow.subject, AuditEventRow.action, AuditEventRow.after)
+            .where(AuditEventRow.action.in_((FIRE_ACTION, RESOLVE_ACTION)))
             .order_by(AuditEventRow.seq)
         )
-        for subject, after in rows:
+        for subject, action, after in rows:
             try:
-                latest[subject] = list(orjson.loads(after or "{}").get("drifted", []))
-            except orjson.JSONDecodeError:
+                kind = str(orjson.loads(after or "{}")["kind"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
+            if action == FIRE_ACTION:
+                opened.add((subject, kind))
+            else:
+                opened.discard((subject, kind))
     counts: dict[str, int] = {}
-    for subject, drifted in latest.items():
+    for subject, _ in opened:
         try:
             name = ModelRef.parse(subject).name
         except ScoregateError:
             continue
-        counts[name] = counts.get(name, 0) + len(drifted)
+        counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def version_alerts(registry: Registry, version: ModelVersion) -> list[Any]:
+    """The version's alerts, open and resolved, oldest first (``monitoring.alerting``)."""
+    from scoregate.monitoring.alerting import alerts_of
+
+    with registry.reading() as session:
+        return alerts_of(session, version.ref)

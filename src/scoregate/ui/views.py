@@ -16,7 +16,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from scoregate.errors import InvalidInputError, NotFoundError, ScoregateError
+from scoregate.errors import ConflictError, InvalidInputError, NotFoundError, ScoregateError
 from scoregate.governance.access import Permission
 from scoregate.refs import ModelRef, validate_model_name
 from scoregate.registry.tables import utcnow
@@ -155,6 +155,7 @@ def inventory(request: Request) -> Response:
         tiers=tiers,
         title="inventory",
         statuses=INVENTORY_STATUSES,
+        root=str(request.url_for("inventory").path),
     )
 
 
@@ -473,17 +474,18 @@ def audit_verify(request: Request) -> Response:
     from scoregate.governance.audit import verify
 
     me = current(request)
-    started = utcnow()
-    result = verify(me.registry.engine)
-    request.app.state.ui.last_verification = {"at": started, "result": result}
-    return render(
-        request,
-        "audit_verify.html",
-        title="audit verification",
-        result=result,
-        at=started,
-        status=200 if result.ok else 409,
-    )
+    ui = request.app.state.ui
+    # one verification at a time: it reads the whole log, and any signed-in viewer may ask for it
+    if not ui.verifying.acquire(blocking=False):
+        raise ConflictError("a verification of the audit chain is running; its result will show on the audit log page")
+    try:
+        started = utcnow()
+        result = verify(me.registry.engine)
+        ui.last_verification = {"at": started, "result": result}
+    finally:
+        ui.verifying.release()
+    status = 200 if result.ok else 409
+    return render(request, "audit_verify.html", title="audit verification", result=result, at=started, status=status)
 
 
 # -- predictions -------------------------------------------------------------------------------
