@@ -92,6 +92,8 @@ def plan(
     unknown = [c for c in options.keep if c.startswith("_")]
     if unknown:
         raise InvalidInputError(f"invalid --keep {unknown[0]!r}: names starting with _ are scoregate's own")
+    if "://" not in input_url:
+        input_url = str(Path(input_url).expanduser().absolute())  # a resume may run from another folder
     files = input_files(input_url, storage)
     inputs = [fingerprint(url, kind, options.chunk_rows, storage) for url, kind in files]
     check_columns(inputs, schema.feature_names, options.keep, storage)

@@ -13,7 +13,7 @@ from rich.markup import escape
 # Each module adds its commands to the app; the order is the order of the help panels.
 from scoregate.cli import registry, governance, audit, serving  # noqa: F401
 from scoregate.cli import packaging, traffic  # noqa: F401
-from scoregate.cli import monitoring  # noqa: F401
+from scoregate.cli import monitoring, batch  # noqa: F401
 
 # isort: on
 from scoregate.cli.app import EXIT_CODES, app, err, get_registry
