@@ -174,6 +174,7 @@ def run(
     storage: dict[str, Any] | None = None,
     on_progress: Progress | None = None,
     on_commit: Callable[[ChunkRecord], None] | None = None,
+    ray_address: str | None = None,
 ) -> JobResult:
     """Score the chunks not committed yet; the result says whether the job is done, failed or stopped."""
     storage = storage or {}
@@ -215,7 +216,17 @@ def run(
         else:
             from scoregate.batch import engines
 
-            stop = engines.run(engine, registry, folder, manifest, workers=n, storage=storage, on_commit=committed)
+            stop = engines.run(
+                engine,
+                registry,
+                folder,
+                manifest,
+                workers=n,
+                storage=storage,
+                on_commit=committed,
+                chunk_timeout=chunk_timeout,
+                address=ray_address,
+            )
     rejected = counts["rejected"]
     scored = sum(r.scored for r in done.values())
     if stop is None and len(done) == len(manifest.chunks):

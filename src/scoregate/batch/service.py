@@ -99,6 +99,7 @@ class BatchService:
         storage: dict[str, Any] | None = None,
         on_progress: jobs.Progress | None = None,
         on_plan: Any = None,
+        ray_address: str | None = None,
     ) -> jobs.JobResult:
         """Plan a job into a new OUTPUT folder, record it, run it, record how it ended."""
         version = self.registry.resolve(ModelRef.parse(ref, require_selector=True))
@@ -142,7 +143,7 @@ class BatchService:
             )
         if on_plan is not None:
             on_plan(manifest)
-        return self._run(folder, manifest, engine, workers, chunk_timeout, memory_mb, storage, on_progress)
+        return self._run(folder, manifest, engine, workers, chunk_timeout, memory_mb, storage, on_progress, ray_address)
 
     def resume(
         self,
@@ -153,6 +154,7 @@ class BatchService:
         memory_mb: int | None = None,
         storage: dict[str, Any] | None = None,
         on_progress: jobs.Progress | None = None,
+        ray_address: str | None = None,
     ) -> jobs.JobResult:
         """Finish a stopped or killed job: the same plan, the same version, the same input bytes."""
         row = self._row(job_id)
@@ -175,7 +177,7 @@ class BatchService:
             stored.runs += 1
             self.registry.record_event(session, actor, "batch.resume", job_id, after={"run": stored.runs})
         engine = Engine(row.engine)
-        return self._run(folder, manifest, engine, workers, chunk_timeout, memory_mb, storage, on_progress)
+        return self._run(folder, manifest, engine, workers, chunk_timeout, memory_mb, storage, on_progress, ray_address)
 
     def _run(
         self,
@@ -187,6 +189,7 @@ class BatchService:
         memory_mb: int | None,
         storage: dict[str, Any] | None,
         on_progress: jobs.Progress | None,
+        ray_address: str | None = None,
     ) -> jobs.JobResult:
         try:
             result = jobs.run(
@@ -199,6 +202,7 @@ class BatchService:
                 memory_mb=memory_mb,
                 storage=storage,
                 on_progress=on_progress,
+                ray_address=ray_address,
             )
         except BaseException as exc:  # recorded as stopped, resumable; then raised as it was
             self._finish(manifest.job, jobs.JobState.STOPPED, f"interrupted: {type(exc).__name__}", None, None)

@@ -112,6 +112,7 @@ def batch_run(
     chunk_timeout: Annotated[
         float, typer.Option(help="Seconds one chunk may take; then its worker is killed.", callback=rule(seconds))
     ] = 3600.0,
+    ray_address: Annotated[str | None, typer.Option(help="--engine ray: the cluster (default RAY_ADDRESS).")] = None,
 ) -> None:
     """Score a file (or a folder of them) with a registered version, beyond memory and resumably."""
     from scoregate.batch.plan import MAX_CHUNK_ROWS, BatchOptions, Engine, OutputFormat
@@ -144,6 +145,7 @@ def batch_run(
             chunk_timeout=chunk_timeout,
             on_progress=bar,
             on_plan=lambda m: out.print(f"job {m.job}: {m.total_rows} rows in {len(m.chunks)} chunks"),
+            ray_address=ray_address,
         )
     finally:
         bar.close()
@@ -154,6 +156,7 @@ def batch_run(
 def batch_resume(
     job: Annotated[str, typer.Argument(help="The job id (see `scoregate batch list`).")],
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: the number of cores).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="--engine ray: the cluster (default RAY_ADDRESS).")] = None,
 ) -> None:
     """Finish a stopped or killed job; refused when its input changed."""
     from scoregate.batch.service import BatchService
@@ -162,7 +165,7 @@ def batch_resume(
         between("--workers", workers, 1, 256)
     bar = _Bar()
     try:
-        result = BatchService(get_registry()).resume(job, workers=workers, on_progress=bar)
+        result = BatchService(get_registry()).resume(job, workers=workers, on_progress=bar, ray_address=ray_address)
     finally:
         bar.close()
     _report(result)
