@@ -139,3 +139,22 @@ def test_a_row_scores_the_same_in_batch_and_over_http(
     for name in served_frame.columns:
         assert np.array_equal(batch[name].to_numpy(), served_frame[name].to_numpy()), name
     client.close()
+
+
+def test_log_appends_the_scored_rows_to_the_prediction_log(tmp_path: Path, batch_home: Settings, float_model) -> None:
+    from scoregate.registry.predictions import read_predictions
+
+    frame = applicants(3_000, seed=13)
+    frame.loc[10, "x1"] = np.inf
+    source = write_parquet(frame, tmp_path / "in.parquet", 1_000)
+    client = Client(settings=batch_home)
+    result = client.batch("credit-float@1", source, tmp_path / "out", log=True, workers=1, chunk_rows=1_000)
+    assert result.state.value == "done"
+    logged = read_predictions(batch_home, "credit-float", 1)
+    assert len(logged) == result.scored == 2_999
+    assert set(logged["route"]) == {"batch"} and logged["request_id"].str.startswith(result.job).all()
+    first = logged[logged["request_id"] == f"{result.job}/0"].sort_values("row").iloc[0]
+    out = pq.read_table(tmp_path / "out" / "part-000000.parquet").to_pandas().iloc[0]
+    assert first["outputs"]["proba_1"] == out["proba_1"]
+    assert first["inputs"]["x0"] == frame.loc[0, "x0"]
+    client.close()

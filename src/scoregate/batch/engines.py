@@ -1,4 +1,4 @@
-"""Engines beyond one machine: the same chunk plan and per-chunk commits, run on Ray.
+"""Engines beyond one machine: the same chunk plan and per-chunk commits, run on Ray (Spark: ``spark``).
 
 Each Ray actor is a batch worker: it takes the artifact from the object store (the
 bytes the driver verified), checks their digest again, loads the version once and
@@ -54,6 +54,8 @@ class RayChunkWorker:
         return os.getpid()
 
     def score(self, index: int, attempt: int) -> str:
+        from scoregate.batch.worker import peak_rss_mb
+
         chunk = self.manifest.chunks[index]
         started = time.monotonic()
         rows = self.scorer.read(self.manifest.inputs[chunk.file], chunk, self.storage)
@@ -65,6 +67,8 @@ class RayChunkWorker:
             self.manifest.options.output_format,
             attempt=attempt,
             worker=os.getpid(),
+            peak_rss_mb=peak_rss_mb(),
+            cpu_s=round(sum(os.times()[:2]), 3),
             seconds=round(time.monotonic() - started, 3),
         )
         return record.model_dump_json()
@@ -99,7 +103,11 @@ def run(
 ) -> Stop | None:
     if engine is Engine.RAY:
         return _run_ray(registry, folder, manifest, workers, storage, on_commit, chunk_timeout, address)
-    raise ConfigurationError(f"the {engine.value} engine is not available in this build: use local or ray")
+    if engine is Engine.SPARK:
+        from scoregate.batch.spark import run_spark
+
+        return run_spark(registry, folder, manifest, workers=workers, storage=storage, on_commit=on_commit)
+    raise ConfigurationError(f"unknown engine {engine.value!r}: use local, ray or spark")
 
 
 def _run_ray(

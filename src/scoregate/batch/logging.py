@@ -1,7 +1,8 @@
 """``--log``: a finished job's scored rows appended to the prediction log, so monitoring sees batch traffic.
 
 Each chunk becomes one logged "request" whose id is ``<job>/<chunk>`` (route ``batch``),
-its rows numbered by their position in the job's input; the inputs are read again from
+its scored rows numbered in order (the output's ``_row`` gives each one's position in the
+job's input); the inputs are read again from
 the input chunk (the output parts hold only the kept columns and the outputs). Written once
 per job, after its last chunk, and marked done in the job's folder so a second ``resume``
 does not log twice.

@@ -55,6 +55,10 @@ class ChunkRecord(BaseModel):
     rejects_sha256: str | None = None
     attempt: int = 1
     worker: int | None = None
+    #: The worker's peak resident memory when it committed the chunk (MB).
+    peak_rss_mb: float | None = None
+    #: The worker's CPU seconds so far when it committed the chunk (the benchmark sums a Ray actor's).
+    cpu_s: float | None = None
     seconds: float = 0.0
     committed_at: dt.datetime
 

@@ -109,6 +109,8 @@ def serve(conn: Connection) -> None:
                 manifest.options.output_format,
                 attempt=attempt,
                 worker=os.getpid(),
+                peak_rss_mb=peak_rss_mb(),
+                cpu_s=round(sum(os.times()[:2]), 3),
                 seconds=round(time.monotonic() - started, 3),
             )
             del scored
@@ -116,6 +118,12 @@ def serve(conn: Connection) -> None:
             conn.send(("error", index, _one_line(exc)))
             continue
         conn.send(("done", record.model_dump_json()))
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
 
 
 def _one_line(exc: BaseException) -> str:
