@@ -158,3 +158,25 @@ def test_log_appends_the_scored_rows_to_the_prediction_log(tmp_path: Path, batch
     assert first["outputs"]["proba_1"] == out["proba_1"]
     assert first["inputs"]["x0"] == frame.loc[0, "x0"]
     client.close()
+
+
+def test_resume_refuses_an_edited_manifest_and_an_output_on_s3(tmp_path: Path, batch_home: Settings, crasher) -> None:
+    from scoregate.batch.service import BatchService
+    from scoregate.errors import IntegrityError, InvalidInputError
+
+    frame = applicants(3_000, seed=14)
+    frame.loc[2_500, "x0"] = 77.0  # kills its worker: chunk 2 stops the job, which stays resumable
+    source = write_parquet(frame, tmp_path / "in.parquet", 1_000)
+    client = Client(settings=batch_home)
+    result = client.batch("credit-crash@1", source, tmp_path / "out", workers=1, chunk_rows=1_000)
+    assert result.state.value == "stopped" and result.failed_chunk == 2
+    assert BatchService(client.registry).get(result.job).state == "stopped"
+    manifest = tmp_path / "out" / "_scoregate" / "manifest.json"
+    plan = json.loads(manifest.read_text())
+    plan["chunks"] = plan["chunks"][:2]  # "finish" the job by dropping the chunk that fails
+    manifest.write_text(json.dumps(plan, indent=1, sort_keys=True))
+    with pytest.raises(IntegrityError, match="edited or replaced"):
+        client.batch_resume(result.job)
+    with pytest.raises(InvalidInputError, match="give a local"):
+        client.batch("credit-crash@1", source, "s3://bucket/out")
+    client.close()

@@ -82,6 +82,8 @@ def plan(
     """Fingerprint the inputs, cut them into chunks and write the manifest into a new OUTPUT folder."""
     storage = storage or {}
     schema = version.input_schema
+    if "://" in str(output) or str(output).startswith("s3:"):
+        raise InvalidInputError(f"invalid OUTPUT {output}: give a local (or mounted) folder; inputs may be s3://")
     output = Path(output).absolute()
     folder = JobFolder(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):  # before hashing anything

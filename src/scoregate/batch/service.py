@@ -22,7 +22,7 @@ from sqlalchemy import select
 from scoregate.batch import job as jobs
 from scoregate.batch.plan import BatchOptions, Engine, Manifest
 from scoregate.batch.store import JobFolder
-from scoregate.errors import ConflictError, NotFoundError, PolicyViolationError
+from scoregate.errors import ConflictError, IntegrityError, NotFoundError, PolicyViolationError
 from scoregate.governance.audit_checks import check_rows
 from scoregate.governance.tables import BatchJobRow
 from scoregate.refs import ModelRef
@@ -120,6 +120,7 @@ class BatchService:
                 input_files=[{"url": f.url, "size": f.size, "sha256": f.sha256} for f in manifest.inputs],
                 input_digest=_input_digest(manifest),
                 output=manifest.output,
+                manifest_digest=folder.manifest_digest(),
                 options={**options.model_dump(mode="json"), "workers": workers},
                 rows=manifest.total_rows,
                 chunks=len(manifest.chunks),
@@ -161,11 +162,7 @@ class BatchService:
         if row.state in (jobs.JobState.DONE, jobs.JobState.FAILED):
             raise ConflictError(f"batch job {job_id} is {row.state}: nothing to resume ({row.message})")
         folder = JobFolder(Path(row.output))
-        manifest = folder.manifest()
-        if manifest.job != row.job or _input_digest(manifest) != row.input_digest:
-            raise PolicyViolationError(
-                f"the manifest in {row.output} is not the one job {job_id} recorded (job or inputs differ): refused"
-            )
+        manifest = self._manifest(folder, row)
         version = self.registry.resolve(ModelRef(manifest.name, version=manifest.version))
         jobs.check_version(manifest, version)
         with self.registry.reading() as session:
@@ -241,6 +238,18 @@ class BatchService:
                 reason=message,
             )
 
+    def _manifest(self, folder: JobFolder, row: Any) -> Manifest:
+        """The job's manifest, refused unless it is byte for byte the one the registry recorded."""
+        if folder.manifest_digest() != row.manifest_digest:
+            raise IntegrityError(
+                f"the manifest in {folder.meta} is not the one batch job {row.job} recorded (it was edited or "
+                "replaced): refused"
+            )
+        manifest = folder.manifest()
+        if manifest.job != row.job or _input_digest(manifest) != row.input_digest:
+            raise IntegrityError(f"the manifest in {folder.meta} is not batch job {row.job}'s: refused")
+        return manifest
+
     def _locked(self, session: Any, job_id: str) -> BatchJobRow:
         row = session.scalars(select(BatchJobRow).where(BatchJobRow.job == job_id).with_for_update()).one_or_none()
         if row is None:
@@ -308,7 +317,7 @@ class BatchService:
     ) -> jobs.Verification:
         record = self.get(job_id)
         folder = JobFolder(Path(record.output))
-        manifest = folder.manifest()
+        manifest = self._manifest(folder, self._row(job_id))
         if record.output_digest is None:
             raise NotFoundError(f"batch job {job_id} has no recorded output digest (state {record.state})")
         return jobs.verify(

@@ -110,6 +110,13 @@ class JobFolder:
         except ValueError as exc:
             raise InvalidInputError(f"the manifest {path} is not valid: {str(exc).splitlines()[0]}") from None
 
+    def manifest_digest(self) -> str:
+        """SHA-256 of the manifest file as written: the registry keeps it, so an edited plan is caught."""
+        try:
+            return sha256_path(self.meta / "manifest.json")
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.root} holds no batch job (no {META}/manifest.json)") from None
+
     def write_json(self, path: Path, value: Any) -> None:
         self._commit(path, json.dumps(value, indent=1, sort_keys=True).encode())
 

@@ -8,7 +8,6 @@ the issue's interface and ``resume JOB``, ``list``, ``show JOB``, ``verify JOB``
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -99,7 +98,7 @@ def _report(result: Any) -> None:
 def batch_run(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION or NAME@ALIAS.")],
     input: Annotated[str, typer.Argument(help="Parquet, CSV or JSON Lines: a file, a folder or a glob; s3:// too.")],
-    output: Annotated[Path, typer.Argument(help="A new folder: the output parts, rejects and the job's manifest.")],
+    output: Annotated[str, typer.Argument(help="A new folder: the output parts, rejects and the job's manifest.")],
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: the number of cores).")] = None,
     keep: Annotated[str | None, typer.Option(help="Input columns copied to the output, e.g. id,customer_id.")] = None,
     chunk_rows: Annotated[int, typer.Option(help="Rows per chunk: what one worker holds at once.")] = 100_000,

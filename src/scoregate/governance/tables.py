@@ -181,6 +181,7 @@ class BatchJobRow(Base):
     input_digest: Mapped[str] = mapped_column(String(64), nullable=False)
     output: Mapped[str] = mapped_column(Text, nullable=False)
     output_digest: Mapped[str | None] = mapped_column(String(64))
+    manifest_digest: Mapped[str] = mapped_column(String(64), nullable=False)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     rows: Mapped[int] = mapped_column(Integer, nullable=False)
     chunks: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("input_digest", sa.String(length=64), nullable=False),
         sa.Column("output", sa.Text(), nullable=False),
         sa.Column("output_digest", sa.String(length=64), nullable=True),
+        sa.Column("manifest_digest", sa.String(length=64), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("rows", sa.Integer(), nullable=False),
         sa.Column("chunks", sa.Integer(), nullable=False),
