@@ -54,24 +54,9 @@ class RayChunkWorker:
         return os.getpid()
 
     def score(self, index: int, attempt: int) -> str:
-        from scoregate.batch.worker import peak_rss_mb
+        from scoregate.batch.worker import score_chunk
 
-        chunk = self.manifest.chunks[index]
-        started = time.monotonic()
-        rows = self.scorer.read(self.manifest.inputs[chunk.file], chunk, self.storage)
-        scored = self.scorer.score(rows, chunk.first_row)
-        record = self.folder.commit(
-            index,
-            scored.outputs,
-            scored.rejects,
-            self.manifest.options.output_format,
-            attempt=attempt,
-            worker=os.getpid(),
-            peak_rss_mb=peak_rss_mb(),
-            cpu_s=round(sum(os.times()[:2]), 3),
-            seconds=round(time.monotonic() - started, 3),
-        )
-        return record.model_dump_json()
+        return score_chunk(self.scorer, self.folder, self.manifest, index, attempt, self.storage).model_dump_json()
 
 
 def _unpack(blob: bytes, manifest: Manifest, where: Path) -> Path:

@@ -107,29 +107,14 @@ def run_spark(
         root = str(folder.root)
 
         def score(indexes: Any) -> Any:
-            import time
-
             from scoregate.batch.store import JobFolder as Folder
-            from scoregate.batch.worker import peak_rss_mb
+            from scoregate.batch.worker import score_chunk
 
             job_folder = Folder(Path(root))
             job = job_folder.manifest()
             scorer = _scorer(described, shared.value)
             for index in indexes:
-                chunk = job.chunks[index]
-                started = time.monotonic()
-                scored = scorer.score(scorer.read(job.inputs[chunk.file], chunk, storage), chunk.first_row)
-                record = job_folder.commit(
-                    index,
-                    scored.outputs,
-                    scored.rejects,
-                    job.options.output_format,
-                    worker=os.getpid(),
-                    peak_rss_mb=peak_rss_mb(),
-                    cpu_s=round(sum(os.times()[:2]), 3),
-                    seconds=round(time.monotonic() - started, 3),
-                )
-                yield record.model_dump_json()
+                yield score_chunk(scorer, job_folder, job, index, 1, storage).model_dump_json()
 
         try:
             records = spark.sparkContext.parallelize(todo, max(1, len(todo))).mapPartitions(score).collect()
