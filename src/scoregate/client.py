@@ -199,6 +199,46 @@ class Client:
     def list_versions(self, name: str) -> list[ModelVersion]:
         return self.registry.list_versions(name)
 
+    def batch(
+        self,
+        ref: str,
+        input: str | Path,
+        output: str | Path,
+        *,
+        workers: int | None = None,
+        keep: Sequence[str] = (),
+        chunk_rows: int = 100_000,
+        format: str = "parquet",
+        max_reject_rate: float = 0.01,
+        engine: str = "local",
+        log: bool = False,
+        chunk_timeout: float = 3600.0,
+    ) -> Any:
+        """Score a file, folder or glob in batch (see ``scoregate batch``); returns the job's result."""
+        from scoregate.batch.plan import BatchOptions, Engine, OutputFormat
+        from scoregate.batch.service import BatchService
+
+        options = BatchOptions(
+            chunk_rows=chunk_rows,
+            keep=tuple(keep),
+            output_format=OutputFormat(format),
+            max_reject_rate=max_reject_rate,
+            log=log,
+        )
+        return BatchService(self.registry).start(
+            ref, str(input), output, options, engine=Engine(engine), workers=workers, chunk_timeout=chunk_timeout
+        )
+
+    def batch_resume(self, job: str, *, workers: int | None = None) -> Any:
+        from scoregate.batch.service import BatchService
+
+        return BatchService(self.registry).resume(job, workers=workers)
+
+    def batch_verify(self, job: str, *, sample_chunks: int = 3, sample_rows: int = 1000) -> Any:
+        from scoregate.batch.service import BatchService
+
+        return BatchService(self.registry).verify(job, sample_chunks=sample_chunks, sample_rows=sample_rows)
+
     def close(self) -> None:
         self.registry.close()
 

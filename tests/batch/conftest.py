@@ -20,7 +20,7 @@ FEATURES = [f"x{i}" for i in range(5)]
 
 def applicants(n: int, seed: int = 0, start_id: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.normal(0, 1, (n, len(FEATURES))), columns=FEATURES)
+    frame = pd.DataFrame(rng.normal(0, 1, (n, len(FEATURES))).clip(-4, 4), columns=FEATURES)
     frame.insert(0, "id", np.arange(start_id, start_id + n, dtype=np.int64))
     frame["customer_id"] = [f"c{i:07d}" for i in range(start_id, start_id + n)]
     return frame
@@ -40,6 +40,7 @@ def batch_home(tmp_path: Path) -> Settings:
 def float_model(tmp_path: Path, batch_home: Settings):  # type: ignore[no-untyped-def]
     """credit-float@1: a HistGradientBoosting classifier on five floats, fitted on arrays."""
     train = applicants(2000, seed=1)
+    train.loc[0, FEATURES], train.loc[1, FEATURES] = -4.0, 4.0  # the schema's ranges: [-4, 4]
     target = (train["x0"] + train["x1"] * 0.5 > 0).astype(int)
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(train[FEATURES].to_numpy(), target)
     folder = tmp_path / "model"

@@ -71,17 +71,13 @@ class Scored:
     rejects: pa.Table
 
 
-class ChunkScorer:
-    """Scores chunks of one job with one loaded version."""
+class ChunkReader:
+    """Reads chunks of one job: the features and the kept columns, nothing else."""
 
-    def __init__(self, scorer: Scorer, schema: ModelSchema, keep: Sequence[str]) -> None:
-        self.scorer = scorer
+    def __init__(self, schema: ModelSchema, keep: Sequence[str]) -> None:
         self.schema = schema
         self.features = schema.feature_names
         self.keep = list(keep)
-        self.validator = RecordValidator(schema)
-        self._from_frame = frame_predictor(scorer, schema)
-        self._from_records = records_predictor(scorer, self.validator)
 
     @property
     def columns(self) -> list[str]:
@@ -147,7 +143,16 @@ class ChunkScorer:
             )
         return table
 
-    # --- scoring ---------------------------------------------------------------------------------------
+
+class ChunkScorer(ChunkReader):
+    """Scores chunks of one job with one loaded version."""
+
+    def __init__(self, scorer: Scorer, schema: ModelSchema, keep: Sequence[str]) -> None:
+        super().__init__(schema, keep)
+        self.scorer = scorer
+        self.validator = RecordValidator(schema)
+        self._from_frame = frame_predictor(scorer, schema)
+        self._from_records = records_predictor(scorer, self.validator)
 
     def score(self, rows: pa.Table | list[Any], first_row: int) -> Scored:
         if isinstance(rows, TextRows):
@@ -161,7 +166,7 @@ class ChunkScorer:
                 outputs = output_arrays(self._from_frame(frame), rows.num_rows)
                 positions = np.arange(first_row, first_row + rows.num_rows, dtype=np.int64)
                 return Scored(self._output_table(positions, rows, outputs), self._empty_rejects(rows))
-        return self._score_records(_records(rows, self.features), first_row, rows)
+        return self._score_records(records_of(rows, self.features), first_row, rows)
 
     def _fits(self, schema: pa.Schema) -> bool:
         return all(_ARROW_FITS[f.type](schema.field(f.name).type) for f in self.schema.features)
@@ -261,7 +266,7 @@ def _json_lines(data: bytes, chunk: Chunk) -> list[Any]:
     return records
 
 
-def _records(table: pa.Table, features: list[str]) -> list[dict[str, Any]]:
+def records_of(table: pa.Table, features: list[str]) -> list[dict[str, Any]]:
     """The chunk's rows as JSON-like dicts (a float NaN is a null, as in a frame)."""
     columns = []
     for name in features:

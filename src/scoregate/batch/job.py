@@ -82,6 +82,8 @@ def plan(
     """Fingerprint the inputs, cut them into chunks and write the manifest into a new OUTPUT folder."""
     storage = storage or {}
     schema = version.input_schema
+    if "://" in str(output) or str(output).startswith("s3:"):
+        raise InvalidInputError(f"invalid OUTPUT {output}: give a local (or mounted) folder; inputs may be s3://")
     output = Path(output).absolute()
     folder = JobFolder(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):  # before hashing anything
@@ -92,6 +94,8 @@ def plan(
     unknown = [c for c in options.keep if c.startswith("_")]
     if unknown:
         raise InvalidInputError(f"invalid --keep {unknown[0]!r}: names starting with _ are scoregate's own")
+    if "://" not in input_url:
+        input_url = str(Path(input_url).expanduser().absolute())  # a resume may run from another folder
     files = input_files(input_url, storage)
     inputs = [fingerprint(url, kind, options.chunk_rows, storage) for url, kind in files]
     check_columns(inputs, schema.feature_names, options.keep, storage)
@@ -172,6 +176,7 @@ def run(
     storage: dict[str, Any] | None = None,
     on_progress: Progress | None = None,
     on_commit: Callable[[ChunkRecord], None] | None = None,
+    ray_address: str | None = None,
 ) -> JobResult:
     """Score the chunks not committed yet; the result says whether the job is done, failed or stopped."""
     storage = storage or {}
@@ -213,7 +218,17 @@ def run(
         else:
             from scoregate.batch import engines
 
-            stop = engines.run(engine, registry, folder, manifest, workers=n, storage=storage, on_commit=committed)
+            stop = engines.run(
+                engine,
+                registry,
+                folder,
+                manifest,
+                workers=n,
+                storage=storage,
+                on_commit=committed,
+                chunk_timeout=chunk_timeout,
+                address=ray_address,
+            )
     rejected = counts["rejected"]
     scored = sum(r.scored for r in done.values())
     if stop is None and len(done) == len(manifest.chunks):

@@ -55,6 +55,10 @@ class ChunkRecord(BaseModel):
     rejects_sha256: str | None = None
     attempt: int = 1
     worker: int | None = None
+    #: The worker's peak resident memory when it committed the chunk (MB).
+    peak_rss_mb: float | None = None
+    #: The worker's CPU seconds so far when it committed the chunk (the benchmark sums a Ray actor's).
+    cpu_s: float | None = None
     seconds: float = 0.0
     committed_at: dt.datetime
 
@@ -105,6 +109,13 @@ class JobFolder:
             raise NotFoundError(f"{self.root} holds no batch job (no {META}/manifest.json)") from None
         except ValueError as exc:
             raise InvalidInputError(f"the manifest {path} is not valid: {str(exc).splitlines()[0]}") from None
+
+    def manifest_digest(self) -> str:
+        """SHA-256 of the manifest file as written: the registry keeps it, so an edited plan is caught."""
+        try:
+            return sha256_path(self.meta / "manifest.json")
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.root} holds no batch job (no {META}/manifest.json)") from None
 
     def write_json(self, path: Path, value: Any) -> None:
         self._commit(path, json.dumps(value, indent=1, sort_keys=True).encode())

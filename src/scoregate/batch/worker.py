@@ -26,7 +26,7 @@ from typing import Any
 
 from scoregate.batch.chunk import ChunkScorer
 from scoregate.batch.plan import Manifest
-from scoregate.batch.store import JobFolder
+from scoregate.batch.store import ChunkRecord, JobFolder
 from scoregate.errors import IntegrityError
 
 _PR_SET_PDEATHSIG = 1
@@ -96,26 +96,38 @@ def serve(conn: Connection) -> None:
         if message[0] == "stop":
             return
         _, index, attempt = message
-        chunk = manifest.chunks[index]
-        started = time.monotonic()
         try:
-            rows = chunks.read(manifest.inputs[chunk.file], chunk, storage)
-            scored = chunks.score(rows, chunk.first_row)
-            del rows
-            record = folder.commit(
-                index,
-                scored.outputs,
-                scored.rejects,
-                manifest.options.output_format,
-                attempt=attempt,
-                worker=os.getpid(),
-                seconds=round(time.monotonic() - started, 3),
-            )
-            del scored
+            record = score_chunk(chunks, folder, manifest, index, attempt, storage)
         except Exception as exc:
             conn.send(("error", index, _one_line(exc)))
             continue
         conn.send(("done", record.model_dump_json()))
+
+
+def score_chunk(
+    scorer: ChunkScorer, folder: JobFolder, manifest: Manifest, index: int, attempt: int, storage: dict[str, Any]
+) -> ChunkRecord:
+    """Read, score and commit one chunk: what a worker of every engine does with it."""
+    chunk = manifest.chunks[index]
+    started = time.monotonic()
+    scored = scorer.score(scorer.read(manifest.inputs[chunk.file], chunk, storage), chunk.first_row)
+    return folder.commit(
+        index,
+        scored.outputs,
+        scored.rejects,
+        manifest.options.output_format,
+        attempt=attempt,
+        worker=os.getpid(),
+        peak_rss_mb=peak_rss_mb(),
+        cpu_s=round(sum(os.times()[:2]), 3),
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
 
 
 def _one_line(exc: BaseException) -> str:

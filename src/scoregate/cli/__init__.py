@@ -13,7 +13,7 @@ from rich.markup import escape
 # Each module adds its commands to the app; the order is the order of the help panels.
 from scoregate.cli import registry, governance, audit, serving  # noqa: F401
 from scoregate.cli import packaging, traffic  # noqa: F401
-from scoregate.cli import monitoring, labels, alerting  # noqa: F401
+from scoregate.cli import monitoring, labels, alerting, batch  # noqa: F401
 from scoregate.cli import server, ui  # noqa: F401
 
 # isort: on

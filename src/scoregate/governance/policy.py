@@ -196,6 +196,8 @@ class TierPolicy(BaseModel):
     revalidate_months: int | None = Field(default=None, ge=1)
     block_when_overdue: bool = False
     retention_days: int = Field(default=0, ge=0)
+    #: Batch jobs of this tier's models may only score with a version that holds a protected alias.
+    batch_requires_protected_alias: bool = False
 
     def rules(self) -> list[str]:
         """The rules of this tier that an exception could waive."""

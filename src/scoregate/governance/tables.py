@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scoregate.registry.tables import SECRET, Base, audited, utcnow
@@ -157,3 +157,39 @@ class LegalHoldRow(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     actor: Mapped[str] = mapped_column(String(128), nullable=False)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class BatchJobRow(Base):
+    """One batch scoring job: who ran which version on which input, what came out, how it ended.
+
+    The digests are scoregate's own: the artifact the workers checked, the inputs' SHA-256
+    when planned, and the output digest computed from the committed chunks, which
+    ``batch verify`` checks the output folder against.
+    """
+
+    __tablename__ = "batch_jobs"
+    __table_args__ = (audited("job"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
+    artifact_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    engine: Mapped[str] = mapped_column(String(16), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    input: Mapped[str] = mapped_column(Text, nullable=False)
+    input_files: Mapped[list[Any]] = mapped_column(JSON, nullable=False)
+    input_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    output: Mapped[str] = mapped_column(Text, nullable=False)
+    output_digest: Mapped[str | None] = mapped_column(String(64))
+    manifest_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    chunks: Mapped[int] = mapped_column(Integer, nullable=False)
+    scored: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
