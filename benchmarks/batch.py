@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
+    # A timeout's SIGTERM must run the cleanup below (Ray's daemons are killed there, by process id).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="sg-batch-bench-"))
     env = {**os.environ, "SCOREGATE_HOME": str(work / "home"), "PYTHONPATH": os.pathsep.join(sys.path)}
     py = sys.executable

@@ -28,6 +28,7 @@ from typing import Any
 from scoregate.batch.local import ATTEMPTS, START_TIMEOUT_S, Stop
 from scoregate.batch.plan import Engine, Manifest
 from scoregate.batch.store import ChunkRecord, JobFolder
+from scoregate.batch.worker import unpack_artifact
 from scoregate.errors import ConfigurationError
 
 
@@ -42,7 +43,7 @@ class RayChunkWorker:
         self.manifest = self.folder.manifest()
         self.storage = storage
         self._tmp = tempfile.mkdtemp(prefix="scoregate-ray-")
-        artifact = _unpack(blob, self.manifest, Path(self._tmp))
+        artifact = unpack_artifact(blob, self.manifest, Path(self._tmp))
         if threads:
             from threadpoolctl import threadpool_limits
 
@@ -57,21 +58,6 @@ class RayChunkWorker:
         from scoregate.batch.worker import score_chunk
 
         return score_chunk(self.scorer, self.folder, self.manifest, index, attempt, self.storage).model_dump_json()
-
-
-def _unpack(blob: bytes, manifest: Manifest, where: Path) -> Path:
-    """The artifact as registered, from the blob's bytes (checked against its digest by the loader)."""
-    (where / "blob").write_bytes(blob)
-    if manifest.artifact_kind == "file":
-        target = where / manifest.artifact_name
-        target.write_bytes(blob)
-        return target
-    import tarfile
-
-    target = where / "dir"
-    with tarfile.open(where / "blob") as tar:
-        tar.extractall(target, filter="data")
-    return target
 
 
 def run(

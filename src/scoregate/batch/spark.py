@@ -33,8 +33,7 @@ _LOADED: dict[str, Any] = {}
 def _scorer(manifest_like: dict[str, Any], blob: bytes) -> Any:
     """The chunk scorer of a version on this executor, from the broadcast blob (digest-checked)."""
     from scoregate.batch.chunk import ChunkScorer
-    from scoregate.batch.engines import _unpack
-    from scoregate.batch.worker import check_artifact
+    from scoregate.batch.worker import check_artifact, unpack_artifact
     from scoregate.flavors import get_flavor
     from scoregate.schema import ModelSchema
 
@@ -44,7 +43,7 @@ def _scorer(manifest_like: dict[str, Any], blob: bytes) -> Any:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         where = Path(tempfile.mkdtemp(prefix="scoregate-spark-"))
         manifest = _Artifact(**{k: manifest_like[k] for k in ("artifact_kind", "artifact_name")})
-        artifact = _unpack(blob, manifest, where)  # type: ignore[arg-type]
+        artifact = unpack_artifact(blob, manifest, where)  # type: ignore[arg-type]
         check_artifact(artifact, manifest_like["artifact_kind"], where / "blob", digest)
         scorer = get_flavor(manifest_like["flavor"]).load(artifact)
         schema = ModelSchema.model_validate(manifest_like["input_schema"])

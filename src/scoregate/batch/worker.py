@@ -61,6 +61,22 @@ def check_artifact(path: Path, kind: str, blob: Path, digest: str) -> None:
         )
 
 
+def unpack_artifact(blob: bytes, manifest: Manifest, where: Path) -> Path:
+    """The artifact as registered, from the blob's bytes sent to a Ray actor or a Spark
+    executor (checked against its digest by the loader)."""
+    (where / "blob").write_bytes(blob)
+    if manifest.artifact_kind == "file":
+        target = where / manifest.artifact_name
+        target.write_bytes(blob)
+        return target
+    import tarfile
+
+    target = where / "dir"
+    with tarfile.open(where / "blob") as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
 def load_chunk_scorer(init: dict[str, Any], manifest: Manifest) -> ChunkScorer:
     from scoregate.flavors import get_flavor
     from scoregate.schema import ModelSchema
