@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The credit-risk story, end to end, on the embedded defaults (SQLite + a local artifact folder):
 # train, register, validate, load-test, approve with four eyes, promote, serve over HTTP,
-# reproduce a served decision, audit. Run it with `make demo`; everything lives under
+# reproduce a served decision, monitor drift, labels and alerts, score a file in batch, audit, the UI. Run it with `make demo`; everything lives under
 # $SCOREGATE_HOME (default .demo/home) and is recreated on each run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -82,13 +82,49 @@ curl -s -H 'content-type: application/json' -H 'x-request-id: demo-request-1' \
 curl -s "http://127.0.0.1:$port/models/credit-risk@production/predict" -H 'content-type: application/json' \
     -d '{"rows": [{"income": "lots"}]}' | python -m json.tool
 curl -s "http://127.0.0.1:$port/metrics" | grep -E '^scoregate_requests_total' || true
+# Then the applicants change: 40 requests of 100 rows whose incomes are 80% higher than in training.
+python - "$port" "$here" <<'PY'
+import sys, httpx
+sys.path.insert(0, sys.argv[2])
+from train import make_applicants
+frame = make_applicants(4_000, seed=21).drop(columns="default")
+frame["income"] = frame["income"] * 1.8
+rows = frame.to_dict(orient="records")
+with httpx.Client(base_url=f"http://127.0.0.1:{sys.argv[1]}", timeout=30) as client:
+    for i in range(40):
+        r = client.post("/models/credit-risk@production/predict", json={"rows": rows[i * 100 : (i + 1) * 100]},
+                        headers={"x-request-id": f"drift-{i}"})
+        r.raise_for_status()
+print(f"served {len(rows):,} drifted rows in 40 requests")
+PY
 kill -TERM $server; wait $server 2>/dev/null || true
 trap - EXIT
 
 step "11. Reproduce the served decision exactly, from the prediction log"
 scoregate reproduce demo-request-1
 
-step "12. Score a file of 200,000 applicants in batch: every core, a chunk at a time, resumable, on record"
+step "12. Monitoring: the drift in served traffic is found, an alert fires, labels land, the report"
+as alice scoregate monitor drift credit-risk@production --from-log --since 1h | tail -n 8
+# the high tier fires after two drifted observations in a row (a scheduler runs this; here, twice)
+as alice scoregate monitor drift credit-risk@production --from-log --since 1h | tail -n 3
+scoregate monitor status credit-risk@production
+scoregate predictions credit-risk@production --format csv --limit 100000 --output "$work/served.csv"
+python - "$work/served.csv" "$work/labels.csv" <<'PY'
+import json, sys
+import numpy as np, pandas as pd
+served = pd.read_csv(sys.argv[1])
+proba = served["outputs"].map(lambda o: json.loads(o)["proba_1"])
+rng = np.random.default_rng(5)  # outcomes months later: defaults drawn from the model's own odds
+labels = pd.DataFrame({"request_id": served["request_id"], "row": served["row"],
+                       "defaulted": (rng.random(len(served)) < proba).astype(int)})
+labels.to_csv(sys.argv[2], index=False)
+print(f"{len(labels):,} outcomes observed")
+PY
+as alice scoregate labels ingest credit-risk "$work/labels.csv" --id request_id --row row --label defaulted
+as alice scoregate monitor performance credit-risk@production | tail -n 8
+scoregate monitor report credit-risk@production -o "$reports/monitoring"
+
+step "13. Score a file of 200,000 applicants in batch: every core, a chunk at a time, resumable, on record"
 python - "$here" "$work/applicants.parquet" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -104,13 +140,13 @@ scoregate batch show "$job"
 scoregate batch verify "$job"
 python -c "import pyarrow.parquet as pq; t = pq.read_table('$work/scored'); print(t.num_rows, 'rows scored:', t.column_names)"
 
-step "13. Audit: every change above is in a hash chain; the model card is generated from the records"
+step "14. Audit: every change above is in a hash chain; the model card is generated from the records"
 scoregate audit log --limit 8
 scoregate audit verify
 scoregate card credit-risk@2 --format html -o "$reports/model-card.html"
 scoregate inventory
 
-step "14. Containers (when podman or docker works here): build the image offline, test it, render Kubernetes"
+step "15. Containers (when podman or docker works here): build the image offline, test it, render Kubernetes"
 # asks the engine (`info`), not the PATH: a docker client without a running daemon cannot build
 if engine=$(bash "$here/container_engine.sh"); then
     # Users build on python:3.11-slim; machines that cannot pull use the base .ci/containers.sh made.
@@ -126,7 +162,7 @@ else
     echo "(container step skipped: $engine)"
 fi
 
-step "14. The web UI: inventory, versions, evidence, decisions, audit and drift, for validators and auditors"
+step "16. The web UI: inventory, versions, evidence, decisions, audit and drift, for validators and auditors"
 uiport=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 scoregate ui --port "$uiport" &
 ui=$!
