@@ -122,7 +122,7 @@ def test_thirty_days_of_undrifted_windows_raise_at_most_one_alert_per_model() ->
             window="1h",
             rows=rows,
             feature_drift={key: float(values[h]) for key, values in figures.items()},
-            quality_ratio={(c.name, "null"): 0.0 for c in profile.columns},
+            quality_ratio={(c.name, "missing"): 0.0 for c in profile.columns},
         )
         for h in range(hours)
     ]
