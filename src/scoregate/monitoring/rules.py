@@ -53,6 +53,7 @@ tiers:
       output_drift: {psi: 0.25, jensen_shannon: 0.25, ks: 0.25}
       quality_ratio: {missing: 0.05, out_of_range: 0.05, unseen_category: 0.05, invalid: 0.01, refused: 0.01}
       consecutive: 3              # stored live windows in a row before the recorded alert fires
+      min_rows: 100               # a window with fewer rows is not judged
   medium:
     drift: {max_drifted_share: 0.1, min_effect: 0.1, consecutive: 2}
     live: {window: 15m, for: 30m}
@@ -137,7 +138,8 @@ class LiveRule(_Strict):
             "refused": 0.01,
         }
     )
-    consecutive: int = Field(default=3, ge=1, le=1000)
+    consecutive: int = Field(default=3, ge=1, le=24)
+    min_rows: int = Field(default=100, ge=1)  # a window with fewer rows is not judged (its figures are noise)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
