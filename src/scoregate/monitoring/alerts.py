@@ -34,7 +34,7 @@ class Transition(StrEnum):
 class WindowRecord:
     """One closed live window of a served version, as the server persisted it.
 
-    The seam to the scoring server's window history: ``feature_drift`` maps
+    As :mod:`feeds` reads it from the server's window history: ``feature_drift`` maps
     (feature, statistic) to the value exported as ``scoregate_feature_drift``,
     ``quality_ratio`` (feature, kind) to ``scoregate_feature_quality_ratio`` and
     ``output_drift`` (output, statistic) to ``scoregate_output_drift``.
