@@ -122,7 +122,7 @@ def test_thirty_days_of_undrifted_windows_raise_at_most_one_alert_per_model() ->
             window="1h",
             rows=rows,
             feature_drift={key: float(values[h]) for key, values in figures.items()},
-            quality_ratio={(c.name, "null"): 0.0 for c in profile.columns},
+            quality_ratio={(c.name, "missing"): 0.0 for c in profile.columns},
         )
         for h in range(hours)
     ]
@@ -297,3 +297,29 @@ def test_quality_alert_from_a_recorded_result_with_nulls(watched: Registry, tmp_
     quality = [c for c in changes if c.kind is AlertKind.QUALITY]
     assert quality and quality[0].transition is Transition.FIRE
     assert any(d.startswith("age: nulls 30.0%") for d in quality[0].verdict.details)
+
+
+def test_persisted_live_windows_fire_a_live_alert(watched: Registry) -> None:
+    """Windows written the way the server writes them, read back through the live reader."""
+    import pyarrow as pa
+
+    from scoregate.monitoring import live, store
+    from scoregate.monitoring.profile import Role
+
+    version = watched.resolve("credit-risk@1")
+    bound = store.bound_reference(watched, version)
+    folder = live.live_folder(Path(watched.settings.home))
+    start = 1_800_000_000
+    names = [c.name for c in bound.profile.role(Role.INPUT)]
+    for i in range(6):
+        frame = make_credit_data(400, seed=70 + i)
+        if i >= 3:  # the last three windows are shifted
+            frame["income"] = frame["income"] + 12_000
+        window = live.Window.empty(bound.profile, bound.digest, start + 300 * i, 300, "w1")
+        window.inputs.update(pa.RecordBatch.from_pandas(frame[names], preserve_index=False))
+        live.write_window(folder, window, "w1")
+        if i == 4:
+            assert alerting.evaluate_version(watched, "credit-risk@1") == []  # two shifted windows: not yet
+    changes = alerting.evaluate_version(watched, "credit-risk@1")
+    assert [(c.kind, c.transition) for c in changes] == [(AlertKind.LIVE_DRIFT, Transition.FIRE)]
+    assert any(d.startswith("income (input): psi") for d in changes[0].verdict.details)

@@ -121,15 +121,16 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'scoregate_feature_drift{model="credit-risk",version="1",feature="income",statistic="psi",window="1h"}'
+      - series: 'scoregate_feature_drift{model="credit-risk",version="1",feature="income",statistic="psi",window="15m"}'
         values: '0.05x10 0.4x30'
-      - series: 'scoregate_feature_drift{model="credit-risk",version="1",feature="age",statistic="psi",window="1h"}'
+      - series: 'scoregate_feature_drift{model="credit-risk",version="1",feature="age",statistic="psi",window="15m"}'
         values: '0.02x40'
-      - series: 'scoregate_feature_drift{model="fraud.v2",version="7",feature="amount",statistic="psi",window="1h"}'
+      - series: 'scoregate_feature_drift{model="fraud.v2",version="7",feature="amount",statistic="psi",window="24h"}'
         values: '0.3x40'
-      - series: 'scoregate_feature_quality_ratio{model="credit-risk",version="1",feature="age",kind="null",window="1h"}'
+      - series: 'scoregate_feature_quality_ratio{model="credit-risk",version="1",feature="age",
+          kind="missing",window="15m"}'
         values: '0.2x40'
-      - series: 'scoregate_output_drift{model="credit-risk",version="1",statistic="psi",window="1h"}'
+      - series: 'scoregate_output_drift{model="credit-risk",version="1",output="proba_1",statistic="psi",window="15m"}'
         values: '0.01x40'
       - series: 'scoregate_monitoring_errors_total{instance="server:8000"}'
         values: '0x20 1 2 3x20'
@@ -141,18 +142,18 @@ tests:
         alertname: ScoregateFeatureDrift
         exp_alerts:
           - exp_labels: {severity: warning, scoregate_scope: high, scoregate_rule: psi, model: credit-risk,
-                         version: "1", feature: income, statistic: psi, window: 1h}
+                         version: "1", feature: income, statistic: psi, window: 15m}
             exp_annotations:
               summary: "credit-risk@1: feature income drifted"
-              description: "psi 0.400 over the 1h window reached 0.25 (monitoring policy, high)"
+              description: "psi 0.400 over the 15m window reached 0.25 (monitoring policy, high)"
       - eval_time: 30m
         alertname: ScoregateFeatureQuality
         exp_alerts:
-          - exp_labels: {severity: warning, scoregate_scope: high, scoregate_rule: "null", model: credit-risk,
-                         version: "1", feature: age, kind: "null", window: 1h}
+          - exp_labels: {severity: warning, scoregate_scope: high, scoregate_rule: missing, model: credit-risk,
+                         version: "1", feature: age, kind: missing, window: 15m}
             exp_annotations:
-              summary: "credit-risk@1: null values in feature age"
-              description: "20% of the 1h window's rows are null; the policy allows 5.0% (high)"
+              summary: "credit-risk@1: missing values in feature age"
+              description: "20% of the 15m window's rows are missing; the policy allows 5.0% (high)"
       - eval_time: 30m
         alertname: ScoregateOutputDrift
         exp_alerts: []
@@ -168,7 +169,7 @@ tests:
 
 
 def test_rules_pass_promtool_check_and_unit_tests(run, credit, home: Path, tmp_path: Path, promtool: str) -> None:  # type: ignore[no-untyped-def]
-    """credit-risk is high tier (the default); fraud.v2 is low tier with a 1h ``for``, so its breach
+    """credit-risk is high tier (the default); fraud.v2 is low tier (its 24h window, a 1h ``for``), so its breach
     of 40 minutes stays pending, and the '.' in its name must not match other models."""
     registry = Registry(Settings(home=home))
     try:

@@ -34,7 +34,7 @@ class Transition(StrEnum):
 class WindowRecord:
     """One closed live window of a served version, as the server persisted it.
 
-    The seam to the scoring server's window history: ``feature_drift`` maps
+    As :mod:`feeds` reads it from the server's window history: ``feature_drift`` maps
     (feature, statistic) to the value exported as ``scoregate_feature_drift``,
     ``quality_ratio`` (feature, kind) to ``scoregate_feature_quality_ratio`` and
     ``output_drift`` (output, statistic) to ``scoregate_output_drift``.
@@ -150,6 +150,8 @@ def live_drift_verdict(window: WindowRecord, rule: LiveRule) -> Verdict:
     ]
     if not window.feature_drift and not window.output_drift:
         return Verdict(None, window.end, f"window {window.window} had no drift figures")
+    if window.rows < rule.min_rows:
+        return Verdict(None, window.end, f"window {window.window} had {window.rows} rows (< {rule.min_rows})")
     summary = f"{len(problems)} live drift breach(es) in the {window.window} window ending {window.end:%Y-%m-%d %H:%M}"
     return Verdict(bool(problems), window.end, summary, tuple(problems[:MAX_DETAILS]))
 
@@ -160,8 +162,8 @@ def live_quality_verdict(window: WindowRecord, rule: LiveRule) -> Verdict:
         for (feature, kind), ratio in sorted(window.quality_ratio.items())
         if kind in rule.quality_ratio and ratio > rule.quality_ratio[kind]
     ]
-    if not window.quality_ratio:
-        return Verdict(None, window.end, f"window {window.window} had no quality figures")
+    if not window.quality_ratio or window.rows < rule.min_rows:
+        return Verdict(None, window.end, f"window {window.window} had no quality figures or too few rows")
     summary = f"{len(problems)} live quality breach(es) in the {window.window} window"
     return Verdict(bool(problems), window.end, summary, tuple(problems[:MAX_DETAILS]))
 

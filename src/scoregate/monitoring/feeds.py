@@ -2,7 +2,7 @@
 
 Two other parts of scoregate record these: the scoring server's live monitoring
 persists each closed window (the figures behind ``scoregate_feature_drift`` and its
-siblings; its reader is still a seam here, returning none) and ``monitor performance``
+siblings, :mod:`scoregate.monitoring.live`) and ``monitor performance``
 records ``performance(...)`` results (:mod:`scoregate.monitoring.measure`). Alert
 evaluation takes them as plain records (:class:`~scoregate.monitoring.alerts.WindowRecord`,
 :class:`~scoregate.monitoring.alerts.PerformanceRecord`). The readers return only what
@@ -11,20 +11,65 @@ scoregate itself recorded (never a file a user can edit), oldest first, bounded.
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 from scoregate.monitoring.alerts import PerformanceRecord, WindowRecord
 from scoregate.registry import Registry
 from scoregate.registry.records import ModelVersion
 
-#: The newest records an evaluation reads (windows are closed every few minutes).
-MAX_WINDOWS = 1_000
+#: The newest live windows an evaluation reads (they close every few minutes; enough for any
+#: ``live.consecutive`` in a policy, each costing one comparison).
+LIVE_WINDOWS = 24
 MAX_PERFORMANCE = 100
 
 
 def window_history(registry: Registry, version: ModelVersion) -> list[WindowRecord]:
-    """The version's persisted live windows, oldest first (at most ``MAX_WINDOWS``).
+    """The version's newest persisted live windows, oldest first (at most ``LIVE_WINDOWS``).
 
-    Seam: the server's window history reader is not on this branch; none are recorded yet."""
-    return []
+    Read with :func:`~scoregate.monitoring.live.read_windows` against the version's bound
+    reference profile, so a window counted over other bins (an edited file) is left out;
+    each window's figures are ``monitor drift``'s computation (``live.figures``) and its
+    quality shares the ones the server exports."""
+    from scoregate.errors import NotFoundError
+    from scoregate.monitoring import live, store
+    from scoregate.monitoring.profile import Role
+
+    try:
+        bound = store.bound_reference(registry, version)
+    except NotFoundError:
+        return []
+    folder = live.live_folder(Path(registry.settings.home))
+    files = live.list_windows(folder, version.name, version.version)
+    if not files:
+        return []
+    since = files[-1].start - LIVE_WINDOWS * max(f.length for f in files)  # read only the newest few
+    windows = live.read_windows(folder, version.name, version.version, since=since, profile=bound.profile)
+    records = []
+    for window in windows[-LIVE_WINDOWS:]:
+        result = live.figures(bound.profile, window, profile_digest=bound.digest)
+        drift: dict[Role, dict[tuple[str, str], float]] = {Role.INPUT: {}, Role.OUTPUT: {}}
+        for column in result.columns:
+            for statistic, value in column.statistics.items():
+                if value is not None:
+                    drift[column.role][(column.name, statistic)] = value
+        quality = {
+            (feature, kind.value): share
+            for feature, shares in window.quality(bound.profile).items()
+            for kind, share in shares.items()
+            if share is not None
+        }
+        records.append(
+            WindowRecord(
+                end=dt.datetime.fromtimestamp(window.end, dt.UTC),
+                window=f"{window.length // 60}m",
+                rows=window.rows,
+                feature_drift=drift[Role.INPUT],
+                quality_ratio=quality,
+                output_drift=drift[Role.OUTPUT],
+            )
+        )
+    return records
 
 
 def performance_history(registry: Registry, version: ModelVersion) -> list[PerformanceRecord]:

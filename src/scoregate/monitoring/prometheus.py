@@ -4,7 +4,7 @@ The scoring server exports, per served version and live window:
 
 - ``scoregate_feature_drift{model,version,feature,statistic,window}``
 - ``scoregate_feature_quality_ratio{model,version,feature,kind,window}``
-- ``scoregate_output_drift{model,version,statistic,window}``
+- ``scoregate_output_drift{model,version,output,statistic,window}``
 - ``scoregate_monitoring_errors_total``
 
 The rules are generated from the monitoring policy in force and the registry's models
@@ -113,7 +113,7 @@ def alerting_rules(policy: MonitoringPolicy, tiers: Mapping[str, str | None]) ->
         live = tier_rules.live
         drift = (
             ("ScoregateFeatureDrift", FEATURE_DRIFT, live.feature_drift, "feature {{ $labels.feature }} drifted"),
-            ("ScoregateOutputDrift", OUTPUT_DRIFT, live.output_drift, "the model's outputs drifted"),
+            ("ScoregateOutputDrift", OUTPUT_DRIFT, live.output_drift, "output {{ $labels.output }} drifted"),
         )
         for alert, metric, thresholds, what in drift:
             for statistic, threshold in sorted(thresholds.items()):
@@ -194,7 +194,7 @@ def _variable(name: str, query: str, *, multi: bool = True) -> dict[str, Any]:
     }
 
 
-def dashboard(window: str = "1h") -> dict[str, Any]:
+def dashboard() -> dict[str, Any]:
     """A Grafana dashboard (JSON model, schema 39) over the live monitoring gauges."""
     sel = 'model=~"$model",version=~"$version",window=~"$window"'
     panels = [
@@ -209,8 +209,8 @@ def dashboard(window: str = "1h") -> dict[str, Any]:
         _panel(
             2,
             "Output drift ($statistic)",
-            f'max by (model, version) ({OUTPUT_DRIFT}{{{sel},statistic="$statistic"}})',
-            "{{model}}@{{version}}",
+            f'max by (model, version, output) ({OUTPUT_DRIFT}{{{sel},statistic="$statistic"}})',
+            "{{model}}@{{version}} {{output}}",
             0,
             12,
         ),

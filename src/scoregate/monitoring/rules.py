@@ -47,20 +47,21 @@ tiers:
       maximum: {}                 # e.g. {brier: 0.20}: alert above
       consecutive: 1
     live:
-      window: 1h                  # the live window the gauges describe
+      window: 15m                 # the live window the gauges describe (the server exports 15m and 24h)
       for: 15m                    # how long a breach must last before Prometheus fires
       feature_drift: {psi: 0.25, jensen_shannon: 0.25, ks: 0.25}
       output_drift: {psi: 0.25, jensen_shannon: 0.25, ks: 0.25}
-      quality_ratio: {"null": 0.05, out_of_range: 0.05, new_level: 0.05, invalid: 0.01}
+      quality_ratio: {missing: 0.05, out_of_range: 0.05, unseen_category: 0.05, invalid: 0.01, refused: 0.01}
       consecutive: 3              # stored live windows in a row before the recorded alert fires
+      min_rows: 100               # a window with fewer rows is not judged
   medium:
     drift: {max_drifted_share: 0.1, min_effect: 0.1, consecutive: 2}
-    live: {window: 1h, for: 30m}
+    live: {window: 15m, for: 30m}
   low:
     drift: {max_drifted_share: 0.25, min_effect: 0.25, consecutive: 3}
     quality: {max_null_share_increase: 0.1, max_out_of_range_share: 0.1, max_new_level_share: 0.1,
               max_invalid: 100, consecutive: 3}
-    live: {window: 1h, for: 1h}
+    live: {window: 24h, for: 1h}
 versions: {}                # per version, overriding its tier: {"credit-risk@3": {drift: {min_effect: 0.2}}}
 """
 
@@ -124,14 +125,21 @@ def _effect_sizes(value: dict[str, float]) -> dict[str, float]:
 
 
 class LiveRule(_Strict):
-    window: str = "1h"
+    window: str = "15m"
     for_: str = Field(default="15m", alias="for")
     feature_drift: dict[str, float] = Field(default_factory=lambda: {"psi": 0.25, "jensen_shannon": 0.25, "ks": 0.25})
     output_drift: dict[str, float] = Field(default_factory=lambda: {"psi": 0.25, "jensen_shannon": 0.25, "ks": 0.25})
     quality_ratio: dict[str, float] = Field(
-        default_factory=lambda: {"null": 0.05, "out_of_range": 0.05, "new_level": 0.05, "invalid": 0.01}
+        default_factory=lambda: {
+            "missing": 0.05,
+            "out_of_range": 0.05,
+            "unseen_category": 0.05,
+            "invalid": 0.01,
+            "refused": 0.01,
+        }
     )
-    consecutive: int = Field(default=3, ge=1, le=1000)
+    consecutive: int = Field(default=3, ge=1, le=24)
+    min_rows: int = Field(default=100, ge=1)  # a window with fewer rows is not judged (its figures are noise)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
