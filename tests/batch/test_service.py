@@ -107,7 +107,8 @@ def test_a_row_scores_the_same_in_batch_and_over_http(
     )
     rows = make_credit_data(600, seed=5).drop(columns="default")
     rows.insert(0, "id", range(len(rows)))
-    rows.loc[7, "purpose"] = "boat"  # not a known category: rejected in both
+    rows.loc[7, "age"] = -5  # breaks the inferred count rule (minimum 0): rejected in both
+    rows.loc[8, "purpose"] = "boat"  # unseen, taken by the encoder (handle_unknown="ignore"): scored in both
     rows.to_parquet(tmp_path / "in.parquet", index=False)
     result = client.batch(
         "credit-risk@1", tmp_path / "in.parquet", tmp_path / "out", keep=["id"], workers=1, chunk_rows=250
@@ -115,7 +116,7 @@ def test_a_row_scores_the_same_in_batch_and_over_http(
     assert result.state.value == "done" and result.rejected >= 1
     batch = pq.read_table(tmp_path / "out").to_pandas().sort_values("_row").set_index("id")
     rejected = set(pq.read_table(tmp_path / "out" / "_rejects").to_pandas()["id"])
-    assert 7 in rejected and len(batch) + len(rejected) == len(rows)
+    assert 7 in rejected and 8 not in rejected and len(batch) + len(rejected) == len(rows)
 
     async def over_http() -> tuple[list[dict], list[int]]:
         app = create_app(RegistrySource(client.registry), models=["credit-risk@1"], predictions_dir=None)
