@@ -260,3 +260,23 @@ def test_every_read_view_is_plain_html_under_the_strict_policy(as_user) -> None:
         assert "<script" not in answer.text and " style=" not in answer.text, path
         assert answer.headers["content-security-policy"].startswith("default-src 'self'"), path
         assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_model_page_lists_its_batch_jobs_as_recorded(  # type: ignore[no-untyped-def]
+    as_user, world, tmp_path
+) -> None:
+    """Last in the module: it adds a job (and its audit events) to the module's registry."""
+    from scoregate import Client
+    from tests.conftest import make_credit_data
+
+    assert "No batch job has run for this model." in as_user("viewer").get("/ui/models/credit-risk").text
+    rows = make_credit_data(300, seed=9).drop(columns="default")
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    dave = Client(settings=world.settings.model_copy(update={"token": world.tokens["dave"]}))
+    try:
+        result = dave.batch("credit-risk@2", tmp_path / "in.parquet", tmp_path / "out", workers=1)
+    finally:
+        dave.close()
+    page = as_user("viewer").get("/ui/models/credit-risk").text
+    assert result.job in page and "credit-risk@2" in page and ">300<" in page and ">dave<" in page
+    assert (result.output_digest or "")[:12] in page

@@ -26,7 +26,7 @@ from scoregate.errors import ConflictError, IntegrityError, NotFoundError, Polic
 from scoregate.governance.audit_checks import check_rows
 from scoregate.governance.tables import BatchJobRow
 from scoregate.refs import ModelRef
-from scoregate.registry.tables import AliasRow, VersionRow
+from scoregate.registry.tables import AliasRow, ModelRow, VersionRow
 
 
 @dataclass(frozen=True)
@@ -274,9 +274,14 @@ class BatchService:
             check_rows(session, [row])
             return self._record(session, row)
 
-    def list(self, limit: int = 50) -> list[JobRecord]:
+    def list(self, limit: int = 50, *, model: str | None = None) -> list[JobRecord]:
+        """The newest ``limit`` jobs, of every model or of ``model``."""
+        query = select(BatchJobRow).order_by(BatchJobRow.id.desc()).limit(limit)
+        if model is not None:
+            query = query.join(VersionRow, VersionRow.id == BatchJobRow.version_id)
+            query = query.join(ModelRow, ModelRow.id == VersionRow.model_id).where(ModelRow.name == model)
         with self.registry.reading() as session:
-            rows = session.scalars(select(BatchJobRow).order_by(BatchJobRow.id.desc()).limit(limit)).all()
+            rows = session.scalars(query).all()
             check_rows(session, rows)
             return [self._record(session, row) for row in rows]
 

@@ -215,14 +215,25 @@ def model(request: Request) -> Response:
     )
 
 
-def batch_jobs(registry: Any, name: str) -> list[dict[str, Any]] | None:
-    """The model's batch jobs from the batch service, or None where this build has none."""
-    try:
-        from scoregate.batch import service as batch_service  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    lister = getattr(batch_service, "list_jobs", None)
-    return list(lister(registry, model=name)) if lister is not None else None
+def batch_jobs(registry: Any, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The model's newest batch jobs, as the registry recorded them (``scoregate batch list``)."""
+    from scoregate.batch.service import BatchService
+
+    return [
+        {
+            "job": j.job,
+            "version": j.ref,
+            "state": j.state,
+            "engine": j.engine,
+            "rows": j.rows,
+            "scored": j.scored,
+            "rejected": j.rejected,
+            "by": j.created_by,
+            "started (UTC)": f"{j.created_at:%Y-%m-%d %H:%M:%S}",
+            "output sha256": (j.output_digest or "")[:12],
+        }
+        for j in BatchService(registry).list(limit, model=name)
+    ]
 
 
 # -- version -----------------------------------------------------------------------------------
