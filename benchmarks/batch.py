@@ -203,9 +203,17 @@ def run_ray(py: str, env: dict[str, str], data: Path, work: Path) -> tuple[str, 
         total = cpu + (daemons - cpu0) + sum(actors.values())
         return ("scoregate batch --engine ray, 2 actors", wall, total, worker_rss(output))
     finally:
+        # the whole tree, taken before anything dies: Ray's agents rename themselves (no temp in their cmdline)
+        cluster: dict[int, psutil.Process] = {}
         for p in psutil.process_iter(["cmdline"]):
             if any(temp in c for c in (p.info["cmdline"] or [])):
+                cluster[p.pid] = p
+                with contextlib.suppress(psutil.Error):
+                    cluster.update((c.pid, c) for c in p.children(recursive=True))
+        for p in cluster.values():
+            with contextlib.suppress(psutil.Error):
                 p.kill()
+        psutil.wait_procs(list(cluster.values()), timeout=30)
         shutil.rmtree(temp, ignore_errors=True)
 
 

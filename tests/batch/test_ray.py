@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -27,12 +28,15 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def _ours(marker: str) -> list[psutil.Process]:
-    found = []
+    """The processes whose command line names ``marker``, and all their descendants: Ray's agents
+    (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) rename themselves, so only the tree finds them."""
+    found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
-        with_marker = any(marker in part for part in (proc.info["cmdline"] or []))
-        if with_marker:
-            found.append(proc)
-    return found
+        if any(marker in part for part in (proc.info["cmdline"] or [])):
+            found[proc.pid] = proc
+            with contextlib.suppress(psutil.Error):
+                found.update((child.pid, child) for child in proc.children(recursive=True))
+    return list(found.values())
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +58,12 @@ def ray_cluster() -> Iterator[str]:
         assert started.returncode == 0, started.stdout + started.stderr
         yield f"127.0.0.1:{port}"
     finally:
-        for proc in _ours(temp):
-            proc.kill()
-        deadline = time.monotonic() + 30
-        while _ours(temp) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _ours(temp), "Ray processes outlived the cluster"
+        cluster = _ours(temp)  # the whole tree, taken before anything dies and is re-parented
+        for proc in cluster:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        _, alive = psutil.wait_procs(cluster, timeout=30)
+        assert not alive and not _ours(temp), f"Ray processes outlived the cluster: {alive}"
         shutil.rmtree(temp, ignore_errors=True)
 
 
