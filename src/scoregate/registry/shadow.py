@@ -77,8 +77,6 @@ def compare_shadow(log: Any, primary_version: int | None = None) -> ShadowCompar
     """Pair each primary row of ``log`` (rows of one model, as :func:`read_predictions` returns
     them, outputs decoded) with its shadow row; ``primary_version`` keeps the decisions of one
     version only (the version an alias named)."""
-    import pandas as pd
-
     primary = log[~log["shadow"].astype(bool)]
     if primary_version is not None:
         primary = primary[primary["version"] == int(primary_version)]
@@ -91,8 +89,6 @@ def compare_shadow(log: Any, primary_version: int | None = None) -> ShadowCompar
     pairs = pairs.rename(columns={"version_shadow": "shadow_version", "outputs_shadow": "shadow_outputs"})
     pairs = pairs.sort_values(["timestamp", *KEY], kind="stable").reset_index(drop=True)
     fields = _field_differences(pairs["primary_outputs"].tolist(), pairs["shadow_outputs"].tolist())
-    if pairs.empty:
-        pairs = pd.DataFrame(columns=list(pairs.columns))
     return ShadowComparison(pairs, len(primary), len(primary) - len(pairs), fields)
 
 
